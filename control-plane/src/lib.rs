@@ -1,0 +1,24 @@
+//! Tollgate control plane: a Raft-replicated store of API definitions,
+//! authorizers, tenants, usage plans and API key hashes; the admin API (REST
+//! and gRPC over one service layer); and config streaming to data planes.
+//!
+//! - `state`: the replicated state and its commands (pure, deterministic).
+//! - `raft`: openraft types, sled log store and state machine, tonic network.
+//! - `service`: every admin operation, once.
+//! - `rest`, `grpc`: the doors into `service`.
+//! - `config_stream`: `Config.Watch` for data planes.
+//! - `transport`: bearer-token auth and the per-peer channel cache.
+//! - `node`: start and stop a node.
+
+pub mod config_stream;
+pub mod declarative;
+pub mod grpc;
+pub mod node;
+pub mod raft;
+pub mod rest;
+pub mod service;
+pub mod state;
+pub mod transport;
+
+pub use node::{start, Membership, NodeConfig, NodeHandle, RaftTuning};
+pub use service::{ApiError, ControlPlane};

@@ -1,0 +1,76 @@
+//! Everything Raft, in one module: the type config, the sled-backed log
+//! store and state machine, and the tonic network (client and server).
+
+pub mod kv;
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+
+use std::fmt;
+use std::io::Cursor;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::state::{Command, CommandResult};
+
+pub type NodeId = u64;
+
+/// How to reach a control-plane node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// `http://host:port` (or https with mTLS) of the gRPC port.
+    pub grpc_addr: String,
+    /// `http://host:port` of the admin REST port.
+    pub admin_addr: String,
+}
+
+impl fmt::Display for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{{grpc: {}, admin: {}}}", self.grpc_addr, self.admin_addr)
+    }
+}
+
+pub type SnapshotData = Cursor<Vec<u8>>;
+
+openraft::declare_raft_types!(
+    pub TypeConfig:
+        D = Command,
+        R = CommandResult,
+        Node = Node,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+
+pub mod typ {
+    use super::{Node, NodeId, TypeConfig};
+
+    pub type Entry = openraft::Entry<TypeConfig>;
+    pub type LogId = openraft::LogId<NodeId>;
+    pub type StorageError = openraft::StorageError<NodeId>;
+    pub type RaftError<E = openraft::error::Infallible> = openraft::error::RaftError<NodeId, E>;
+    pub type RPCError<E = openraft::error::Infallible> = openraft::error::RPCError<NodeId, Node, RaftError<E>>;
+    pub type ClientWriteError = openraft::error::ClientWriteError<NodeId, Node>;
+    pub type CheckIsLeaderError = openraft::error::CheckIsLeaderError<NodeId, Node>;
+    pub type StoredMembership = openraft::StoredMembership<NodeId, Node>;
+    pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, Node>;
+}
+
+/// Open the log store and state machine under `dir` (one sled database).
+pub fn open_storage(dir: &Path) -> std::io::Result<(log_store::LogStore, state_machine::StateMachine)> {
+    std::fs::create_dir_all(dir)?;
+    let db = kv::Db::open(&dir.join("raft.sled"))?;
+    let log = log_store::LogStore::open(db.clone())?;
+    let sm = state_machine::StateMachine::open(db)?;
+    Ok((log, sm))
+}
+
+/// Shorthand: an io error as an openraft storage error.
+pub(crate) fn storage_err(
+    subject: openraft::ErrorSubject<NodeId>,
+    verb: openraft::ErrorVerb,
+    e: impl std::error::Error + 'static,
+) -> typ::StorageError {
+    openraft::StorageIOError::new(subject, verb, openraft::AnyError::new(&e)).into()
+}
+

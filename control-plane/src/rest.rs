@@ -1,0 +1,223 @@
+//! The admin REST API (contract §2), over the same service layer as gRPC.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use tollgate_model::key::constant_time_eq;
+use tollgate_model::ResourceKind;
+
+use crate::grpc::view;
+use crate::raft::Node;
+use crate::service::{parse_json, ApiError, ControlPlane};
+
+#[derive(Clone)]
+struct AppState {
+    cp: Arc<ControlPlane>,
+    admin_token: Arc<str>,
+}
+
+/// The one place an `ApiError` becomes an HTTP response.
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
+        (status, Json(body)).into_response()
+    }
+}
+
+type Reply = Result<Response, ApiError>;
+
+fn ok(status: StatusCode, body: serde_json::Value) -> Reply {
+    Ok((status, Json(body)).into_response())
+}
+
+#[derive(Deserialize, Default)]
+struct ReadOpts {
+    #[serde(default)]
+    stale: bool,
+    #[serde(default)]
+    tenant: Option<String>,
+}
+
+pub fn router(cp: Arc<ControlPlane>, admin_token: &str) -> Router {
+    let state = AppState {
+        cp,
+        admin_token: admin_token.into(),
+    };
+    let mut v1 = Router::new()
+        .route("/v1/cluster", get(cluster))
+        .route("/v1/cluster/members", post(add_member))
+        .route("/v1/cluster/members/{id}", delete(remove_member))
+        .route("/v1/keys", post(issue_key).get(list_keys))
+        .route("/v1/keys/{id}", get(get_key).patch(patch_key).delete(delete_key));
+    for (path, kind) in [
+        ("apis", ResourceKind::Api),
+        ("authorizers", ResourceKind::Authorizer),
+        ("tenants", ResourceKind::Tenant),
+        ("usage-plans", ResourceKind::UsagePlan),
+    ] {
+        v1 = v1
+            .route(
+                &format!("/v1/{path}"),
+                get(move |s: State<AppState>, q: Query<ReadOpts>| list_docs(s, q, kind)),
+            )
+            .route(
+                &format!("/v1/{path}/{{id}}"),
+                get(move |s: State<AppState>, p: Path<String>, q: Query<ReadOpts>| get_doc(s, p, q, kind))
+                    .put(move |s: State<AppState>, p: Path<String>, b: Bytes| put_doc(s, p, b, kind))
+                    .delete(move |s: State<AppState>, p: Path<String>| delete_doc(s, p, kind)),
+            );
+    }
+    let v1 = v1
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin_token));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .merge(v1)
+        .with_state(state)
+}
+
+async fn require_admin_token(State(s): State<AppState>, headers: HeaderMap, req: Request, next: Next) -> Response {
+    let presented = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(t) if constant_time_eq(t, &s.admin_token) => next.run(req).await,
+        _ => ApiError::Unauthenticated.into_response(),
+    }
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    if s.cp.is_ready() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    }
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    let m = s.cp.raft.metrics().borrow().clone();
+    let is_leader = u8::from(m.current_leader == Some(s.cp.id));
+    let connected = s.cp.data_planes.local().iter().filter(|d| d.connected).count();
+    let text = format!(
+        "# TYPE tollgate_raft_term gauge\ntollgate_raft_term {}\n\
+         # TYPE tollgate_raft_is_leader gauge\ntollgate_raft_is_leader {is_leader}\n\
+         # TYPE tollgate_raft_leader_id gauge\ntollgate_raft_leader_id {}\n\
+         # TYPE tollgate_raft_last_log_index gauge\ntollgate_raft_last_log_index {}\n\
+         # TYPE tollgate_raft_applied_index gauge\ntollgate_raft_applied_index {}\n\
+         # TYPE tollgate_raft_log_entries gauge\ntollgate_raft_log_entries {}\n\
+         # TYPE tollgate_data_planes_connected gauge\ntollgate_data_planes_connected {connected}\n",
+        m.current_term,
+        m.current_leader.unwrap_or(0),
+        m.last_log_index.unwrap_or(0),
+        m.last_applied.map_or(0, |l| l.index),
+        s.cp.log_store.len(),
+    );
+    ([("content-type", "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn cluster(State(s): State<AppState>) -> Reply {
+    let info = s.cp.cluster_info().await;
+    ok(StatusCode::OK, serde_json::to_value(info).map_err(|e| ApiError::Internal(e.to_string()))?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberRequest {
+    id: u64,
+    grpc_addr: String,
+    admin_addr: String,
+}
+
+async fn add_member(State(s): State<AppState>, body: Bytes) -> Reply {
+    let m: MemberRequest = parse_json(&body)?;
+    for (field, v) in [("grpc_addr", &m.grpc_addr), ("admin_addr", &m.admin_addr)] {
+        tollgate_model::validate::upstream_url(field, v)?;
+    }
+    s.cp.add_member(
+        m.id,
+        Node {
+            grpc_addr: m.grpc_addr,
+            admin_addr: m.admin_addr,
+        },
+    )
+    .await?;
+    ok(StatusCode::OK, json!({"id": m.id, "voter": true}))
+}
+
+async fn remove_member(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
+    let id: u64 = id
+        .parse()
+        .map_err(|_| ApiError::InvalidArgument(format!("id: {id:?} is not a node id")))?;
+    s.cp.remove_member(id).await?;
+    ok(StatusCode::OK, json!({"removed": id}))
+}
+
+async fn list_docs(State(s): State<AppState>, Query(q): Query<ReadOpts>, kind: ResourceKind) -> Reply {
+    let items: Vec<_> = s.cp.list(kind, q.stale).await?.iter().map(|(r, d)| view(*r, d)).collect();
+    ok(StatusCode::OK, json!({ "items": items }))
+}
+
+async fn get_doc(State(s): State<AppState>, Path(id): Path<String>, Query(q): Query<ReadOpts>, kind: ResourceKind) -> Reply {
+    let (rev, doc) = s.cp.get(kind, &id, q.stale).await?;
+    ok(StatusCode::OK, view(rev, &doc))
+}
+
+async fn put_doc(State(s): State<AppState>, Path(id): Path<String>, body: Bytes, kind: ResourceKind) -> Reply {
+    let (rev, doc) = s.cp.put(kind, &id, &body).await?;
+    ok(StatusCode::OK, view(rev, &doc))
+}
+
+async fn delete_doc(State(s): State<AppState>, Path(id): Path<String>, kind: ResourceKind) -> Reply {
+    let rev = s.cp.delete(kind, &id).await?;
+    ok(StatusCode::OK, json!({"id": id, "revision": rev}))
+}
+
+async fn issue_key(State(s): State<AppState>, body: Bytes) -> Reply {
+    let (rev, issued) = s.cp.issue_key(&body).await?;
+    let mut v = serde_json::to_value(issued).map_err(|e| ApiError::Internal(e.to_string()))?;
+    v["revision"] = rev.into();
+    ok(StatusCode::CREATED, v)
+}
+
+async fn list_keys(State(s): State<AppState>, Query(q): Query<ReadOpts>) -> Reply {
+    let items: Vec<_> = s
+        .cp
+        .list(ResourceKind::ApiKey, q.stale)
+        .await?
+        .iter()
+        .filter(|(_, r)| match (r, &q.tenant) {
+            (tollgate_model::Resource::ApiKey(k), Some(t)) => &k.tenant == t,
+            _ => true,
+        })
+        .map(|(rev, r)| view(*rev, r))
+        .collect();
+    ok(StatusCode::OK, json!({ "items": items }))
+}
+
+async fn get_key(s: State<AppState>, p: Path<String>, q: Query<ReadOpts>) -> Reply {
+    get_doc(s, p, q, ResourceKind::ApiKey).await
+}
+
+async fn patch_key(State(s): State<AppState>, Path(id): Path<String>, body: Bytes) -> Reply {
+    let (rev, key) = s.cp.patch_key(&id, &body).await?;
+    let mut v = serde_json::to_value(key).map_err(|e| ApiError::Internal(e.to_string()))?;
+    v["revision"] = rev.into();
+    ok(StatusCode::OK, v)
+}
+
+async fn delete_key(s: State<AppState>, p: Path<String>) -> Reply {
+    delete_doc(s, p, ResourceKind::ApiKey).await
+}
+

@@ -1,0 +1,536 @@
+//! The service layer: every admin operation, whichever door it came in by
+//! (REST or gRPC). Validation, key issuance, forwarding writes to the
+//! leader, and linearizable reads live here once.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::ChangeMembers;
+use serde::Serialize;
+use tollgate_model::config::ResourceKind;
+use tollgate_model::{key, ApiKeyRecord, IssueKeyRequest, KeyPatch, Resource, Settings, ValidationError};
+use tollgate_proto::cluster_client::ClusterClient;
+
+use crate::config_stream::DataPlaneRegistry;
+use crate::raft::log_store::LogStore;
+use crate::raft::state_machine::Shared;
+use crate::raft::{Node, NodeId, Raft};
+use crate::state::{Command, CommandResult, ErrorCode, KeyPatchCmd, Rejection};
+use crate::transport::Channels;
+
+/// An error as the admin API reports it (contract §2).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("missing or wrong admin token")]
+    Unauthenticated,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidArgument(_) => "invalid_argument",
+            ApiError::Unauthenticated => "unauthenticated",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    pub fn http_status(&self) -> u16 {
+        match self {
+            ApiError::InvalidArgument(_) => 400,
+            ApiError::Unauthenticated => 401,
+            ApiError::NotFound(_) => 404,
+            ApiError::Conflict(_) => 409,
+            ApiError::Unavailable(_) => 503,
+            ApiError::Internal(_) => 500,
+        }
+    }
+
+    pub fn not_found(kind: ResourceKind, id: &str) -> Self {
+        ApiError::NotFound(format!("{} {id:?} not found", kind.as_str()))
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> Self {
+        ApiError::InvalidArgument(e.to_string())
+    }
+}
+
+impl From<Rejection> for ApiError {
+    fn from(r: Rejection) -> Self {
+        match r.code {
+            ErrorCode::InvalidArgument => ApiError::InvalidArgument(r.message),
+            ErrorCode::NotFound => ApiError::NotFound(r.message),
+            ErrorCode::Conflict => ApiError::Conflict(r.message),
+        }
+    }
+}
+
+impl From<tonic::Status> for ApiError {
+    fn from(s: tonic::Status) -> Self {
+        match s.code() {
+            tonic::Code::InvalidArgument => ApiError::InvalidArgument(s.message().into()),
+            tonic::Code::NotFound => ApiError::NotFound(s.message().into()),
+            tonic::Code::AlreadyExists | tonic::Code::FailedPrecondition => ApiError::Conflict(s.message().into()),
+            tonic::Code::Unauthenticated => ApiError::Unauthenticated,
+            _ => ApiError::Unavailable(format!("leader unreachable: {}", s.message())),
+        }
+    }
+}
+
+impl From<ApiError> for tonic::Status {
+    fn from(e: ApiError) -> Self {
+        let msg = e.to_string();
+        match e {
+            ApiError::InvalidArgument(_) => tonic::Status::invalid_argument(msg),
+            ApiError::Unauthenticated => tonic::Status::unauthenticated(msg),
+            ApiError::NotFound(_) => tonic::Status::not_found(msg),
+            ApiError::Conflict(_) => tonic::Status::failed_precondition(msg),
+            ApiError::Unavailable(_) => tonic::Status::unavailable(msg),
+            ApiError::Internal(_) => tonic::Status::internal(msg),
+        }
+    }
+}
+
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+/// A key just issued: the record plus the value, which exists nowhere else.
+#[derive(Debug, Clone, Serialize)]
+pub struct IssuedKey {
+    #[serde(flatten)]
+    pub record: KeyView,
+    pub value: String,
+}
+
+/// A key as the admin API shows it: never the value, never the hash.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyView {
+    pub id: String,
+    pub prefix: String,
+    pub tenant: String,
+    pub name: String,
+    pub plans: Vec<String>,
+    pub enabled: bool,
+    pub created_at: u64,
+}
+
+impl From<&ApiKeyRecord> for KeyView {
+    fn from(k: &ApiKeyRecord) -> Self {
+        Self {
+            id: k.id.clone(),
+            prefix: k.prefix.clone(),
+            tenant: k.tenant.clone(),
+            name: k.name.clone(),
+            plans: k.plans.clone(),
+            enabled: k.enabled,
+            created_at: k.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterInfo {
+    pub node_id: NodeId,
+    pub leader_id: Option<NodeId>,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub members: Vec<MemberInfo>,
+    pub data_planes: Vec<crate::config_stream::DataPlaneView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberInfo {
+    pub id: NodeId,
+    pub grpc_addr: String,
+    pub admin_addr: String,
+    pub voter: bool,
+}
+
+pub struct ControlPlane {
+    pub id: NodeId,
+    pub node: Node,
+    pub raft: Raft,
+    pub shared: Arc<Shared>,
+    pub channels: Channels,
+    pub data_planes: DataPlaneRegistry,
+    pub log_store: LogStore,
+    /// How long a write or a linearizable read may wait for a leader and a
+    /// quorum before it is answered with 503.
+    pub request_timeout: Duration,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl ControlPlane {
+    // ------------------------------------------------------------ writes
+
+    /// Commit `cmd` through Raft, forwarding to the leader if need be.
+    /// Returns the revision and what the state machine said.
+    pub async fn write(&self, cmd: Command) -> Result<(u64, Option<Resource>)> {
+        let result = tokio::time::timeout(self.request_timeout, self.write_with_retry(cmd))
+            .await
+            .map_err(|_| ApiError::Unavailable("no quorum: the write was not acknowledged in time".into()))??;
+        match result.outcome {
+            Some(Ok(r)) => Ok((result.revision, r)),
+            Some(Err(rej)) => Err(rej.into()),
+            None => Ok((result.revision, None)),
+        }
+    }
+
+    async fn write_with_retry(&self, cmd: Command) -> Result<CommandResult> {
+        loop {
+            match self.raft.client_write(cmd.clone()).await {
+                Ok(resp) => return Ok(resp.data),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    if let Some(leader) = f.leader_node {
+                        return self.forward(&leader, &cmd).await;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "write failed; retrying");
+                }
+            }
+            // No leader known yet: an election is under way.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn forward(&self, leader: &Node, cmd: &Command) -> Result<CommandResult> {
+        let mut client = ClusterClient::new(self.channels.get(&leader.grpc_addr));
+        let json = serde_json::to_vec(cmd).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let reply = client
+            .forward(tollgate_proto::ForwardRequest { command_json: json })
+            .await?
+            .into_inner();
+        serde_json::from_slice(&reply.result_json).map_err(|e| ApiError::Internal(e.to_string()))
+    }
+
+    /// The leader's side of `Cluster.Forward`: write locally, no further hop.
+    pub async fn write_local(&self, cmd: Command) -> Result<CommandResult> {
+        match self.raft.client_write(cmd).await {
+            Ok(resp) => Ok(resp.data),
+            Err(e) => Err(ApiError::Unavailable(format!("not the leader: {e}"))),
+        }
+    }
+
+    // ------------------------------------------------------------ reads
+
+    /// Wait until this node has applied everything committed before the
+    /// call began (unless `stale`), so a read after an acknowledged write on
+    /// any node sees it.
+    pub async fn read_barrier(&self, stale: bool) -> Result<()> {
+        if stale {
+            return Ok(());
+        }
+        tokio::time::timeout(self.request_timeout, async {
+            loop {
+                match self.read_index().await {
+                    Ok(index) => {
+                        let mut rx = self.shared.subscribe();
+                        rx.wait_for(|a| *a >= index).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+                        return Ok(());
+                    }
+                    Err(None) => tokio::time::sleep(Duration::from_millis(50)).await,
+                    Err(Some(e)) => return Err(e),
+                }
+            }
+        })
+        .await
+        .map_err(|_| ApiError::Unavailable("no quorum: a linearizable read could not be served in time".into()))?
+    }
+
+    /// The index a linearizable read must wait for. `Err(None)`: no leader
+    /// known yet, try again.
+    async fn read_index(&self) -> Result<u64, Option<ApiError>> {
+        match self.raft.ensure_linearizable().await {
+            Ok(log_id) => Ok(log_id.map_or(0, |l| l.index)),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+                let Some(leader) = f.leader_node else { return Err(None) };
+                let mut client = ClusterClient::new(self.channels.get(&leader.grpc_addr));
+                match client.read_index(tollgate_proto::ReadIndexRequest {}).await {
+                    Ok(r) => Ok(r.into_inner().index),
+                    Err(s) => Err(Some(s.into())),
+                }
+            }
+            Err(_) => Err(None),
+        }
+    }
+
+    /// The leader's side of `Cluster.ReadIndex`.
+    pub async fn local_read_index(&self) -> Result<u64> {
+        match self.raft.ensure_linearizable().await {
+            Ok(l) => Ok(l.map_or(0, |l| l.index)),
+            Err(e) => Err(ApiError::Unavailable(format!("not the leader: {e}"))),
+        }
+    }
+
+    pub async fn get(&self, kind: ResourceKind, id: &str, stale: bool) -> Result<(u64, Resource)> {
+        self.read_barrier(stale).await?;
+        self.shared
+            .read(|s| s.get(kind, id).map(|st| (st.revision, st.resource.clone())))
+            .ok_or_else(|| ApiError::not_found(kind, id))
+    }
+
+    pub async fn list(&self, kind: ResourceKind, stale: bool) -> Result<Vec<(u64, Resource)>> {
+        self.read_barrier(stale).await?;
+        Ok(self
+            .shared
+            .read(|s| s.list(kind).map(|st| (st.revision, st.resource.clone())).collect()))
+    }
+
+    // ------------------------------------------------------------ documents
+
+    /// Create or replace a document. `body` is JSON; a `kind` or `revision`
+    /// field (as `GET` and `tollgate apply` produce) is ignored; `id` must
+    /// match the path if given.
+    pub async fn put(&self, kind: ResourceKind, id: &str, body: &[u8]) -> Result<(u64, Resource)> {
+        let resource = parse_document(kind, id, body)?;
+        let (rev, _) = self.write(Command::Put(resource.clone())).await?;
+        Ok((rev, resource))
+    }
+
+    pub async fn delete(&self, kind: ResourceKind, id: &str) -> Result<u64> {
+        Ok(self.write(Command::Delete(kind, id.to_string())).await?.0)
+    }
+
+    // ------------------------------------------------------------ keys
+
+    async fn key_hash_secret(&self) -> Result<String> {
+        if let Some(s) = self.shared.read(|s| s.settings().cloned()) {
+            return Ok(s.key_hash_secret);
+        }
+        let (_, r) = self
+            .write(Command::InitSettings(Settings {
+                key_hash_secret: key::new_secret(),
+            }))
+            .await?;
+        match r {
+            Some(Resource::Settings(s)) => Ok(s.key_hash_secret),
+            _ => Err(ApiError::Internal("cluster settings missing".into())),
+        }
+    }
+
+    /// Issue a key. The value is returned here and never stored or logged.
+    pub async fn issue_key(&self, body: &[u8]) -> Result<(u64, IssuedKey)> {
+        let req: IssueKeyRequest = parse_json(body)?;
+        req.validate()?;
+        let secret = self.key_hash_secret().await?;
+        let value = req.value.clone().unwrap_or_else(key::generate);
+        let record = ApiKeyRecord {
+            id: key::new_id("key"),
+            tenant: req.tenant,
+            name: req.name,
+            prefix: key::display_prefix(&value),
+            hash: key::hash(&secret, &value),
+            plans: req.plans,
+            enabled: true,
+            created_at: now_secs(),
+        };
+        let (rev, _) = self.write(Command::Put(Resource::ApiKey(record.clone()))).await?;
+        Ok((
+            rev,
+            IssuedKey {
+                record: KeyView::from(&record),
+                value,
+            },
+        ))
+    }
+
+    pub async fn patch_key(&self, id: &str, body: &[u8]) -> Result<(u64, KeyView)> {
+        let patch: KeyPatch = parse_json(body)?;
+        if let Some(plans) = &patch.plans {
+            for (i, p) in plans.iter().enumerate() {
+                tollgate_model::validate::id(&format!("plans[{i}]"), p)?;
+            }
+        }
+        let (rev, r) = self
+            .write(Command::PatchKey {
+                id: id.to_string(),
+                patch: KeyPatchCmd::from(patch),
+            })
+            .await?;
+        match r {
+            Some(Resource::ApiKey(k)) => Ok((rev, KeyView::from(&k))),
+            _ => Err(ApiError::Internal("patch returned no key".into())),
+        }
+    }
+
+    // ------------------------------------------------------------ cluster
+
+    /// Add a node: as a learner first, then as a voter once it caught up.
+    pub async fn add_member(&self, id: NodeId, node: Node) -> Result<()> {
+        if self.raft.current_leader().await != Some(self.id) {
+            let leader = self.leader_node().await?;
+            let mut client = ClusterClient::new(self.channels.get(&leader.grpc_addr));
+            client
+                .join(tollgate_proto::JoinRequest {
+                    node_id: id,
+                    grpc_addr: node.grpc_addr,
+                    admin_addr: node.admin_addr,
+                })
+                .await?;
+            return Ok(());
+        }
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        if m.membership().voter_ids().any(|v| v == id) {
+            return Ok(());
+        }
+        self.raft
+            .add_learner(id, node, true)
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("adding learner {id}: {e}")))?;
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("promoting {id} to voter: {e}")))?;
+        tracing::info!(node = id, "node joined as voter");
+        Ok(())
+    }
+
+    pub async fn remove_member(&self, id: NodeId) -> Result<()> {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        if m.membership().get_node(&id).is_none() {
+            return Err(ApiError::NotFound(format!("node {id} is not a member")));
+        }
+        if self.raft.current_leader().await != Some(self.id) {
+            return Err(ApiError::Unavailable(format!(
+                "send member removal to the leader ({:?})",
+                self.leader_node().await.ok().map(|n| n.admin_addr)
+            )));
+        }
+        self.raft
+            .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+            .await
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        Ok(())
+    }
+
+    async fn leader_node(&self) -> Result<Node> {
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        loop {
+            let metrics = self.raft.metrics().borrow().clone();
+            if let Some(l) = metrics.current_leader {
+                if let Some(n) = metrics.membership_config.membership().get_node(&l) {
+                    return Ok(n.clone());
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(ApiError::Unavailable("no leader".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn cluster_info(&self) -> ClusterInfo {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let members: Vec<MemberInfo> = membership
+            .nodes()
+            .map(|(id, n)| MemberInfo {
+                id: *id,
+                grpc_addr: n.grpc_addr.clone(),
+                admin_addr: n.admin_addr.clone(),
+                voter: voters.contains(id),
+            })
+            .collect();
+        let peers: Vec<String> = members
+            .iter()
+            .filter(|p| p.id != self.id)
+            .map(|p| p.grpc_addr.clone())
+            .collect();
+        let data_planes = self.data_planes.gather(&self.channels, &peers).await;
+        let applied = m.last_applied.map_or(0, |l| l.index);
+        ClusterInfo {
+            node_id: self.id,
+            leader_id: m.current_leader,
+            term: m.current_term,
+            // openraft 0.9 does not publish the commit index; what this
+            // node applied is committed, and the log tail bounds it above.
+            commit_index: applied,
+            applied_index: applied,
+            members,
+            data_planes,
+        }
+    }
+
+    /// Ready: a leader is known and this node has applied its log (it is
+    /// not replaying a backlog, to within a small lag).
+    pub fn is_ready(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        let applied = m.last_applied.map_or(0, |l| l.index);
+        let last = m.last_log_index.unwrap_or(0);
+        m.current_leader.is_some() && last.saturating_sub(applied) < 100
+    }
+}
+
+/// Parse JSON, reporting the path of the offending field.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || path.is_empty() {
+            ApiError::InvalidArgument(format!("body: {inner}"))
+        } else {
+            ApiError::InvalidArgument(format!("{path}: {inner}"))
+        }
+    })
+}
+
+/// Turn a request body into a validated document of `kind` with id `id`.
+pub fn parse_document(kind: ResourceKind, id: &str, body: &[u8]) -> Result<Resource> {
+    let mut value: serde_json::Value = parse_json(body)?;
+    let obj = value
+        .as_object_mut()
+        .ok_or_else(|| ApiError::InvalidArgument("body: must be a JSON object".into()))?;
+    obj.remove("kind");
+    obj.remove("revision");
+    match obj.get("id") {
+        None => {
+            obj.insert("id".into(), id.into());
+        }
+        Some(serde_json::Value::String(s)) if s == id => {}
+        Some(other) => {
+            return Err(ApiError::InvalidArgument(format!(
+                "id: {other} does not match the id in the path ({id:?})"
+            )))
+        }
+    }
+    let bytes = serde_json::to_vec(&value).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let resource = match kind {
+        ResourceKind::Api => Resource::Api(parse_json(&bytes)?),
+        ResourceKind::Authorizer => Resource::Authorizer(parse_json(&bytes)?),
+        ResourceKind::Tenant => Resource::Tenant(parse_json(&bytes)?),
+        ResourceKind::UsagePlan => Resource::UsagePlan(parse_json(&bytes)?),
+        ResourceKind::ApiKey | ResourceKind::Settings => {
+            return Err(ApiError::InvalidArgument(format!("kind: {} cannot be written here", kind.as_str())))
+        }
+    };
+    match &resource {
+        Resource::Api(a) => a.validate()?,
+        Resource::Authorizer(a) => a.validate()?,
+        Resource::Tenant(t) => t.validate()?,
+        Resource::UsagePlan(p) => p.validate()?,
+        Resource::ApiKey(_) | Resource::Settings(_) => {}
+    }
+    Ok(resource)
+}

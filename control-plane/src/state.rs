@@ -1,0 +1,399 @@
+//! The replicated state: every document, at the revision (Raft log index)
+//! that last changed it, and the commands that change it.
+//!
+//! `State` is pure and deterministic: every node applies the same commands in
+//! the same order and gets the same result, so checks that depend on other
+//! documents (references, conflicts) live here and nowhere else. Persistence
+//! is the state machine's job (`raft::state_machine`), which writes the
+//! `Change`s that `apply` reports.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use tollgate_model::config::ResourceRef;
+use tollgate_model::{ApiKeyRecord, KeyPatch, Resource, ResourceKind, Settings};
+
+/// A write, as it travels through the Raft log. Never carries a key value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Create the cluster settings if they do not exist yet.
+    InitSettings(Settings),
+    Put(Resource),
+    Delete(ResourceKind, String),
+    PatchKey { id: String, patch: KeyPatchCmd },
+}
+
+/// `KeyPatch` in a serializable form.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyPatchCmd {
+    pub enabled: Option<bool>,
+    pub plans: Option<Vec<String>>,
+    pub name: Option<String>,
+}
+
+impl From<KeyPatch> for KeyPatchCmd {
+    fn from(p: KeyPatch) -> Self {
+        Self {
+            enabled: p.enabled,
+            plans: p.plans,
+            name: p.name,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    InvalidArgument,
+    NotFound,
+    Conflict,
+}
+
+/// Why the state refused a command. The entry is still in the log; it just
+/// changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct Rejection {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl Rejection {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+    fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidArgument, message)
+    }
+    fn conflict(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Conflict, message)
+    }
+}
+
+/// What a command did, returned to the client through openraft.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CommandResult {
+    pub revision: u64,
+    pub outcome: Option<Result<Option<Resource>, Rejection>>,
+}
+
+/// A stored document and the revision that last wrote it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stored {
+    pub revision: u64,
+    pub resource: Resource,
+}
+
+/// One persisted change, for the state machine to write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    Upsert(Stored),
+    /// A delete, kept as a tombstone so data planes learn of it.
+    Remove(ResourceRef, u64),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    resources: BTreeMap<ResourceRef, Stored>,
+    tombstones: BTreeMap<ResourceRef, u64>,
+    /// (revision, resource) of every live document and tombstone, so that
+    /// "what changed since R" costs in proportion to the answer.
+    #[serde(skip)]
+    by_revision: BTreeSet<(u64, ResourceRef)>,
+}
+
+/// What changed after a revision: documents written and documents removed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Changes {
+    pub upserts: Vec<Resource>,
+    pub removals: Vec<ResourceRef>,
+}
+
+impl State {
+    /// Rebuild from persisted documents and tombstones.
+    pub fn from_parts(stored: impl IntoIterator<Item = Stored>, tombstones: impl IntoIterator<Item = (ResourceRef, u64)>) -> Self {
+        let mut s = State::default();
+        for st in stored {
+            s.by_revision.insert((st.revision, st.resource.key()));
+            s.resources.insert(st.resource.key(), st);
+        }
+        for (k, rev) in tombstones {
+            s.by_revision.insert((rev, k.clone()));
+            s.tombstones.insert(k, rev);
+        }
+        s
+    }
+
+    /// Restore the derived index after deserializing.
+    pub fn reindex(mut self) -> Self {
+        self.by_revision = self
+            .resources
+            .iter()
+            .map(|(k, s)| (s.revision, k.clone()))
+            .chain(self.tombstones.iter().map(|(k, r)| (*r, k.clone())))
+            .collect();
+        self
+    }
+
+    pub fn get(&self, kind: ResourceKind, id: &str) -> Option<&Stored> {
+        self.resources.get(&(kind, id.to_string()))
+    }
+
+    pub fn list(&self, kind: ResourceKind) -> impl Iterator<Item = &Stored> {
+        self.resources
+            .range((kind, String::new())..)
+            .take_while(move |((k, _), _)| *k == kind)
+            .map(|(_, s)| s)
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Stored> {
+        self.resources.values()
+    }
+
+    pub fn tombstones(&self) -> impl Iterator<Item = (&ResourceRef, &u64)> {
+        self.tombstones.iter()
+    }
+
+    pub fn settings(&self) -> Option<&Settings> {
+        match self.get(ResourceKind::Settings, "cluster").map(|s| &s.resource) {
+            Some(Resource::Settings(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Everything written or removed after `revision`.
+    pub fn changes_since(&self, revision: u64) -> Changes {
+        let mut out = Changes::default();
+        for (_, key) in self.by_revision.range((revision + 1, (ResourceKind::Api, String::new()))..) {
+            match self.resources.get(key) {
+                Some(st) => out.upserts.push(st.resource.clone()),
+                None => out.removals.push(key.clone()),
+            }
+        }
+        out
+    }
+
+    /// Apply a command at log index `revision`. Returns what the client is
+    /// told and the changes to persist (empty when rejected).
+    pub fn apply(&mut self, revision: u64, cmd: Command) -> (Result<Option<Resource>, Rejection>, Vec<Change>) {
+        match self.check(&cmd) {
+            Err(rej) => (Err(rej), Vec::new()),
+            Ok(()) => {
+                let mut changes = Vec::new();
+                let out = self.execute(revision, cmd, &mut changes);
+                (Ok(out), changes)
+            }
+        }
+    }
+
+    fn execute(&mut self, revision: u64, cmd: Command, changes: &mut Vec<Change>) -> Option<Resource> {
+        match cmd {
+            Command::InitSettings(s) => {
+                if self.settings().is_none() {
+                    self.upsert(revision, Resource::Settings(s), changes);
+                }
+                self.get(ResourceKind::Settings, "cluster").map(|s| s.resource.clone())
+            }
+            Command::Put(r) => {
+                self.upsert(revision, r.clone(), changes);
+                Some(r)
+            }
+            Command::Delete(kind, id) => {
+                let key = (kind, id);
+                let old = self.resources.remove(&key).expect("checked");
+                self.by_revision.remove(&(old.revision, key.clone()));
+                self.by_revision.insert((revision, key.clone()));
+                self.tombstones.insert(key.clone(), revision);
+                changes.push(Change::Remove(key, revision));
+                Some(old.resource)
+            }
+            Command::PatchKey { id, patch } => {
+                let Some(Resource::ApiKey(mut k)) = self.get(ResourceKind::ApiKey, &id).map(|s| s.resource.clone()) else {
+                    unreachable!("checked")
+                };
+                if let Some(e) = patch.enabled {
+                    k.enabled = e;
+                }
+                if let Some(p) = patch.plans {
+                    k.plans = p;
+                }
+                if let Some(n) = patch.name {
+                    k.name = n;
+                }
+                let r = Resource::ApiKey(k);
+                self.upsert(revision, r.clone(), changes);
+                Some(r)
+            }
+        }
+    }
+
+    fn upsert(&mut self, revision: u64, resource: Resource, changes: &mut Vec<Change>) {
+        let key = resource.key();
+        if let Some(old) = self.resources.get(&key) {
+            self.by_revision.remove(&(old.revision, key.clone()));
+        }
+        if let Some(rev) = self.tombstones.remove(&key) {
+            self.by_revision.remove(&(rev, key.clone()));
+        }
+        self.by_revision.insert((revision, key.clone()));
+        let stored = Stored { revision, resource };
+        self.resources.insert(key, stored.clone());
+        changes.push(Change::Upsert(stored));
+    }
+
+    fn exists(&self, kind: ResourceKind, id: &str) -> bool {
+        self.resources.contains_key(&(kind, id.to_string()))
+    }
+
+    /// Checks that depend on other documents.
+    fn check(&self, cmd: &Command) -> Result<(), Rejection> {
+        match cmd {
+            Command::InitSettings(_) => Ok(()),
+            Command::Put(r) => self.check_put(r),
+            Command::Delete(kind, id) => {
+                if !self.exists(*kind, id) {
+                    return Err(Rejection::new(ErrorCode::NotFound, format!("{} {id:?} not found", kind.as_str())));
+                }
+                if let Some(by) = self.referrer(*kind, id) {
+                    return Err(Rejection::conflict(format!(
+                        "{} {id:?} is still referenced by {by}",
+                        kind.as_str()
+                    )));
+                }
+                Ok(())
+            }
+            Command::PatchKey { id, patch } => {
+                if !self.exists(ResourceKind::ApiKey, id) {
+                    return Err(Rejection::new(ErrorCode::NotFound, format!("key {id:?} not found")));
+                }
+                if let Some(plans) = &patch.plans {
+                    self.check_plans(plans)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn check_plans(&self, plans: &[String]) -> Result<(), Rejection> {
+        for (i, p) in plans.iter().enumerate() {
+            if !self.exists(ResourceKind::UsagePlan, p) {
+                return Err(Rejection::invalid(format!("plans[{i}]: usage plan {p:?} does not exist")));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_put(&self, r: &Resource) -> Result<(), Rejection> {
+        match r {
+            Resource::Api(api) => {
+                for (field, a) in api.authorizers() {
+                    if !self.exists(ResourceKind::Authorizer, a) {
+                        return Err(Rejection::invalid(format!("{field}: authorizer {a:?} does not exist")));
+                    }
+                }
+                let mine: BTreeSet<&str> = api.host_keys().into_iter().collect();
+                for other in self.list(ResourceKind::Api) {
+                    let Resource::Api(o) = &other.resource else { continue };
+                    if o.id != api.id && o.base_path == api.base_path && o.host_keys().iter().any(|h| mine.contains(h)) {
+                        return Err(Rejection::conflict(format!(
+                            "api {:?} already serves base_path {:?} on the same host",
+                            o.id, api.base_path
+                        )));
+                    }
+                }
+                Ok(())
+            }
+            Resource::UsagePlan(plan) => {
+                for (i, a) in plan.apis.iter().enumerate() {
+                    if !self.exists(ResourceKind::Api, a) {
+                        return Err(Rejection::invalid(format!("apis[{i}]: api {a:?} does not exist")));
+                    }
+                }
+                Ok(())
+            }
+            Resource::ApiKey(k) => self.check_key(k),
+            Resource::Authorizer(_) | Resource::Tenant(_) | Resource::Settings(_) => Ok(()),
+        }
+    }
+
+    fn check_key(&self, k: &ApiKeyRecord) -> Result<(), Rejection> {
+        if !self.exists(ResourceKind::Tenant, &k.tenant) {
+            return Err(Rejection::invalid(format!("tenant: tenant {:?} does not exist", k.tenant)));
+        }
+        self.check_plans(&k.plans)?;
+        let dup = self.list(ResourceKind::ApiKey).any(|s| match &s.resource {
+            Resource::ApiKey(o) => o.id != k.id && o.hash == k.hash,
+            _ => false,
+        });
+        if dup {
+            return Err(Rejection::conflict("value: this key value is already in use"));
+        }
+        Ok(())
+    }
+
+    /// Who still refers to (kind, id), if anyone.
+    fn referrer(&self, kind: ResourceKind, id: &str) -> Option<String> {
+        let found = match kind {
+            ResourceKind::Api => self.list(ResourceKind::UsagePlan).find_map(|s| match &s.resource {
+                Resource::UsagePlan(p) if p.apis.iter().any(|a| a == id) => Some(format!("usage plan {:?}", p.id)),
+                _ => None,
+            }),
+            ResourceKind::Authorizer => self.list(ResourceKind::Api).find_map(|s| match &s.resource {
+                Resource::Api(a) if a.authorizers().any(|(_, x)| x == id) => Some(format!("api {:?}", a.id)),
+                _ => None,
+            }),
+            ResourceKind::Tenant => self.list(ResourceKind::ApiKey).find_map(|s| match &s.resource {
+                Resource::ApiKey(k) if k.tenant == id => Some(format!("key {:?}", k.id)),
+                _ => None,
+            }),
+            ResourceKind::UsagePlan => self.list(ResourceKind::ApiKey).find_map(|s| match &s.resource {
+                Resource::ApiKey(k) if k.plans.iter().any(|p| p == id) => Some(format!("key {:?}", k.id)),
+                _ => None,
+            }),
+            ResourceKind::ApiKey | ResourceKind::Settings => None,
+        };
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_model::{Tenant, UsagePlan};
+
+    fn tenant(id: &str) -> Resource {
+        Resource::Tenant(Tenant {
+            id: id.into(),
+            name: String::new(),
+        })
+    }
+
+    #[test]
+    fn references_are_enforced_and_changes_indexed() {
+        let mut s = State::default();
+        assert!(s.apply(1, Command::Put(tenant("acme"))).0.is_ok());
+        let plan = Resource::UsagePlan(UsagePlan {
+            id: "gold".into(),
+            apis: vec!["missing".into()],
+            throttle: None,
+            quota: None,
+        });
+        let (r, ch) = s.apply(2, Command::Put(plan));
+        assert_eq!(r.unwrap_err().code, ErrorCode::InvalidArgument);
+        assert!(ch.is_empty());
+        assert_eq!(s.changes_since(1), Changes::default());
+        assert_eq!(s.changes_since(0).upserts.len(), 1);
+        let (r, _) = s.apply(3, Command::Delete(ResourceKind::Tenant, "acme".into()));
+        r.unwrap();
+        let c = s.changes_since(1);
+        assert_eq!(c.removals, vec![(ResourceKind::Tenant, "acme".to_string())]);
+        assert_eq!(
+            s.apply(4, Command::Delete(ResourceKind::Tenant, "acme".into())).0.unwrap_err().code,
+            ErrorCode::NotFound
+        );
+        let round: State = serde_json::from_slice::<State>(&serde_json::to_vec(&s).unwrap()).unwrap().reindex();
+        assert_eq!(round.changes_since(0), s.changes_since(0));
+    }
+}

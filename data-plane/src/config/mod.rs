@@ -1,0 +1,1 @@
+//! Config stream client. (in progress)

@@ -1,0 +1,210 @@
+//! The config a data plane holds: every resource at one revision, and the
+//! deltas that move it forward. `im` maps share structure, so applying a
+//! delta costs in proportion to the delta, and the previous snapshot stays
+//! valid for readers until they drop it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::docs::{Api, ApiKeyRecord, Authorizer, Settings, Tenant, UsagePlan};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResourceKind {
+    Api,
+    Authorizer,
+    Tenant,
+    UsagePlan,
+    ApiKey,
+    Settings,
+}
+
+impl ResourceKind {
+    pub const ALL: [ResourceKind; 6] = [
+        ResourceKind::Api,
+        ResourceKind::Authorizer,
+        ResourceKind::Tenant,
+        ResourceKind::UsagePlan,
+        ResourceKind::ApiKey,
+        ResourceKind::Settings,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceKind::Api => "api",
+            ResourceKind::Authorizer => "authorizer",
+            ResourceKind::Tenant => "tenant",
+            ResourceKind::UsagePlan => "usage_plan",
+            ResourceKind::ApiKey => "api_key",
+            ResourceKind::Settings => "settings",
+        }
+    }
+
+    /// The `kind:` names of declarative files.
+    pub fn from_doc_kind(kind: &str) -> Option<Self> {
+        Some(match kind {
+            "Api" => ResourceKind::Api,
+            "Authorizer" => ResourceKind::Authorizer,
+            "Tenant" => ResourceKind::Tenant,
+            "UsagePlan" => ResourceKind::UsagePlan,
+            _ => return None,
+        })
+    }
+
+    pub fn doc_kind(self) -> &'static str {
+        match self {
+            ResourceKind::Api => "Api",
+            ResourceKind::Authorizer => "Authorizer",
+            ResourceKind::Tenant => "Tenant",
+            ResourceKind::UsagePlan => "UsagePlan",
+            ResourceKind::ApiKey => "ApiKey",
+            ResourceKind::Settings => "Settings",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "doc", rename_all = "snake_case")]
+pub enum Resource {
+    Api(Api),
+    Authorizer(Authorizer),
+    Tenant(Tenant),
+    UsagePlan(UsagePlan),
+    ApiKey(ApiKeyRecord),
+    Settings(Settings),
+}
+
+impl Resource {
+    pub fn kind(&self) -> ResourceKind {
+        match self {
+            Resource::Api(_) => ResourceKind::Api,
+            Resource::Authorizer(_) => ResourceKind::Authorizer,
+            Resource::Tenant(_) => ResourceKind::Tenant,
+            Resource::UsagePlan(_) => ResourceKind::UsagePlan,
+            Resource::ApiKey(_) => ResourceKind::ApiKey,
+            Resource::Settings(_) => ResourceKind::Settings,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        match self {
+            Resource::Api(a) => &a.id,
+            Resource::Authorizer(a) => &a.id,
+            Resource::Tenant(t) => &t.id,
+            Resource::UsagePlan(p) => &p.id,
+            Resource::ApiKey(k) => &k.id,
+            Resource::Settings(_) => "cluster",
+        }
+    }
+
+    pub fn key(&self) -> ResourceRef {
+        (self.kind(), self.id().to_string())
+    }
+
+    /// The document as JSON without the enum wrapper.
+    pub fn doc_json(&self) -> serde_json::Value {
+        let v = match self {
+            Resource::Api(a) => serde_json::to_value(a),
+            Resource::Authorizer(a) => serde_json::to_value(a),
+            Resource::Tenant(t) => serde_json::to_value(t),
+            Resource::UsagePlan(p) => serde_json::to_value(p),
+            Resource::ApiKey(k) => serde_json::to_value(k),
+            Resource::Settings(s) => serde_json::to_value(s),
+        };
+        v.expect("documents serialize")
+    }
+
+    /// Parse a bare document of a known kind.
+    pub fn from_doc_json(kind: ResourceKind, json: &[u8]) -> Result<Self, serde_json::Error> {
+        Ok(match kind {
+            ResourceKind::Api => Resource::Api(serde_json::from_slice(json)?),
+            ResourceKind::Authorizer => Resource::Authorizer(serde_json::from_slice(json)?),
+            ResourceKind::Tenant => Resource::Tenant(serde_json::from_slice(json)?),
+            ResourceKind::UsagePlan => Resource::UsagePlan(serde_json::from_slice(json)?),
+            ResourceKind::ApiKey => Resource::ApiKey(serde_json::from_slice(json)?),
+            ResourceKind::Settings => Resource::Settings(serde_json::from_slice(json)?),
+        })
+    }
+}
+
+pub type ResourceRef = (ResourceKind, String);
+
+/// A change from `base_revision` to `revision`, or a whole config if `full`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConfigDelta {
+    pub revision: u64,
+    pub full: bool,
+    pub base_revision: u64,
+    pub upserts: Vec<Resource>,
+    pub removals: Vec<ResourceRef>,
+}
+
+/// Every resource a data plane holds, at one revision.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConfigSet {
+    pub revision: u64,
+    pub resources: im::OrdMap<ResourceRef, Resource>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeltaError {
+    #[error("revision {got} is older than the held revision {held}")]
+    Stale { held: u64, got: u64 },
+    #[error("delta is based on revision {base}, but revision {held} is held")]
+    BaseMismatch { held: u64, base: u64 },
+}
+
+impl ConfigSet {
+    /// The config after `delta`, leaving `self` untouched. Refuses to go
+    /// backwards or to apply a delta meant for another base.
+    pub fn apply(&self, delta: &ConfigDelta) -> Result<ConfigSet, DeltaError> {
+        if delta.revision < self.revision {
+            return Err(DeltaError::Stale {
+                held: self.revision,
+                got: delta.revision,
+            });
+        }
+        let mut resources = if delta.full {
+            im::OrdMap::new()
+        } else {
+            if delta.base_revision != self.revision {
+                return Err(DeltaError::BaseMismatch {
+                    held: self.revision,
+                    base: delta.base_revision,
+                });
+            }
+            self.resources.clone()
+        };
+        for r in &delta.removals {
+            resources.remove(r);
+        }
+        for r in &delta.upserts {
+            resources.insert(r.key(), r.clone());
+        }
+        Ok(ConfigSet {
+            revision: delta.revision,
+            resources,
+        })
+    }
+
+    pub fn get(&self, kind: ResourceKind, id: &str) -> Option<&Resource> {
+        self.resources.get(&(kind, id.to_string()))
+    }
+
+    pub fn of_kind(&self, kind: ResourceKind) -> impl Iterator<Item = &Resource> {
+        self.resources
+            .range((kind, String::new())..)
+            .take_while(move |((k, _), _)| *k == kind)
+            .map(|(_, r)| r)
+    }
+
+    pub fn count(&self, kind: ResourceKind) -> usize {
+        self.of_kind(kind).count()
+    }
+
+    pub fn settings(&self) -> Option<&Settings> {
+        match self.get(ResourceKind::Settings, "cluster") {
+            Some(Resource::Settings(s)) => Some(s),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! API key values: generation, shape and checksum, and the keyed hash that is
+//! the only thing the cluster ever stores.
+//!
+//! A generated key looks like `tg_<32 base62 chars><6 base62 checksum chars>`:
+//! 190 bits of randomness, and a CRC32 checksum so that a mistyped or
+//! truncated key is refused by the data plane before any lookup.
+
+use hmac::{Hmac, Mac};
+use rand::Rng;
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use crate::validate::{Result, ValidationError};
+
+pub const PREFIX: &str = "tg_";
+const BODY_LEN: usize = 32;
+const CHECKSUM_LEN: usize = 6;
+pub const GENERATED_LEN: usize = PREFIX.len() + BODY_LEN + CHECKSUM_LEN;
+/// How many leading characters are kept for display.
+pub const DISPLAY_PREFIX_LEN: usize = 10;
+const IMPORT_MIN: usize = 20;
+const IMPORT_MAX: usize = 128;
+
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+fn checksum(body: &str) -> String {
+    let mut n = crc32fast::hash(body.as_bytes()) as u64;
+    let mut out = [b'0'; CHECKSUM_LEN];
+    for slot in out.iter_mut().rev() {
+        *slot = BASE62[(n % 62) as usize];
+        n /= 62;
+    }
+    String::from_utf8(out.to_vec()).expect("base62 is ascii")
+}
+
+/// A fresh key value. Shown to the caller once, then only its hash exists.
+pub fn generate() -> String {
+    let mut rng = rand::thread_rng();
+    let body: String = (0..BODY_LEN)
+        .map(|_| BASE62[rng.gen_range(0..BASE62.len())] as char)
+        .collect();
+    format!("{PREFIX}{body}{}", checksum(&body))
+}
+
+/// Why a presented key was refused before lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ShapeError {
+    #[error("key has the wrong length or characters")]
+    Shape,
+    #[error("key checksum does not match")]
+    Checksum,
+}
+
+/// Cheap check of a presented key: shape, and checksum for `tg_` keys.
+pub fn check_shape(value: &str) -> std::result::Result<(), ShapeError> {
+    if let Some(rest) = value.strip_prefix(PREFIX) {
+        if value.len() != GENERATED_LEN || !rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(ShapeError::Shape);
+        }
+        let (body, sum) = rest.split_at(BODY_LEN);
+        return if checksum(body) == sum {
+            Ok(())
+        } else {
+            Err(ShapeError::Checksum)
+        };
+    }
+    let printable = value.bytes().all(|b| b.is_ascii_graphic());
+    if (IMPORT_MIN..=IMPORT_MAX).contains(&value.len()) && printable {
+        Ok(())
+    } else {
+        Err(ShapeError::Shape)
+    }
+}
+
+/// An imported key value (`POST /v1/keys` with `value`).
+pub fn validate_import(field: &str, value: &str) -> Result {
+    check_shape(value).map_err(|e| {
+        ValidationError::new(
+            field,
+            match e {
+                ShapeError::Shape => "must be 20 to 128 printable ASCII characters without spaces".to_string(),
+                ShapeError::Checksum => "starts with tg_ but is not a valid generated key".to_string(),
+            },
+        )
+    })
+}
+
+pub fn display_prefix(value: &str) -> String {
+    value.chars().take(DISPLAY_PREFIX_LEN).collect()
+}
+
+/// Keyed hash (HMAC-SHA256, hex) of a key value.
+pub fn hash(secret_hex: &str, value: &str) -> String {
+    let secret = hex::decode(secret_hex).unwrap_or_else(|_| secret_hex.as_bytes().to_vec());
+    let mut mac = Hmac::<Sha256>::new_from_slice(&secret).expect("HMAC takes any key length");
+    mac.update(value.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Compare two secrets or hashes without leaking where they differ.
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+/// A new random secret for the keyed hash, hex.
+pub fn new_secret() -> String {
+    let bytes: [u8; 32] = rand::thread_rng().gen();
+    hex::encode(bytes)
+}
+
+/// A new random id with a readable prefix, e.g. `key-3f9a…`.
+pub fn new_id(prefix: &str) -> String {
+    let bytes: [u8; 8] = rand::thread_rng().gen();
+    format!("{prefix}-{}", hex::encode(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_pass_and_typos_fail() {
+        let k = generate();
+        assert_eq!(k.len(), GENERATED_LEN);
+        assert!(k.starts_with("tg_"));
+        check_shape(&k).unwrap();
+        // Change one character of the body.
+        let mut bytes = k.clone().into_bytes();
+        bytes[5] = if bytes[5] == b'a' { b'b' } else { b'a' };
+        let typo = String::from_utf8(bytes).unwrap();
+        assert_eq!(check_shape(&typo), Err(ShapeError::Checksum));
+        assert_eq!(check_shape(&k[..k.len() - 1]), Err(ShapeError::Shape));
+        assert_ne!(generate(), generate());
+    }
+
+    #[test]
+    fn imports_and_hashes() {
+        assert!(validate_import("value", "short").is_err());
+        assert!(validate_import("value", "a-legacy-key-of-enough-length").is_ok());
+        assert!(validate_import("value", "tg_not-a-real-generated-key-1234").is_err());
+        let s = new_secret();
+        let h = hash(&s, "abc");
+        assert_eq!(h.len(), 64);
+        assert!(constant_time_eq(&h, &hash(&s, "abc")));
+        assert!(!constant_time_eq(&h, &hash(&new_secret(), "abc")));
+    }
+}

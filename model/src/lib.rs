@@ -1,0 +1,17 @@
+//! Tollgate's domain: the documents operators write (APIs, authorizers,
+//! tenants, usage plans), the API key records the cluster stores, and the
+//! rules that make a document valid.
+//!
+//! This crate has no I/O. The control plane validates with it before a write
+//! reaches Raft; the data plane uses the same types to build its routing
+//! table, so both halves agree on what a document means.
+
+pub mod config;
+pub mod docs;
+pub mod key;
+pub mod path;
+pub mod validate;
+
+pub use config::{ConfigDelta, ConfigSet, Resource, ResourceKind};
+pub use docs::*;
+pub use validate::ValidationError;

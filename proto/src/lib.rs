@@ -1,0 +1,10 @@
+//! Wire types for every gRPC service Tollgate speaks. Nothing outside the
+//! edges of `control-plane` and `data-plane` should touch these: convert them
+//! into `tollgate-model` types with `TryFrom` at the boundary.
+
+#[allow(clippy::all, clippy::pedantic)]
+pub mod v1 {
+    tonic::include_proto!("tollgate.v1");
+}
+
+pub use v1::*;
