@@ -78,7 +78,7 @@ pub fn router(cp: Arc<ControlPlane>, admin_token: &str) -> Router {
     }
     let v1 = v1
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin_token));
+        .layer(middleware::from_fn_with_state(state.clone(), require_admin_token));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))

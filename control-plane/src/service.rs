@@ -204,9 +204,8 @@ impl ControlPlane {
                         return self.forward(&leader, &cmd).await;
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "write failed; retrying");
-                }
+                Err(RaftError::Fatal(f)) => return Err(ApiError::Unavailable(format!("raft stopped: {f}"))),
+                Err(e) => tracing::warn!(error = %e, "write failed; retrying"),
             }
             // No leader known yet: an election is under way.
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -95,13 +95,36 @@ pub enum Change {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(into = "StateParts", from = "StateParts")]
 pub struct State {
     resources: BTreeMap<ResourceRef, Stored>,
     tombstones: BTreeMap<ResourceRef, u64>,
     /// (revision, resource) of every live document and tombstone, so that
     /// "what changed since R" costs in proportion to the answer.
-    #[serde(skip)]
     by_revision: BTreeSet<(u64, ResourceRef)>,
+}
+
+/// The serialized form of `State` (snapshots): JSON maps need string keys,
+/// and the revision index is derived, so it is rebuilt rather than stored.
+#[derive(Serialize, Deserialize)]
+struct StateParts {
+    docs: Vec<Stored>,
+    tombstones: Vec<(ResourceRef, u64)>,
+}
+
+impl From<State> for StateParts {
+    fn from(s: State) -> Self {
+        Self {
+            docs: s.resources.into_values().collect(),
+            tombstones: s.tombstones.into_iter().collect(),
+        }
+    }
+}
+
+impl From<StateParts> for State {
+    fn from(p: StateParts) -> Self {
+        State::from_parts(p.docs, p.tombstones)
+    }
 }
 
 /// What changed after a revision: documents written and documents removed.
@@ -124,17 +147,6 @@ impl State {
             s.tombstones.insert(k, rev);
         }
         s
-    }
-
-    /// Restore the derived index after deserializing.
-    pub fn reindex(mut self) -> Self {
-        self.by_revision = self
-            .resources
-            .iter()
-            .map(|(k, s)| (s.revision, k.clone()))
-            .chain(self.tombstones.iter().map(|(k, r)| (*r, k.clone())))
-            .collect();
-        self
     }
 
     pub fn get(&self, kind: ResourceKind, id: &str) -> Option<&Stored> {
@@ -393,7 +405,7 @@ mod tests {
             s.apply(4, Command::Delete(ResourceKind::Tenant, "acme".into())).0.unwrap_err().code,
             ErrorCode::NotFound
         );
-        let round: State = serde_json::from_slice::<State>(&serde_json::to_vec(&s).unwrap()).unwrap().reindex();
+        let round: State = serde_json::from_slice::<State>(&serde_json::to_vec(&s).unwrap()).unwrap();
         assert_eq!(round.changes_since(0), s.changes_since(0));
     }
 }

@@ -233,8 +233,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<SnapshotData>) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
         let state: State = serde_json::from_slice::<State>(&data)
-            .map_err(|e| storage_err(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Read, e))?
-            .reindex();
+            .map_err(|e| storage_err(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Read, e))?;
         let new_meta = Meta {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
