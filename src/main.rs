@@ -1,1 +1,240 @@
-fn main() {}
+//! `tollgate`: the one binary. Parses flags (each also read from
+//! `TOLLGATE_<FLAG>`), sets up logging, and hands off to the crates.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+use tollgate_control_plane::{Membership, NodeConfig, RaftTuning};
+
+#[derive(Parser)]
+#[command(name = "tollgate", version, about = "A distributed API gateway")]
+struct Cli {
+    /// Log format: text or json. Filter with RUST_LOG.
+    #[arg(long, global = true, env = "TOLLGATE_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct Tokens {
+    /// File holding the admin token (else TOLLGATE_ADMIN_TOKEN, else one is
+    /// generated into <data-dir>/admin-token).
+    #[arg(long, env = "TOLLGATE_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Everything in one process: a one-node control plane (and, once the
+    /// data plane lands, a proxy).
+    Dev {
+        #[arg(long, env = "TOLLGATE_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(long, env = "TOLLGATE_DATA_DIR", default_value = "./tollgate-data")]
+        data_dir: PathBuf,
+        #[arg(long, env = "TOLLGATE_ADMIN_ADDR", default_value = "127.0.0.1:9080")]
+        admin_addr: String,
+        #[arg(long, env = "TOLLGATE_GRPC_ADDR", default_value = "127.0.0.1:9090")]
+        grpc_addr: String,
+        #[command(flatten)]
+        tokens: Tokens,
+    },
+    /// One Raft node of the control plane.
+    ControlPlane {
+        #[arg(long, env = "TOLLGATE_NODE_ID")]
+        node_id: u64,
+        #[arg(long, env = "TOLLGATE_DATA_DIR")]
+        data_dir: PathBuf,
+        #[arg(long, env = "TOLLGATE_GRPC_ADDR")]
+        grpc_addr: String,
+        #[arg(long, env = "TOLLGATE_ADMIN_ADDR")]
+        admin_addr: String,
+        /// URL peers and data planes use to reach the gRPC port.
+        #[arg(long, env = "TOLLGATE_ADVERTISE_GRPC")]
+        advertise_grpc: Option<String>,
+        /// URL peers use to reach the admin port.
+        #[arg(long, env = "TOLLGATE_ADVERTISE_ADMIN")]
+        advertise_admin: Option<String>,
+        #[arg(long, env = "TOLLGATE_BOOTSTRAP", conflicts_with = "join")]
+        bootstrap: bool,
+        /// Admin URL of an existing member to join through.
+        #[arg(long, env = "TOLLGATE_JOIN")]
+        join: Option<String>,
+        #[command(flatten)]
+        tokens: Tokens,
+    },
+    /// Apply a declarative YAML/JSON file of documents.
+    Apply {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        #[arg(long, env = "TOLLGATE_SERVER", default_value = "http://127.0.0.1:9080")]
+        server: String,
+        #[command(flatten)]
+        tokens: Tokens,
+        /// Where `tollgate dev` keeps its generated admin token.
+        #[arg(long, env = "TOLLGATE_DATA_DIR", default_value = "./tollgate-data")]
+        data_dir: PathBuf,
+    },
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,openraft=warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// A secret from a file, else an environment variable, else generated and
+/// kept in `dir/name` (mode 0600) so a restart reuses it.
+fn load_or_create_secret(file: Option<&Path>, env: &str, dir: &Path, name: &str) -> anyhow::Result<String> {
+    if let Some(f) = file {
+        let t = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        return Ok(t.trim().to_string());
+    }
+    if let Ok(t) = std::env::var(env) {
+        if !t.trim().is_empty() {
+            return Ok(t.trim().to_string());
+        }
+    }
+    let path = dir.join(name);
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        return Ok(t.trim().to_string());
+    }
+    std::fs::create_dir_all(dir)?;
+    let token = tollgate_model::key::new_secret();
+    std::fs::write(&path, &token)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    eprintln!("tollgate: generated {name}; it is in {}", path.display());
+    Ok(token)
+}
+
+async fn wait_for_shutdown() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    match cli.command {
+        Command::Dev {
+            config,
+            data_dir,
+            admin_addr,
+            grpc_addr,
+            tokens,
+        } => {
+            let admin_token = load_or_create_secret(
+                tokens.admin_token_file.as_deref(),
+                "TOLLGATE_ADMIN_TOKEN",
+                &data_dir,
+                "admin-token",
+            )?;
+            let cluster_token = load_or_create_secret(None, "TOLLGATE_CLUSTER_TOKEN", &data_dir, "cluster-token")?;
+            let node = tollgate_control_plane::start(NodeConfig {
+                node_id: 1,
+                data_dir: data_dir.join("control-plane"),
+                grpc_listener: TcpListener::bind(&grpc_addr).await.with_context(|| format!("binding {grpc_addr}"))?,
+                admin_listener: TcpListener::bind(&admin_addr).await.with_context(|| format!("binding {admin_addr}"))?,
+                advertise_grpc: None,
+                advertise_admin: None,
+                admin_token: admin_token.clone(),
+                cluster_token,
+                membership: Membership::Bootstrap,
+                tuning: RaftTuning::default(),
+                request_timeout: Duration::from_secs(5),
+            })
+            .await?;
+            if let Some(path) = config {
+                apply_file(&path, &node.admin_addr, &admin_token).await?;
+            }
+            println!("tollgate dev: admin API on {} (token in {}/admin-token or TOLLGATE_ADMIN_TOKEN)", node.admin_addr, data_dir.display());
+            wait_for_shutdown().await;
+            node.shutdown().await;
+        }
+        Command::ControlPlane {
+            node_id,
+            data_dir,
+            grpc_addr,
+            admin_addr,
+            advertise_grpc,
+            advertise_admin,
+            bootstrap,
+            join,
+            tokens,
+        } => {
+            let admin_token = load_or_create_secret(
+                tokens.admin_token_file.as_deref(),
+                "TOLLGATE_ADMIN_TOKEN",
+                &data_dir,
+                "admin-token",
+            )?;
+            let cluster_token = load_or_create_secret(None, "TOLLGATE_CLUSTER_TOKEN", &data_dir, "cluster-token")?;
+            let membership = match (bootstrap, join) {
+                (true, _) => Membership::Bootstrap,
+                (false, Some(url)) => Membership::Join(url),
+                (false, None) => Membership::Resume,
+            };
+            let node = tollgate_control_plane::start(NodeConfig {
+                node_id,
+                data_dir: data_dir.clone(),
+                grpc_listener: TcpListener::bind(&grpc_addr).await.with_context(|| format!("binding {grpc_addr}"))?,
+                admin_listener: TcpListener::bind(&admin_addr).await.with_context(|| format!("binding {admin_addr}"))?,
+                advertise_grpc,
+                advertise_admin,
+                admin_token,
+                cluster_token,
+                membership,
+                tuning: RaftTuning::default(),
+                request_timeout: Duration::from_secs(5),
+            })
+            .await?;
+            wait_for_shutdown().await;
+            node.shutdown().await;
+        }
+        Command::Apply {
+            file,
+            server,
+            tokens,
+            data_dir,
+        } => {
+            let token = match (&tokens.admin_token_file, std::env::var("TOLLGATE_ADMIN_TOKEN")) {
+                (Some(f), _) => std::fs::read_to_string(f)?.trim().to_string(),
+                (None, Ok(t)) => t,
+                (None, Err(_)) => std::fs::read_to_string(data_dir.join("admin-token"))
+                    .context("no admin token: set TOLLGATE_ADMIN_TOKEN or --admin-token-file")?
+                    .trim()
+                    .to_string(),
+            };
+            apply_file(&file, &server, &token).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn apply_file(path: &Path, server: &str, token: &str) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let docs = tollgate_control_plane::declarative::parse(&text).with_context(|| format!("parsing {}", path.display()))?;
+    for line in tollgate_control_plane::declarative::apply(server, token, &docs).await? {
+        println!("{line}");
+    }
+    Ok(())
+}
