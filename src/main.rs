@@ -13,7 +13,12 @@ use tollgate_control_plane::{Membership, NodeConfig, RaftTuning};
 #[command(name = "tollgate", version, about = "A distributed API gateway")]
 struct Cli {
     /// Log format: text or json. Filter with RUST_LOG.
-    #[arg(long, global = true, env = "TOLLGATE_LOG_FORMAT", default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        env = "TOLLGATE_LOG_FORMAT",
+        default_value = "text"
+    )]
     log_format: String,
     #[command(subcommand)]
     command: Command,
@@ -82,7 +87,8 @@ enum Command {
 }
 
 fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,openraft=warn".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,openraft=warn".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if format == "json" {
         builder.json().init();
@@ -93,7 +99,12 @@ fn init_logging(format: &str) {
 
 /// A secret from a file, else an environment variable, else generated and
 /// kept in `dir/name` (mode 0600) so a restart reuses it.
-fn load_or_create_secret(file: Option<&Path>, env: &str, dir: &Path, name: &str) -> anyhow::Result<String> {
+fn load_or_create_secret(
+    file: Option<&Path>,
+    env: &str,
+    dir: &Path,
+    name: &str,
+) -> anyhow::Result<String> {
     if let Some(f) = file {
         let t = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
         return Ok(t.trim().to_string());
@@ -123,7 +134,8 @@ async fn wait_for_shutdown() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler");
         tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
     }
     #[cfg(not(unix))]
@@ -148,12 +160,17 @@ async fn main() -> anyhow::Result<()> {
                 &data_dir,
                 "admin-token",
             )?;
-            let cluster_token = load_or_create_secret(None, "TOLLGATE_CLUSTER_TOKEN", &data_dir, "cluster-token")?;
+            let cluster_token =
+                load_or_create_secret(None, "TOLLGATE_CLUSTER_TOKEN", &data_dir, "cluster-token")?;
             let node = tollgate_control_plane::start(NodeConfig {
                 node_id: 1,
                 data_dir: data_dir.join("control-plane"),
-                grpc_listener: TcpListener::bind(&grpc_addr).await.with_context(|| format!("binding {grpc_addr}"))?,
-                admin_listener: TcpListener::bind(&admin_addr).await.with_context(|| format!("binding {admin_addr}"))?,
+                grpc_listener: TcpListener::bind(&grpc_addr)
+                    .await
+                    .with_context(|| format!("binding {grpc_addr}"))?,
+                admin_listener: TcpListener::bind(&admin_addr)
+                    .await
+                    .with_context(|| format!("binding {admin_addr}"))?,
                 advertise_grpc: None,
                 advertise_admin: None,
                 admin_token: admin_token.clone(),
@@ -166,7 +183,11 @@ async fn main() -> anyhow::Result<()> {
             if let Some(path) = config {
                 apply_file(&path, &node.admin_addr, &admin_token).await?;
             }
-            println!("tollgate dev: admin API on {} (token in {}/admin-token or TOLLGATE_ADMIN_TOKEN)", node.admin_addr, data_dir.display());
+            println!(
+                "tollgate dev: admin API on {} (token in {}/admin-token or TOLLGATE_ADMIN_TOKEN)",
+                node.admin_addr,
+                data_dir.display()
+            );
             wait_for_shutdown().await;
             node.shutdown().await;
         }
@@ -187,7 +208,8 @@ async fn main() -> anyhow::Result<()> {
                 &data_dir,
                 "admin-token",
             )?;
-            let cluster_token = load_or_create_secret(None, "TOLLGATE_CLUSTER_TOKEN", &data_dir, "cluster-token")?;
+            let cluster_token =
+                load_or_create_secret(None, "TOLLGATE_CLUSTER_TOKEN", &data_dir, "cluster-token")?;
             let membership = match (bootstrap, join) {
                 (true, _) => Membership::Bootstrap,
                 (false, Some(url)) => Membership::Join(url),
@@ -196,8 +218,12 @@ async fn main() -> anyhow::Result<()> {
             let node = tollgate_control_plane::start(NodeConfig {
                 node_id,
                 data_dir: data_dir.clone(),
-                grpc_listener: TcpListener::bind(&grpc_addr).await.with_context(|| format!("binding {grpc_addr}"))?,
-                admin_listener: TcpListener::bind(&admin_addr).await.with_context(|| format!("binding {admin_addr}"))?,
+                grpc_listener: TcpListener::bind(&grpc_addr)
+                    .await
+                    .with_context(|| format!("binding {grpc_addr}"))?,
+                admin_listener: TcpListener::bind(&admin_addr)
+                    .await
+                    .with_context(|| format!("binding {admin_addr}"))?,
                 advertise_grpc,
                 advertise_admin,
                 admin_token,
@@ -216,7 +242,10 @@ async fn main() -> anyhow::Result<()> {
             tokens,
             data_dir,
         } => {
-            let token = match (&tokens.admin_token_file, std::env::var("TOLLGATE_ADMIN_TOKEN")) {
+            let token = match (
+                &tokens.admin_token_file,
+                std::env::var("TOLLGATE_ADMIN_TOKEN"),
+            ) {
                 (Some(f), _) => std::fs::read_to_string(f)?.trim().to_string(),
                 (None, Ok(t)) => t,
                 (None, Err(_)) => std::fs::read_to_string(data_dir.join("admin-token"))
@@ -231,8 +260,10 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn apply_file(path: &Path, server: &str, token: &str) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let docs = tollgate_control_plane::declarative::parse(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let docs = tollgate_control_plane::declarative::parse(&text)
+        .with_context(|| format!("parsing {}", path.display()))?;
     for line in tollgate_control_plane::declarative::apply(server, token, &docs).await? {
         println!("{line}");
     }

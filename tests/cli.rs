@@ -28,13 +28,21 @@ impl Drop for Proc {
 
 fn spawn_node(dir: &std::path::Path, grpc: &str, admin: &str, bootstrap: bool) -> Proc {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
-    cmd.args(["control-plane", "--node-id", "1", "--grpc-addr", grpc, "--admin-addr", admin])
-        .arg("--data-dir")
-        .arg(dir)
-        .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env("TOLLGATE_CLUSTER_TOKEN", CLUSTER_TOKEN)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    cmd.args([
+        "control-plane",
+        "--node-id",
+        "1",
+        "--grpc-addr",
+        grpc,
+        "--admin-addr",
+        admin,
+    ])
+    .arg("--data-dir")
+    .arg(dir)
+    .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+    .env("TOLLGATE_CLUSTER_TOKEN", CLUSTER_TOKEN)
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
     if bootstrap {
         cmd.arg("--bootstrap");
     }
@@ -65,7 +73,11 @@ async fn sigkilled_node_keeps_acknowledged_writes_and_apply_is_idempotent() {
     wait_ready(&admin).await;
     let mut revisions = Vec::new();
     for i in 0..25 {
-        revisions.push(admin.must_put(&format!("/v1/tenants/t{i}"), json!({"name": "x"})).await);
+        revisions.push(
+            admin
+                .must_put(&format!("/v1/tenants/t{i}"), json!({"name": "x"}))
+                .await,
+        );
     }
     node.child.kill().unwrap(); // SIGKILL: no chance to flush anything more.
     node.child.wait().unwrap();
@@ -97,7 +109,11 @@ async fn sigkilled_node_keeps_acknowledged_writes_and_apply_is_idempotent() {
             .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
     let first = run();

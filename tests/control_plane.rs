@@ -14,7 +14,13 @@ async fn cluster_forms_and_every_node_reads_every_write() {
     let c = Cluster::start(3).await;
     // A write on each node...
     for (i, n) in c.nodes.iter().enumerate() {
-        let rev = n.client().must_put(&format!("/v1/tenants/t{i}"), json!({"name": format!("T{i}")})).await;
+        let rev = n
+            .client()
+            .must_put(
+                &format!("/v1/tenants/t{i}"),
+                json!({"name": format!("T{i}")}),
+            )
+            .await;
         assert!(rev > 0);
     }
     // ...is readable (linearizably) on every node.
@@ -42,7 +48,9 @@ async fn leader_loss_elects_a_new_leader_and_loses_nothing() {
     let mut acked = Vec::new();
     for i in 0..20 {
         let n = &c.nodes[i % 3];
-        n.client().must_put(&format!("/v1/tenants/before-{i}"), json!({})).await;
+        n.client()
+            .must_put(&format!("/v1/tenants/before-{i}"), json!({}))
+            .await;
         acked.push(format!("before-{i}"));
     }
     c.stop(leader).await;
@@ -60,10 +68,16 @@ async fn leader_loss_elects_a_new_leader_and_loses_nothing() {
     }
     let resumed = resumed.expect("writes resumed");
     println!("failover: writes resumed {resumed:?} after the leader stopped");
-    assert!(resumed < Duration::from_secs(3), "writes resumed only after {resumed:?}");
+    assert!(
+        resumed < Duration::from_secs(3),
+        "writes resumed only after {resumed:?}"
+    );
     acked.push("after-0".into());
     for i in 1..10 {
-        c.nodes[survivor].client().must_put(&format!("/v1/tenants/after-{i}"), json!({})).await;
+        c.nodes[survivor]
+            .client()
+            .must_put(&format!("/v1/tenants/after-{i}"), json!({}))
+            .await;
         acked.push(format!("after-{i}"));
     }
     for n in c.running() {
@@ -82,7 +96,10 @@ async fn leader_loss_elects_a_new_leader_and_loses_nothing() {
         .expect("restarted node caught up")
         .unwrap();
     for id in &acked {
-        let (s, _) = c.nodes[leader].client().get(&format!("/v1/tenants/{id}?stale=true")).await;
+        let (s, _) = c.nodes[leader]
+            .client()
+            .get(&format!("/v1/tenants/{id}?stale=true"))
+            .await;
         assert_eq!(s, 200, "{id} missing on the restarted node");
     }
 }
@@ -92,10 +109,21 @@ async fn full_restart_keeps_every_entity_at_its_revision() {
     init_tracing();
     let mut c = Cluster::start(3).await;
     let a = c.nodes[0].client();
-    a.must_put("/v1/tenants/acme", json!({"name": "Acme"})).await;
-    a.must_put("/v1/apis/orders", api_doc("orders", "/orders", "http://127.0.0.1:1")).await;
-    a.must_put("/v1/usage-plans/gold", json!({"apis": ["orders"], "throttle": {"rate": 10, "burst": 5}})).await;
-    let (s, key) = a.post("/v1/keys", json!({"tenant": "acme", "plans": ["gold"]})).await;
+    a.must_put("/v1/tenants/acme", json!({"name": "Acme"}))
+        .await;
+    a.must_put(
+        "/v1/apis/orders",
+        api_doc("orders", "/orders", "http://127.0.0.1:1"),
+    )
+    .await;
+    a.must_put(
+        "/v1/usage-plans/gold",
+        json!({"apis": ["orders"], "throttle": {"rate": 10, "burst": 5}}),
+    )
+    .await;
+    let (s, key) = a
+        .post("/v1/keys", json!({"tenant": "acme", "plans": ["gold"]}))
+        .await;
     assert_eq!(s, 201, "{key}");
     let mut before = Vec::new();
     for path in ["/v1/tenants", "/v1/apis", "/v1/usage-plans", "/v1/keys"] {
@@ -109,7 +137,10 @@ async fn full_restart_keeps_every_entity_at_its_revision() {
     }
     c.leader().await;
     let b = c.nodes[1].client();
-    for (i, path) in ["/v1/tenants", "/v1/apis", "/v1/usage-plans", "/v1/keys"].iter().enumerate() {
+    for (i, path) in ["/v1/tenants", "/v1/apis", "/v1/usage-plans", "/v1/keys"]
+        .iter()
+        .enumerate()
+    {
         let (s, after) = b.get(path).await;
         assert_eq!(s, 200);
         assert_eq!(after, before[i], "{path} changed across a full restart");
@@ -132,16 +163,25 @@ async fn late_joiner_gets_a_snapshot_after_the_log_was_purged() {
     // Wait until the leader has purged the start of its log.
     let leader = c.nodes[0].handle().control.raft.clone();
     let mut m = leader.metrics();
-    tokio::time::timeout(Duration::from_secs(10), m.wait_for(|m| m.purged.is_some_and(|p| p.index >= 20)))
-        .await
-        .expect("log purged")
-        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        m.wait_for(|m| m.purged.is_some_and(|p| p.index >= 20)),
+    )
+    .await
+    .expect("log purged")
+    .unwrap();
     let j = c.add_node(Some(0)).await;
     c.wait_for_voters(2).await;
     let joined = c.nodes[j].handle().control.raft.metrics().borrow().clone();
-    assert!(joined.snapshot.is_some(), "the late joiner installed a snapshot");
+    assert!(
+        joined.snapshot.is_some(),
+        "the late joiner installed a snapshot"
+    );
     for i in 0..60 {
-        let (s, _) = c.nodes[j].client().get(&format!("/v1/tenants/t{i}?stale=true")).await;
+        let (s, _) = c.nodes[j]
+            .client()
+            .get(&format!("/v1/tenants/t{i}?stale=true"))
+            .await;
         assert_eq!(s, 200, "t{i} missing on the late joiner");
     }
 }
@@ -152,8 +192,14 @@ async fn follower_writes_succeed_and_no_quorum_fails_fast() {
     let mut c = Cluster::start(3).await;
     let leader = c.leader().await;
     let f = c.follower(leader);
-    let rev = c.nodes[f].client().must_put("/v1/tenants/via-follower", json!({})).await;
-    let (s, v) = c.nodes[leader].client().get("/v1/tenants/via-follower").await;
+    let rev = c.nodes[f]
+        .client()
+        .must_put("/v1/tenants/via-follower", json!({}))
+        .await;
+    let (s, v) = c.nodes[leader]
+        .client()
+        .get("/v1/tenants/via-follower")
+        .await;
     assert_eq!(s, 200);
     assert_eq!(v["revision"].as_u64(), Some(rev));
     // Lose the quorum: keep one node only.
@@ -164,10 +210,17 @@ async fn follower_writes_succeed_and_no_quorum_fails_fast() {
         }
     }
     let started = Instant::now();
-    let (s, v) = c.nodes[keep].client().put("/v1/tenants/no-quorum", json!({})).await;
+    let (s, v) = c.nodes[keep]
+        .client()
+        .put("/v1/tenants/no-quorum", json!({}))
+        .await;
     assert_eq!(s, 503, "{v}");
     assert_eq!(v["error"]["code"], "unavailable");
-    assert!(started.elapsed() < Duration::from_secs(15), "the write hung for {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the write hung for {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -176,8 +229,13 @@ async fn invalid_documents_are_refused_and_change_nothing() {
     let c = Cluster::start(1).await;
     let a = c.nodes[0].client();
     a.must_put("/v1/tenants/acme", json!({})).await;
-    a.must_put("/v1/apis/orders", api_doc("orders", "/orders", "http://127.0.0.1:1")).await;
-    a.must_put("/v1/usage-plans/gold", json!({"apis": ["orders"]})).await;
+    a.must_put(
+        "/v1/apis/orders",
+        api_doc("orders", "/orders", "http://127.0.0.1:1"),
+    )
+    .await;
+    a.must_put("/v1/usage-plans/gold", json!({"apis": ["orders"]}))
+        .await;
     let applied = || c.nodes[0].handle().control.shared.read(|s| s.all().count());
     let count = applied();
 
@@ -186,33 +244,81 @@ async fn invalid_documents_are_refused_and_change_nothing() {
     let cases = vec![
         ("/v1/tenants/Bad_Id", json!({}), 400, "id"),
         ("/v1/apis/bad", bad_path, 400, "routes[0].path"),
-        ("/v1/apis/bad2", json!({"id": "bad2", "base_path": "/x", "bogus": 1}), 400, "bogus"),
-        ("/v1/apis/bad3", json!({"base_path": "/x", "routes": [{"id": "r", "path": "/"}]}), 400, "upstream"),
-        ("/v1/usage-plans/p", json!({"apis": ["missing"]}), 400, "apis[0]"),
-        ("/v1/apis/dup", api_doc("dup", "/orders", "http://127.0.0.1:1"), 409, "base_path"),
-        ("/v1/apis/orders", api_doc("other-id", "/orders", "http://127.0.0.1:1"), 400, "id"),
+        (
+            "/v1/apis/bad2",
+            json!({"id": "bad2", "base_path": "/x", "bogus": 1}),
+            400,
+            "bogus",
+        ),
+        (
+            "/v1/apis/bad3",
+            json!({"base_path": "/x", "routes": [{"id": "r", "path": "/"}]}),
+            400,
+            "upstream",
+        ),
+        (
+            "/v1/usage-plans/p",
+            json!({"apis": ["missing"]}),
+            400,
+            "apis[0]",
+        ),
+        (
+            "/v1/apis/dup",
+            api_doc("dup", "/orders", "http://127.0.0.1:1"),
+            409,
+            "base_path",
+        ),
+        (
+            "/v1/apis/orders",
+            api_doc("other-id", "/orders", "http://127.0.0.1:1"),
+            400,
+            "id",
+        ),
     ];
     for (path, body, status, needle) in cases {
         let (s, v) = a.put(path, body).await;
         assert_eq!(s, status, "{path}: {v}");
         let msg = v["error"]["message"].as_str().unwrap_or_default();
-        assert!(msg.contains(needle), "{path}: message {msg:?} should name {needle:?}");
-        assert_eq!(v["error"]["code"], if status == 400 { "invalid_argument" } else { "conflict" });
+        assert!(
+            msg.contains(needle),
+            "{path}: message {msg:?} should name {needle:?}"
+        );
+        assert_eq!(
+            v["error"]["code"],
+            if status == 400 {
+                "invalid_argument"
+            } else {
+                "conflict"
+            }
+        );
     }
     let key_cases = vec![
-        (json!({"tenant": "nobody", "plans": ["gold"]}), 400, "tenant"),
-        (json!({"tenant": "acme", "plans": ["missing"]}), 400, "plans[0]"),
+        (
+            json!({"tenant": "nobody", "plans": ["gold"]}),
+            400,
+            "tenant",
+        ),
+        (
+            json!({"tenant": "acme", "plans": ["missing"]}),
+            400,
+            "plans[0]",
+        ),
         (json!({"tenant": "acme", "value": "short"}), 400, "value"),
     ];
     for (body, status, needle) in key_cases {
         let (s, v) = a.post("/v1/keys", body).await;
         assert_eq!(s, status, "{v}");
-        assert!(v["error"]["message"].as_str().unwrap().contains(needle), "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(needle),
+            "{v}"
+        );
     }
     // Deleting something still referenced is a conflict.
     let (s, v) = a.delete("/v1/apis/orders").await;
     assert_eq!(s, 409, "{v}");
-    let (s, key) = a.post("/v1/keys", json!({"tenant": "acme", "plans": ["gold"]})).await;
+    let (s, key) = a
+        .post("/v1/keys", json!({"tenant": "acme", "plans": ["gold"]}))
+        .await;
     assert_eq!(s, 201);
     let (s, _) = a.delete("/v1/tenants/acme").await;
     assert_eq!(s, 409);
@@ -221,8 +327,18 @@ async fn invalid_documents_are_refused_and_change_nothing() {
     let (s, _) = a.delete("/v1/tenants/nobody").await;
     assert_eq!(s, 404);
     // Only the key was added.
-    assert_eq!(applied(), count + 2, "settings and the key are the only new documents");
-    for path in ["/v1/apis/bad", "/v1/apis/bad2", "/v1/apis/dup", "/v1/usage-plans/p", "/v1/tenants/Bad_Id"] {
+    assert_eq!(
+        applied(),
+        count + 2,
+        "settings and the key are the only new documents"
+    );
+    for path in [
+        "/v1/apis/bad",
+        "/v1/apis/bad2",
+        "/v1/apis/dup",
+        "/v1/usage-plans/p",
+        "/v1/tenants/Bad_Id",
+    ] {
         assert_eq!(a.get(path).await.0, 404, "{path} was written");
     }
     // An imported key value works once; a second import of it conflicts.
@@ -231,7 +347,13 @@ async fn invalid_documents_are_refused_and_change_nothing() {
     assert_eq!(a.post("/v1/keys", body).await.0, 409);
     // PATCH and revoke.
     let id = key["id"].as_str().unwrap();
-    let (s, v) = a.call("PATCH", &format!("/v1/keys/{id}"), Some(json!({"enabled": false}))).await;
+    let (s, v) = a
+        .call(
+            "PATCH",
+            &format!("/v1/keys/{id}"),
+            Some(json!({"enabled": false})),
+        )
+        .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["enabled"], false);
     assert!(v.get("value").is_none() && v.get("hash").is_none());
@@ -244,7 +366,10 @@ async fn admin_api_requires_the_token() {
     init_tracing();
     let c = Cluster::start(1).await;
     let base = c.nodes[0].admin_url();
-    for client in [Admin::new(&base).with_token(None), Admin::new(&base).with_token(Some("wrong"))] {
+    for client in [
+        Admin::new(&base).with_token(None),
+        Admin::new(&base).with_token(Some("wrong")),
+    ] {
         for path in ["/v1/cluster", "/v1/apis", "/v1/nonexistent"] {
             let (s, v) = client.get(path).await;
             assert_eq!(s, 401, "{path}");
@@ -252,9 +377,17 @@ async fn admin_api_requires_the_token() {
         }
         assert_eq!(client.put("/v1/tenants/x", json!({})).await.0, 401);
     }
-    assert_eq!(Admin::new(&base).with_token(None).get("/healthz").await.0, 200);
+    assert_eq!(
+        Admin::new(&base).with_token(None).get("/healthz").await.0,
+        200
+    );
     // The internal gRPC port refuses calls without the cluster token.
-    let mut raw = tollgate_proto::cluster_client::ClusterClient::connect(c.nodes[0].grpc_url()).await.unwrap();
-    let err = raw.read_index(tollgate_proto::ReadIndexRequest {}).await.unwrap_err();
+    let mut raw = tollgate_proto::cluster_client::ClusterClient::connect(c.nodes[0].grpc_url())
+        .await
+        .unwrap();
+    let err = raw
+        .read_index(tollgate_proto::ReadIndexRequest {})
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
 }

@@ -55,14 +55,24 @@ async fn key_values_never_reach_disk_or_logs() {
     a.must_put("/v1/tenants/acme", json!({})).await;
     let mut values = Vec::new();
     for i in 0..10 {
-        let (s, v) = a.post("/v1/keys", json!({"tenant": "acme", "name": format!("k{i}")})).await;
+        let (s, v) = a
+            .post(
+                "/v1/keys",
+                json!({"tenant": "acme", "name": format!("k{i}")}),
+            )
+            .await;
         assert_eq!(s, 201, "{v}");
         let value = v["value"].as_str().unwrap().to_string();
         assert!(value.starts_with("tg_"));
         values.push(value);
     }
     let imported = "imported-legacy-key-value-0123456789".to_string();
-    assert_eq!(a.post("/v1/keys", json!({"tenant": "acme", "value": imported})).await.0, 201);
+    assert_eq!(
+        a.post("/v1/keys", json!({"tenant": "acme", "value": imported}))
+            .await
+            .0,
+        201
+    );
     values.push(imported);
     // Reads never show the value or the hash.
     let (_, listed) = a.get("/v1/keys").await;

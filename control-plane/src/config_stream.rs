@@ -27,7 +27,9 @@ use crate::raft::state_machine::Shared;
 use crate::transport::Channels;
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Data planes that stream (or streamed) from this node.
@@ -49,10 +51,14 @@ pub struct DataPlaneView {
 
 impl From<DataPlaneInfo> for DataPlaneView {
     fn from(d: DataPlaneInfo) -> Self {
-        let last_seen = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(d.last_seen_ms) * 1_000_000)
-            .ok()
-            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-            .unwrap_or_default();
+        let last_seen =
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(d.last_seen_ms) * 1_000_000)
+                .ok()
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_default();
         Self {
             id: d.id,
             addr: d.addr,
@@ -76,7 +82,12 @@ impl DataPlaneRegistry {
     }
 
     pub fn local(&self) -> Vec<DataPlaneInfo> {
-        self.inner.lock().expect("registry lock").values().cloned().collect()
+        self.inner
+            .lock()
+            .expect("registry lock")
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// This node's data planes merged with every peer's; for each data
@@ -84,9 +95,9 @@ impl DataPlaneRegistry {
     pub async fn gather(&self, channels: &Channels, peers: &[String]) -> Vec<DataPlaneView> {
         let mut all: HashMap<String, DataPlaneInfo> = HashMap::new();
         let mut merge = |d: DataPlaneInfo| {
-            let keep = all.get(&d.id).is_none_or(|o| {
-                (d.connected, d.last_seen_ms) > (o.connected, o.last_seen_ms)
-            });
+            let keep = all
+                .get(&d.id)
+                .is_none_or(|o| (d.connected, d.last_seen_ms) > (o.connected, o.last_seen_ms));
             if keep {
                 all.insert(d.id.clone(), d);
             }
@@ -97,7 +108,10 @@ impl DataPlaneRegistry {
             async move {
                 let mut req = Request::new(tollgate_proto::ReadIndexRequest {});
                 req.set_timeout(Duration::from_millis(500));
-                client.local_data_planes(req).await.map(|r| r.into_inner().items)
+                client
+                    .local_data_planes(req)
+                    .await
+                    .map(|r| r.into_inner().items)
             }
         });
         for items in futures::future::join_all(calls).await.into_iter().flatten() {
@@ -174,7 +188,10 @@ type UpdateStream = Pin<Box<dyn Stream<Item = Result<ConfigUpdate, Status>> + Se
 impl tollgate_proto::config_server::Config for ConfigService {
     type WatchStream = UpdateStream;
 
-    async fn watch(&self, req: Request<Streaming<WatchRequest>>) -> Result<Response<UpdateStream>, Status> {
+    async fn watch(
+        &self,
+        req: Request<Streaming<WatchRequest>>,
+    ) -> Result<Response<UpdateStream>, Status> {
         let mut inbound = req.into_inner();
         let hello = match inbound.next().await {
             Some(Ok(WatchRequest {

@@ -16,23 +16,30 @@ pub struct Document {
 pub fn parse(text: &str) -> anyhow::Result<Vec<Document>> {
     let mut docs = Vec::new();
     for (i, de) in serde_norway::Deserializer::from_str(text).enumerate() {
-        let value: serde_json::Value =
-            serde::Deserialize::deserialize(de).map_err(|e| anyhow::anyhow!("document {}: {e}", i + 1))?;
+        let value: serde_json::Value = serde::Deserialize::deserialize(de)
+            .map_err(|e| anyhow::anyhow!("document {}: {e}", i + 1))?;
         if value.is_null() {
             continue;
         }
-        let kind_name = value
-            .get("kind")
-            .and_then(|k| k.as_str())
-            .ok_or_else(|| anyhow::anyhow!("document {}: kind: required (Api, Authorizer, Tenant or UsagePlan)", i + 1))?;
-        let kind = ResourceKind::from_doc_kind(kind_name)
-            .ok_or_else(|| anyhow::anyhow!("document {}: kind: unknown kind {kind_name:?}", i + 1))?;
+        let kind_name = value.get("kind").and_then(|k| k.as_str()).ok_or_else(|| {
+            anyhow::anyhow!(
+                "document {}: kind: required (Api, Authorizer, Tenant or UsagePlan)",
+                i + 1
+            )
+        })?;
+        let kind = ResourceKind::from_doc_kind(kind_name).ok_or_else(|| {
+            anyhow::anyhow!("document {}: kind: unknown kind {kind_name:?}", i + 1)
+        })?;
         let id = value
             .get("id")
             .and_then(|k| k.as_str())
             .ok_or_else(|| anyhow::anyhow!("document {}: id: required", i + 1))?
             .to_string();
-        docs.push(Document { kind, id, body: value });
+        docs.push(Document {
+            kind,
+            id,
+            body: value,
+        });
     }
     docs.sort_by_key(|d| match d.kind {
         ResourceKind::Tenant | ResourceKind::Authorizer => 0,
@@ -71,36 +78,69 @@ fn strip(mut v: serde_json::Value) -> serde_json::Value {
 
 /// Apply every document through the admin API at `server`, idempotently.
 /// Returns one line per document, e.g. `api/orders configured`.
-pub async fn apply(server: &str, admin_token: &str, docs: &[Document]) -> anyhow::Result<Vec<String>> {
+pub async fn apply(
+    server: &str,
+    admin_token: &str,
+    docs: &[Document],
+) -> anyhow::Result<Vec<String>> {
     let client = reqwest::Client::new();
     let mut lines = Vec::new();
     for d in docs {
-        let url = format!("{}/v1/{}/{}", server.trim_end_matches('/'), rest_collection(d.kind), d.id);
+        let url = format!(
+            "{}/v1/{}/{}",
+            server.trim_end_matches('/'),
+            rest_collection(d.kind),
+            d.id
+        );
         let current = client.get(&url).bearer_auth(admin_token).send().await?;
         let existing = match current.status().as_u16() {
             200 => Some(current.json::<serde_json::Value>().await?),
             404 => None,
-            code => anyhow::bail!("{} {}: GET answered {code}: {}", d.kind.as_str(), d.id, current.text().await?),
+            code => anyhow::bail!(
+                "{} {}: GET answered {code}: {}",
+                d.kind.as_str(),
+                d.id,
+                current.text().await?
+            ),
         };
-        let outcome = if existing.is_none() { Outcome::Created } else { Outcome::Configured };
+        let outcome = if existing.is_none() {
+            Outcome::Created
+        } else {
+            Outcome::Configured
+        };
         let desired = strip(d.body.clone());
         // Compare against what the server would store: normalise through a
         // PUT-free round trip by comparing after parsing both as documents.
         let unchanged = existing.as_ref().is_some_and(|e| {
-            let parsed = crate::service::parse_document(d.kind, &d.id, desired.to_string().as_bytes());
+            let parsed =
+                crate::service::parse_document(d.kind, &d.id, desired.to_string().as_bytes());
             matches!(parsed, Ok(r) if r.doc_json() == strip(e.clone()))
         });
         if unchanged {
             lines.push(format!("{}/{} unchanged", d.kind.as_str(), d.id));
             continue;
         }
-        let resp = client.put(&url).bearer_auth(admin_token).json(&desired).send().await?;
+        let resp = client
+            .put(&url)
+            .bearer_auth(admin_token)
+            .json(&desired)
+            .send()
+            .await?;
         if !resp.status().is_success() {
             anyhow::bail!("{} {}: {}", d.kind.as_str(), d.id, resp.text().await?);
         }
         let v: serde_json::Value = resp.json().await?;
-        let word = if outcome == Outcome::Created { "created" } else { "configured" };
-        lines.push(format!("{}/{} {word} (revision {})", d.kind.as_str(), d.id, v["revision"]));
+        let word = if outcome == Outcome::Created {
+            "created"
+        } else {
+            "configured"
+        };
+        lines.push(format!(
+            "{}/{} {word} (revision {})",
+            d.kind.as_str(),
+            d.id,
+            v["revision"]
+        ));
     }
     Ok(lines)
 }

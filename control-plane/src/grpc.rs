@@ -25,10 +25,15 @@ impl pb::cluster_server::Cluster for ClusterService {
             admin_addr: r.admin_addr,
         };
         self.cp.add_member(r.node_id, node).await?;
-        Ok(Response::new(pb::JoinReply { leader_id: self.cp.id }))
+        Ok(Response::new(pb::JoinReply {
+            leader_id: self.cp.id,
+        }))
     }
 
-    async fn forward(&self, req: Request<pb::ForwardRequest>) -> Result<Response<pb::ForwardReply>, Status> {
+    async fn forward(
+        &self,
+        req: Request<pb::ForwardRequest>,
+    ) -> Result<Response<pb::ForwardReply>, Status> {
         let cmd: Command = serde_json::from_slice(&req.into_inner().command_json)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let result = self.cp.write_local(cmd).await?;
@@ -36,7 +41,10 @@ impl pb::cluster_server::Cluster for ClusterService {
         Ok(Response::new(pb::ForwardReply { result_json: json }))
     }
 
-    async fn read_index(&self, _: Request<pb::ReadIndexRequest>) -> Result<Response<pb::ReadIndexReply>, Status> {
+    async fn read_index(
+        &self,
+        _: Request<pb::ReadIndexRequest>,
+    ) -> Result<Response<pb::ReadIndexReply>, Status> {
         let index = self.cp.local_read_index().await?;
         Ok(Response::new(pb::ReadIndexReply { index }))
     }
@@ -62,7 +70,9 @@ fn kind_of(name: &str) -> Result<ResourceKind, Status> {
         "tenant" | "Tenant" | "tenants" => Ok(ResourceKind::Tenant),
         "usage_plan" | "UsagePlan" | "usage-plans" => Ok(ResourceKind::UsagePlan),
         "api_key" | "ApiKey" | "keys" => Ok(ResourceKind::ApiKey),
-        other => Err(Status::invalid_argument(format!("kind: unknown kind {other:?}"))),
+        other => Err(Status::invalid_argument(format!(
+            "kind: unknown kind {other:?}"
+        ))),
     }
 }
 
@@ -100,7 +110,10 @@ impl pb::admin_server::Admin for AdminService {
         Ok(Response::new(doc(view(rev, &res))?))
     }
 
-    async fn list(&self, req: Request<pb::ListRequest>) -> Result<Response<pb::DocumentList>, Status> {
+    async fn list(
+        &self,
+        req: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::DocumentList>, Status> {
         let r = req.into_inner();
         let items = self
             .cp
@@ -112,13 +125,19 @@ impl pb::admin_server::Admin for AdminService {
         Ok(Response::new(pb::DocumentList { items }))
     }
 
-    async fn delete(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::WriteReply>, Status> {
+    async fn delete(
+        &self,
+        req: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::WriteReply>, Status> {
         let r = req.into_inner();
         let revision = self.cp.delete(kind_of(&r.kind)?, &r.id).await?;
         Ok(Response::new(pb::WriteReply { revision }))
     }
 
-    async fn issue_key(&self, req: Request<pb::Document>) -> Result<Response<pb::Document>, Status> {
+    async fn issue_key(
+        &self,
+        req: Request<pb::Document>,
+    ) -> Result<Response<pb::Document>, Status> {
         let (revision, issued) = self.cp.issue_key(&req.into_inner().json).await?;
         let mut v = serde_json::to_value(issued).map_err(|e| ApiError::Internal(e.to_string()))?;
         v["revision"] = revision.into();

@@ -9,7 +9,10 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tollgate_proto::{admin_server::AdminServer, cluster_server::ClusterServer, config_server::ConfigServer, raft_server::RaftServer};
+use tollgate_proto::{
+    admin_server::AdminServer, cluster_server::ClusterServer, config_server::ConfigServer,
+    raft_server::RaftServer,
+};
 use tonic::service::interceptor::InterceptedService;
 
 use crate::config_stream::{ConfigService, DataPlaneRegistry};
@@ -94,15 +97,21 @@ impl NodeHandle {
 pub async fn start(cfg: NodeConfig) -> anyhow::Result<NodeHandle> {
     let grpc_local = cfg.grpc_listener.local_addr()?;
     let admin_local = cfg.admin_listener.local_addr()?;
-    let grpc_addr = cfg.advertise_grpc.clone().unwrap_or_else(|| format!("http://{grpc_local}"));
-    let admin_addr = cfg.advertise_admin.clone().unwrap_or_else(|| format!("http://{admin_local}"));
+    let grpc_addr = cfg
+        .advertise_grpc
+        .clone()
+        .unwrap_or_else(|| format!("http://{grpc_local}"));
+    let admin_addr = cfg
+        .advertise_admin
+        .clone()
+        .unwrap_or_else(|| format!("http://{admin_local}"));
     let node = Node {
         grpc_addr: grpc_addr.clone(),
         admin_addr: admin_addr.clone(),
     };
 
-    let (log_store, state_machine) =
-        open_storage(&cfg.data_dir).with_context(|| format!("opening storage in {}", cfg.data_dir.display()))?;
+    let (log_store, state_machine) = open_storage(&cfg.data_dir)
+        .with_context(|| format!("opening storage in {}", cfg.data_dir.display()))?;
     let shared = state_machine.shared();
     let t = &cfg.tuning;
     let raft_config = openraft::Config {
@@ -145,9 +154,14 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<NodeHandle> {
     let cluster_auth = RequireToken::new(&cfg.cluster_token);
     let admin_auth = RequireToken::new(&cfg.admin_token);
     let grpc = tonic::transport::Server::builder()
-        .add_service(InterceptedService::new(RaftServer::new(RaftService::new(raft.clone())), cluster_auth.clone()))
         .add_service(InterceptedService::new(
-            ClusterServer::new(ClusterService { cp: control.clone() }),
+            RaftServer::new(RaftService::new(raft.clone())),
+            cluster_auth.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            ClusterServer::new(ClusterService {
+                cp: control.clone(),
+            }),
             cluster_auth.clone(),
         ))
         .add_service(InterceptedService::new(
@@ -158,13 +172,18 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<NodeHandle> {
             cluster_auth,
         ))
         .add_service(InterceptedService::new(
-            AdminServer::new(AdminService { cp: control.clone() }),
+            AdminServer::new(AdminService {
+                cp: control.clone(),
+            }),
             admin_auth,
         ));
     let grpc_incoming = tokio_stream::wrappers::TcpListenerStream::new(cfg.grpc_listener);
     let c = cancel.clone();
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = grpc.serve_with_incoming_shutdown(grpc_incoming, c.cancelled_owned()).await {
+        if let Err(e) = grpc
+            .serve_with_incoming_shutdown(grpc_incoming, c.cancelled_owned())
+            .await
+        {
             tracing::error!(error = %e, "gRPC server failed");
         }
     }));
@@ -173,7 +192,10 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<NodeHandle> {
     let c = cancel.clone();
     let admin_listener = cfg.admin_listener;
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = axum::serve(admin_listener, app).with_graceful_shutdown(c.cancelled_owned()).await {
+        if let Err(e) = axum::serve(admin_listener, app)
+            .with_graceful_shutdown(c.cancelled_owned())
+            .await
+        {
             tracing::error!(error = %e, "admin server failed");
         }
     }));
@@ -181,9 +203,12 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<NodeHandle> {
     match cfg.membership {
         Membership::Bootstrap => {
             if !raft.is_initialized().await? {
-                raft.initialize(std::collections::BTreeMap::from([(cfg.node_id, node.clone())]))
-                    .await
-                    .context("bootstrapping the cluster")?;
+                raft.initialize(std::collections::BTreeMap::from([(
+                    cfg.node_id,
+                    node.clone(),
+                )]))
+                .await
+                .context("bootstrapping the cluster")?;
                 tracing::info!(node = cfg.node_id, "bootstrapped a new cluster");
             }
         }
@@ -209,15 +234,24 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<NodeHandle> {
 async fn join(url: &str, admin_token: &str, id: NodeId, node: &Node) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let endpoint = format!("{}/v1/cluster/members", url.trim_end_matches('/'));
-    let body = serde_json::json!({"id": id, "grpc_addr": node.grpc_addr, "admin_addr": node.admin_addr});
+    let body =
+        serde_json::json!({"id": id, "grpc_addr": node.grpc_addr, "admin_addr": node.admin_addr});
     let mut last = String::new();
     for attempt in 0..60 {
-        match client.post(&endpoint).bearer_auth(admin_token).json(&body).send().await {
+        match client
+            .post(&endpoint)
+            .bearer_auth(admin_token)
+            .json(&body)
+            .send()
+            .await
+        {
             Ok(r) if r.status().is_success() => {
                 tracing::info!(node = id, via = url, "joined the cluster");
                 return Ok(());
             }
-            Ok(r) if r.status().as_u16() == 401 => anyhow::bail!("joining via {url}: the admin token was refused"),
+            Ok(r) if r.status().as_u16() == 401 => {
+                anyhow::bail!("joining via {url}: the admin token was refused")
+            }
             Ok(r) => last = format!("{}: {}", r.status(), r.text().await.unwrap_or_default()),
             Err(e) => last = e.to_string(),
         }

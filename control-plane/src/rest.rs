@@ -27,7 +27,8 @@ struct AppState {
 /// The one place an `ApiError` becomes an HTTP response.
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(self.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
         (status, Json(body)).into_response()
     }
@@ -57,7 +58,10 @@ pub fn router(cp: Arc<ControlPlane>, admin_token: &str) -> Router {
         .route("/v1/cluster/members", post(add_member))
         .route("/v1/cluster/members/{id}", delete(remove_member))
         .route("/v1/keys", post(issue_key).get(list_keys))
-        .route("/v1/keys/{id}", get(get_key).patch(patch_key).delete(delete_key));
+        .route(
+            "/v1/keys/{id}",
+            get(get_key).patch(patch_key).delete(delete_key),
+        );
     for (path, kind) in [
         ("apis", ResourceKind::Api),
         ("authorizers", ResourceKind::Authorizer),
@@ -71,14 +75,21 @@ pub fn router(cp: Arc<ControlPlane>, admin_token: &str) -> Router {
             )
             .route(
                 &format!("/v1/{path}/{{id}}"),
-                get(move |s: State<AppState>, p: Path<String>, q: Query<ReadOpts>| get_doc(s, p, q, kind))
-                    .put(move |s: State<AppState>, p: Path<String>, b: Bytes| put_doc(s, p, b, kind))
-                    .delete(move |s: State<AppState>, p: Path<String>| delete_doc(s, p, kind)),
+                get(
+                    move |s: State<AppState>, p: Path<String>, q: Query<ReadOpts>| {
+                        get_doc(s, p, q, kind)
+                    },
+                )
+                .put(move |s: State<AppState>, p: Path<String>, b: Bytes| put_doc(s, p, b, kind))
+                .delete(move |s: State<AppState>, p: Path<String>| delete_doc(s, p, kind)),
             );
     }
     let v1 = v1
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
-        .layer(middleware::from_fn_with_state(state.clone(), require_admin_token));
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_admin_token,
+        ));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -87,7 +98,12 @@ pub fn router(cp: Arc<ControlPlane>, admin_token: &str) -> Router {
         .with_state(state)
 }
 
-async fn require_admin_token(State(s): State<AppState>, headers: HeaderMap, req: Request, next: Next) -> Response {
+async fn require_admin_token(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    req: Request,
+    next: Next,
+) -> Response {
     let presented = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -109,7 +125,12 @@ async fn readyz(State(s): State<AppState>) -> Response {
 async fn metrics(State(s): State<AppState>) -> Response {
     let m = s.cp.raft.metrics().borrow().clone();
     let is_leader = u8::from(m.current_leader == Some(s.cp.id));
-    let connected = s.cp.data_planes.local().iter().filter(|d| d.connected).count();
+    let connected =
+        s.cp.data_planes
+            .local()
+            .iter()
+            .filter(|d| d.connected)
+            .count();
     let text = format!(
         "# TYPE tollgate_raft_term gauge\ntollgate_raft_term {}\n\
          # TYPE tollgate_raft_is_leader gauge\ntollgate_raft_is_leader {is_leader}\n\
@@ -129,7 +150,10 @@ async fn metrics(State(s): State<AppState>) -> Response {
 
 async fn cluster(State(s): State<AppState>) -> Reply {
     let info = s.cp.cluster_info().await;
-    ok(StatusCode::OK, serde_json::to_value(info).map_err(|e| ApiError::Internal(e.to_string()))?)
+    ok(
+        StatusCode::OK,
+        serde_json::to_value(info).map_err(|e| ApiError::Internal(e.to_string()))?,
+    )
 }
 
 #[derive(Deserialize)]
@@ -164,22 +188,45 @@ async fn remove_member(State(s): State<AppState>, Path(id): Path<String>) -> Rep
     ok(StatusCode::OK, json!({"removed": id}))
 }
 
-async fn list_docs(State(s): State<AppState>, Query(q): Query<ReadOpts>, kind: ResourceKind) -> Reply {
-    let items: Vec<_> = s.cp.list(kind, q.stale).await?.iter().map(|(r, d)| view(*r, d)).collect();
+async fn list_docs(
+    State(s): State<AppState>,
+    Query(q): Query<ReadOpts>,
+    kind: ResourceKind,
+) -> Reply {
+    let items: Vec<_> =
+        s.cp.list(kind, q.stale)
+            .await?
+            .iter()
+            .map(|(r, d)| view(*r, d))
+            .collect();
     ok(StatusCode::OK, json!({ "items": items }))
 }
 
-async fn get_doc(State(s): State<AppState>, Path(id): Path<String>, Query(q): Query<ReadOpts>, kind: ResourceKind) -> Reply {
+async fn get_doc(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<ReadOpts>,
+    kind: ResourceKind,
+) -> Reply {
     let (rev, doc) = s.cp.get(kind, &id, q.stale).await?;
     ok(StatusCode::OK, view(rev, &doc))
 }
 
-async fn put_doc(State(s): State<AppState>, Path(id): Path<String>, body: Bytes, kind: ResourceKind) -> Reply {
+async fn put_doc(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+    kind: ResourceKind,
+) -> Reply {
     let (rev, doc) = s.cp.put(kind, &id, &body).await?;
     ok(StatusCode::OK, view(rev, &doc))
 }
 
-async fn delete_doc(State(s): State<AppState>, Path(id): Path<String>, kind: ResourceKind) -> Reply {
+async fn delete_doc(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    kind: ResourceKind,
+) -> Reply {
     let rev = s.cp.delete(kind, &id).await?;
     ok(StatusCode::OK, json!({"id": id, "revision": rev}))
 }
@@ -192,17 +239,16 @@ async fn issue_key(State(s): State<AppState>, body: Bytes) -> Reply {
 }
 
 async fn list_keys(State(s): State<AppState>, Query(q): Query<ReadOpts>) -> Reply {
-    let items: Vec<_> = s
-        .cp
-        .list(ResourceKind::ApiKey, q.stale)
-        .await?
-        .iter()
-        .filter(|(_, r)| match (r, &q.tenant) {
-            (tollgate_model::Resource::ApiKey(k), Some(t)) => &k.tenant == t,
-            _ => true,
-        })
-        .map(|(rev, r)| view(*rev, r))
-        .collect();
+    let items: Vec<_> =
+        s.cp.list(ResourceKind::ApiKey, q.stale)
+            .await?
+            .iter()
+            .filter(|(_, r)| match (r, &q.tenant) {
+                (tollgate_model::Resource::ApiKey(k), Some(t)) => &k.tenant == t,
+                _ => true,
+            })
+            .map(|(rev, r)| view(*rev, r))
+            .collect();
     ok(StatusCode::OK, json!({ "items": items }))
 }
 
@@ -220,4 +266,3 @@ async fn patch_key(State(s): State<AppState>, Path(id): Path<String>, body: Byte
 async fn delete_key(s: State<AppState>, p: Path<String>) -> Reply {
     delete_doc(s, p, ResourceKind::ApiKey).await
 }
-

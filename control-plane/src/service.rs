@@ -10,7 +10,9 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::ChangeMembers;
 use serde::Serialize;
 use tollgate_model::config::ResourceKind;
-use tollgate_model::{key, ApiKeyRecord, IssueKeyRequest, KeyPatch, Resource, Settings, ValidationError};
+use tollgate_model::{
+    key, ApiKeyRecord, IssueKeyRequest, KeyPatch, Resource, Settings, ValidationError,
+};
 use tollgate_proto::cluster_client::ClusterClient;
 
 use crate::config_stream::DataPlaneRegistry;
@@ -86,7 +88,9 @@ impl From<tonic::Status> for ApiError {
         match s.code() {
             tonic::Code::InvalidArgument => ApiError::InvalidArgument(s.message().into()),
             tonic::Code::NotFound => ApiError::NotFound(s.message().into()),
-            tonic::Code::AlreadyExists | tonic::Code::FailedPrecondition => ApiError::Conflict(s.message().into()),
+            tonic::Code::AlreadyExists | tonic::Code::FailedPrecondition => {
+                ApiError::Conflict(s.message().into())
+            }
             tonic::Code::Unauthenticated => ApiError::Unauthenticated,
             _ => ApiError::Unavailable(format!("leader unreachable: {}", s.message())),
         }
@@ -176,7 +180,9 @@ pub struct ControlPlane {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl ControlPlane {
@@ -187,7 +193,9 @@ impl ControlPlane {
     pub async fn write(&self, cmd: Command) -> Result<(u64, Option<Resource>)> {
         let result = tokio::time::timeout(self.request_timeout, self.write_with_retry(cmd))
             .await
-            .map_err(|_| ApiError::Unavailable("no quorum: the write was not acknowledged in time".into()))??;
+            .map_err(|_| {
+                ApiError::Unavailable("no quorum: the write was not acknowledged in time".into())
+            })??;
         match result.outcome {
             Some(Ok(r)) => Ok((result.revision, r)),
             Some(Err(rej)) => Err(rej.into()),
@@ -204,7 +212,9 @@ impl ControlPlane {
                         return self.forward(&leader, &cmd).await;
                     }
                 }
-                Err(RaftError::Fatal(f)) => return Err(ApiError::Unavailable(format!("raft stopped: {f}"))),
+                Err(RaftError::Fatal(f)) => {
+                    return Err(ApiError::Unavailable(format!("raft stopped: {f}")))
+                }
                 Err(e) => tracing::warn!(error = %e, "write failed; retrying"),
             }
             // No leader known yet: an election is under way.
@@ -244,7 +254,9 @@ impl ControlPlane {
                 match self.read_index().await {
                     Ok(index) => {
                         let mut rx = self.shared.subscribe();
-                        rx.wait_for(|a| *a >= index).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+                        rx.wait_for(|a| *a >= index)
+                            .await
+                            .map_err(|e| ApiError::Internal(e.to_string()))?;
                         return Ok(());
                     }
                     Err(None) => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -253,7 +265,11 @@ impl ControlPlane {
             }
         })
         .await
-        .map_err(|_| ApiError::Unavailable("no quorum: a linearizable read could not be served in time".into()))?
+        .map_err(|_| {
+            ApiError::Unavailable(
+                "no quorum: a linearizable read could not be served in time".into(),
+            )
+        })?
     }
 
     /// The index a linearizable read must wait for. `Err(None)`: no leader
@@ -262,7 +278,9 @@ impl ControlPlane {
         match self.raft.ensure_linearizable().await {
             Ok(log_id) => Ok(log_id.map_or(0, |l| l.index)),
             Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
-                let Some(leader) = f.leader_node else { return Err(None) };
+                let Some(leader) = f.leader_node else {
+                    return Err(None);
+                };
                 let mut client = ClusterClient::new(self.channels.get(&leader.grpc_addr));
                 match client.read_index(tollgate_proto::ReadIndexRequest {}).await {
                     Ok(r) => Ok(r.into_inner().index),
@@ -290,9 +308,11 @@ impl ControlPlane {
 
     pub async fn list(&self, kind: ResourceKind, stale: bool) -> Result<Vec<(u64, Resource)>> {
         self.read_barrier(stale).await?;
-        Ok(self
-            .shared
-            .read(|s| s.list(kind).map(|st| (st.revision, st.resource.clone())).collect()))
+        Ok(self.shared.read(|s| {
+            s.list(kind)
+                .map(|st| (st.revision, st.resource.clone()))
+                .collect()
+        }))
     }
 
     // ------------------------------------------------------------ documents
@@ -343,7 +363,9 @@ impl ControlPlane {
             enabled: true,
             created_at: now_secs(),
         };
-        let (rev, _) = self.write(Command::Put(Resource::ApiKey(record.clone()))).await?;
+        let (rev, _) = self
+            .write(Command::Put(Resource::ApiKey(record.clone())))
+            .await?;
         Ok((
             rev,
             IssuedKey {
@@ -521,7 +543,10 @@ pub fn parse_document(kind: ResourceKind, id: &str, body: &[u8]) -> Result<Resou
         ResourceKind::Tenant => Resource::Tenant(parse_json(&bytes)?),
         ResourceKind::UsagePlan => Resource::UsagePlan(parse_json(&bytes)?),
         ResourceKind::ApiKey | ResourceKind::Settings => {
-            return Err(ApiError::InvalidArgument(format!("kind: {} cannot be written here", kind.as_str())))
+            return Err(ApiError::InvalidArgument(format!(
+                "kind: {} cannot be written here",
+                kind.as_str()
+            )))
         }
     };
     match &resource {

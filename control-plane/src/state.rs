@@ -20,7 +20,10 @@ pub enum Command {
     InitSettings(Settings),
     Put(Resource),
     Delete(ResourceKind, String),
-    PatchKey { id: String, patch: KeyPatchCmd },
+    PatchKey {
+        id: String,
+        patch: KeyPatchCmd,
+    },
 }
 
 /// `KeyPatch` in a serializable form.
@@ -136,7 +139,10 @@ pub struct Changes {
 
 impl State {
     /// Rebuild from persisted documents and tombstones.
-    pub fn from_parts(stored: impl IntoIterator<Item = Stored>, tombstones: impl IntoIterator<Item = (ResourceRef, u64)>) -> Self {
+    pub fn from_parts(
+        stored: impl IntoIterator<Item = Stored>,
+        tombstones: impl IntoIterator<Item = (ResourceRef, u64)>,
+    ) -> Self {
         let mut s = State::default();
         for st in stored {
             s.by_revision.insert((st.revision, st.resource.key()));
@@ -169,7 +175,10 @@ impl State {
     }
 
     pub fn settings(&self) -> Option<&Settings> {
-        match self.get(ResourceKind::Settings, "cluster").map(|s| &s.resource) {
+        match self
+            .get(ResourceKind::Settings, "cluster")
+            .map(|s| &s.resource)
+        {
             Some(Resource::Settings(s)) => Some(s),
             _ => None,
         }
@@ -178,7 +187,10 @@ impl State {
     /// Everything written or removed after `revision`.
     pub fn changes_since(&self, revision: u64) -> Changes {
         let mut out = Changes::default();
-        for (_, key) in self.by_revision.range((revision + 1, (ResourceKind::Api, String::new()))..) {
+        for (_, key) in self
+            .by_revision
+            .range((revision + 1, (ResourceKind::Api, String::new()))..)
+        {
             match self.resources.get(key) {
                 Some(st) => out.upserts.push(st.resource.clone()),
                 None => out.removals.push(key.clone()),
@@ -189,7 +201,11 @@ impl State {
 
     /// Apply a command at log index `revision`. Returns what the client is
     /// told and the changes to persist (empty when rejected).
-    pub fn apply(&mut self, revision: u64, cmd: Command) -> (Result<Option<Resource>, Rejection>, Vec<Change>) {
+    pub fn apply(
+        &mut self,
+        revision: u64,
+        cmd: Command,
+    ) -> (Result<Option<Resource>, Rejection>, Vec<Change>) {
         match self.check(&cmd) {
             Err(rej) => (Err(rej), Vec::new()),
             Ok(()) => {
@@ -200,13 +216,19 @@ impl State {
         }
     }
 
-    fn execute(&mut self, revision: u64, cmd: Command, changes: &mut Vec<Change>) -> Option<Resource> {
+    fn execute(
+        &mut self,
+        revision: u64,
+        cmd: Command,
+        changes: &mut Vec<Change>,
+    ) -> Option<Resource> {
         match cmd {
             Command::InitSettings(s) => {
                 if self.settings().is_none() {
                     self.upsert(revision, Resource::Settings(s), changes);
                 }
-                self.get(ResourceKind::Settings, "cluster").map(|s| s.resource.clone())
+                self.get(ResourceKind::Settings, "cluster")
+                    .map(|s| s.resource.clone())
             }
             Command::Put(r) => {
                 self.upsert(revision, r.clone(), changes);
@@ -222,7 +244,10 @@ impl State {
                 Some(old.resource)
             }
             Command::PatchKey { id, patch } => {
-                let Some(Resource::ApiKey(mut k)) = self.get(ResourceKind::ApiKey, &id).map(|s| s.resource.clone()) else {
+                let Some(Resource::ApiKey(mut k)) = self
+                    .get(ResourceKind::ApiKey, &id)
+                    .map(|s| s.resource.clone())
+                else {
                     unreachable!("checked")
                 };
                 if let Some(e) = patch.enabled {
@@ -266,7 +291,10 @@ impl State {
             Command::Put(r) => self.check_put(r),
             Command::Delete(kind, id) => {
                 if !self.exists(*kind, id) {
-                    return Err(Rejection::new(ErrorCode::NotFound, format!("{} {id:?} not found", kind.as_str())));
+                    return Err(Rejection::new(
+                        ErrorCode::NotFound,
+                        format!("{} {id:?} not found", kind.as_str()),
+                    ));
                 }
                 if let Some(by) = self.referrer(*kind, id) {
                     return Err(Rejection::conflict(format!(
@@ -278,7 +306,10 @@ impl State {
             }
             Command::PatchKey { id, patch } => {
                 if !self.exists(ResourceKind::ApiKey, id) {
-                    return Err(Rejection::new(ErrorCode::NotFound, format!("key {id:?} not found")));
+                    return Err(Rejection::new(
+                        ErrorCode::NotFound,
+                        format!("key {id:?} not found"),
+                    ));
                 }
                 if let Some(plans) = &patch.plans {
                     self.check_plans(plans)?;
@@ -291,7 +322,9 @@ impl State {
     fn check_plans(&self, plans: &[String]) -> Result<(), Rejection> {
         for (i, p) in plans.iter().enumerate() {
             if !self.exists(ResourceKind::UsagePlan, p) {
-                return Err(Rejection::invalid(format!("plans[{i}]: usage plan {p:?} does not exist")));
+                return Err(Rejection::invalid(format!(
+                    "plans[{i}]: usage plan {p:?} does not exist"
+                )));
             }
         }
         Ok(())
@@ -302,13 +335,20 @@ impl State {
             Resource::Api(api) => {
                 for (field, a) in api.authorizers() {
                     if !self.exists(ResourceKind::Authorizer, a) {
-                        return Err(Rejection::invalid(format!("{field}: authorizer {a:?} does not exist")));
+                        return Err(Rejection::invalid(format!(
+                            "{field}: authorizer {a:?} does not exist"
+                        )));
                     }
                 }
                 let mine: BTreeSet<&str> = api.host_keys().into_iter().collect();
                 for other in self.list(ResourceKind::Api) {
-                    let Resource::Api(o) = &other.resource else { continue };
-                    if o.id != api.id && o.base_path == api.base_path && o.host_keys().iter().any(|h| mine.contains(h)) {
+                    let Resource::Api(o) = &other.resource else {
+                        continue;
+                    };
+                    if o.id != api.id
+                        && o.base_path == api.base_path
+                        && o.host_keys().iter().any(|h| mine.contains(h))
+                    {
                         return Err(Rejection::conflict(format!(
                             "api {:?} already serves base_path {:?} on the same host",
                             o.id, api.base_path
@@ -320,7 +360,9 @@ impl State {
             Resource::UsagePlan(plan) => {
                 for (i, a) in plan.apis.iter().enumerate() {
                     if !self.exists(ResourceKind::Api, a) {
-                        return Err(Rejection::invalid(format!("apis[{i}]: api {a:?} does not exist")));
+                        return Err(Rejection::invalid(format!(
+                            "apis[{i}]: api {a:?} does not exist"
+                        )));
                     }
                 }
                 Ok(())
@@ -332,7 +374,10 @@ impl State {
 
     fn check_key(&self, k: &ApiKeyRecord) -> Result<(), Rejection> {
         if !self.exists(ResourceKind::Tenant, &k.tenant) {
-            return Err(Rejection::invalid(format!("tenant: tenant {:?} does not exist", k.tenant)));
+            return Err(Rejection::invalid(format!(
+                "tenant: tenant {:?} does not exist",
+                k.tenant
+            )));
         }
         self.check_plans(&k.plans)?;
         let dup = self.list(ResourceKind::ApiKey).any(|s| match &s.resource {
@@ -340,7 +385,9 @@ impl State {
             _ => false,
         });
         if dup {
-            return Err(Rejection::conflict("value: this key value is already in use"));
+            return Err(Rejection::conflict(
+                "value: this key value is already in use",
+            ));
         }
         Ok(())
     }
@@ -348,22 +395,40 @@ impl State {
     /// Who still refers to (kind, id), if anyone.
     fn referrer(&self, kind: ResourceKind, id: &str) -> Option<String> {
         let found = match kind {
-            ResourceKind::Api => self.list(ResourceKind::UsagePlan).find_map(|s| match &s.resource {
-                Resource::UsagePlan(p) if p.apis.iter().any(|a| a == id) => Some(format!("usage plan {:?}", p.id)),
-                _ => None,
-            }),
-            ResourceKind::Authorizer => self.list(ResourceKind::Api).find_map(|s| match &s.resource {
-                Resource::Api(a) if a.authorizers().any(|(_, x)| x == id) => Some(format!("api {:?}", a.id)),
-                _ => None,
-            }),
-            ResourceKind::Tenant => self.list(ResourceKind::ApiKey).find_map(|s| match &s.resource {
-                Resource::ApiKey(k) if k.tenant == id => Some(format!("key {:?}", k.id)),
-                _ => None,
-            }),
-            ResourceKind::UsagePlan => self.list(ResourceKind::ApiKey).find_map(|s| match &s.resource {
-                Resource::ApiKey(k) if k.plans.iter().any(|p| p == id) => Some(format!("key {:?}", k.id)),
-                _ => None,
-            }),
+            ResourceKind::Api => {
+                self.list(ResourceKind::UsagePlan)
+                    .find_map(|s| match &s.resource {
+                        Resource::UsagePlan(p) if p.apis.iter().any(|a| a == id) => {
+                            Some(format!("usage plan {:?}", p.id))
+                        }
+                        _ => None,
+                    })
+            }
+            ResourceKind::Authorizer => {
+                self.list(ResourceKind::Api)
+                    .find_map(|s| match &s.resource {
+                        Resource::Api(a) if a.authorizers().any(|(_, x)| x == id) => {
+                            Some(format!("api {:?}", a.id))
+                        }
+                        _ => None,
+                    })
+            }
+            ResourceKind::Tenant => {
+                self.list(ResourceKind::ApiKey)
+                    .find_map(|s| match &s.resource {
+                        Resource::ApiKey(k) if k.tenant == id => Some(format!("key {:?}", k.id)),
+                        _ => None,
+                    })
+            }
+            ResourceKind::UsagePlan => {
+                self.list(ResourceKind::ApiKey)
+                    .find_map(|s| match &s.resource {
+                        Resource::ApiKey(k) if k.plans.iter().any(|p| p == id) => {
+                            Some(format!("key {:?}", k.id))
+                        }
+                        _ => None,
+                    })
+            }
             ResourceKind::ApiKey | ResourceKind::Settings => None,
         };
         found
@@ -402,10 +467,14 @@ mod tests {
         let c = s.changes_since(1);
         assert_eq!(c.removals, vec![(ResourceKind::Tenant, "acme".to_string())]);
         assert_eq!(
-            s.apply(4, Command::Delete(ResourceKind::Tenant, "acme".into())).0.unwrap_err().code,
+            s.apply(4, Command::Delete(ResourceKind::Tenant, "acme".into()))
+                .0
+                .unwrap_err()
+                .code,
             ErrorCode::NotFound
         );
-        let round: State = serde_json::from_slice::<State>(&serde_json::to_vec(&s).unwrap()).unwrap();
+        let round: State =
+            serde_json::from_slice::<State>(&serde_json::to_vec(&s).unwrap()).unwrap();
         assert_eq!(round.changes_since(0), s.changes_since(0));
     }
 }

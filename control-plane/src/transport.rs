@@ -4,12 +4,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use tollgate_model::key::constant_time_eq;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
-use tollgate_model::key::constant_time_eq;
 
 /// Adds `authorization: Bearer <token>` to every outgoing call.
 #[derive(Clone)]
@@ -20,14 +20,17 @@ pub struct BearerToken {
 impl BearerToken {
     pub fn new(token: &str) -> Self {
         Self {
-            header: format!("Bearer {token}").parse().expect("token is valid ASCII"),
+            header: format!("Bearer {token}")
+                .parse()
+                .expect("token is valid ASCII"),
         }
     }
 }
 
 impl Interceptor for BearerToken {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        req.metadata_mut().insert("authorization", self.header.clone());
+        req.metadata_mut()
+            .insert("authorization", self.header.clone());
         Ok(req)
     }
 }
@@ -40,7 +43,9 @@ pub struct RequireToken {
 
 impl RequireToken {
     pub fn new(token: &str) -> Self {
-        Self { token: token.into() }
+        Self {
+            token: token.into(),
+        }
     }
 }
 

@@ -219,13 +219,19 @@ impl Api {
             let within = format!("routes[{i}]");
             r.validate().map_err(|e| e.within(&within))?;
             if seen.contains(&&r.id) {
-                return Err(ValidationError::new(format!("{within}.id"), format!("duplicate route id {:?}", r.id)));
+                return Err(ValidationError::new(
+                    format!("{within}.id"),
+                    format!("duplicate route id {:?}", r.id),
+                ));
             }
             seen.push(&r.id);
             if r.mock.is_none() && self.upstream.is_none() {
                 return Err(ValidationError::new(
                     "upstream",
-                    format!("required: route {:?} has no mock, so the API needs an upstream", r.id),
+                    format!(
+                        "required: route {:?} has no mock, so the API needs an upstream",
+                        r.id
+                    ),
                 ));
             }
         }
@@ -234,7 +240,11 @@ impl Api {
 
     /// The authorizers this API refers to, for reference checks.
     pub fn authorizers(&self) -> impl Iterator<Item = (String, &str)> {
-        let api = self.auth.authorizer.as_deref().map(|a| ("auth.authorizer".to_string(), a));
+        let api = self
+            .auth
+            .authorizer
+            .as_deref()
+            .map(|a| ("auth.authorizer".to_string(), a));
         let routes = self.routes.iter().enumerate().filter_map(|(i, r)| {
             r.auth
                 .as_ref()
@@ -256,14 +266,19 @@ impl Api {
 
 fn validate_cidr(field: &str, value: &str) -> Result {
     let (addr, len) = value.split_once('/').unwrap_or((value, ""));
-    let ip: std::net::IpAddr = addr
-        .parse()
-        .map_err(|_| ValidationError::new(field, format!("{value:?} is not an IP address or CIDR")))?;
+    let ip: std::net::IpAddr = addr.parse().map_err(|_| {
+        ValidationError::new(field, format!("{value:?} is not an IP address or CIDR"))
+    })?;
     if !len.is_empty() {
         let max = if ip.is_ipv4() { 32 } else { 128 };
         match len.parse::<u8>() {
             Ok(n) if n <= max => {}
-            _ => return Err(ValidationError::new(field, format!("{value:?} has a bad prefix length"))),
+            _ => {
+                return Err(ValidationError::new(
+                    field,
+                    format!("{value:?} has a bad prefix length"),
+                ))
+            }
         }
     }
     Ok(())
@@ -272,12 +287,18 @@ fn validate_cidr(field: &str, value: &str) -> Result {
 impl Upstream {
     fn validate(&self) -> Result {
         if self.targets.is_empty() {
-            return Err(ValidationError::new("targets", "at least one target is required"));
+            return Err(ValidationError::new(
+                "targets",
+                "at least one target is required",
+            ));
         }
         for (i, t) in self.targets.iter().enumerate() {
             validate::upstream_url(&format!("targets[{i}].url"), &t.url)?;
             if t.weight == 0 || t.weight > 1000 {
-                return Err(ValidationError::new(format!("targets[{i}].weight"), "must be 1 to 1000"));
+                return Err(ValidationError::new(
+                    format!("targets[{i}].weight"),
+                    "must be 1 to 1000",
+                ));
             }
         }
         if self.timeout_ms == 0 || self.timeout_ms > 300_000 {
@@ -289,7 +310,10 @@ impl Upstream {
         if let Some(hc) = &self.health_check {
             PathTemplate::parse("health_check.path", &hc.path)?;
             if hc.interval_ms < 100 {
-                return Err(ValidationError::new("health_check.interval_ms", "must be at least 100"));
+                return Err(ValidationError::new(
+                    "health_check.interval_ms",
+                    "must be at least 100",
+                ));
             }
         }
         Ok(())
@@ -358,9 +382,9 @@ impl Route {
                 return Err(ValidationError::new("cache.ttl_s", "must be at most 3600"));
             }
             for (i, k) in c.key.iter().enumerate() {
-                let ok = k
-                    .split_once(':')
-                    .is_some_and(|(src, name)| matches!(src, "query" | "header") && !name.is_empty());
+                let ok = k.split_once(':').is_some_and(|(src, name)| {
+                    matches!(src, "query" | "header") && !name.is_empty()
+                });
                 if !ok {
                     return Err(ValidationError::new(
                         format!("cache.key[{i}]"),
@@ -408,7 +432,8 @@ pub struct Authorizer {
 }
 
 pub const JWT_ALGORITHMS: [&str; 12] = [
-    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA", "HS256", "HS384", "HS512",
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA", "HS256",
+    "HS384", "HS512",
 ];
 
 impl Authorizer {
@@ -416,7 +441,10 @@ impl Authorizer {
         validate::id("id", &self.id)?;
         validate::non_empty("issuer", &self.issuer)?;
         if self.algorithms.is_empty() {
-            return Err(ValidationError::new("algorithms", "at least one algorithm is required"));
+            return Err(ValidationError::new(
+                "algorithms",
+                "at least one algorithm is required",
+            ));
         }
         let mut wants_hs = false;
         let mut wants_pk = false;
@@ -424,7 +452,10 @@ impl Authorizer {
             if !JWT_ALGORITHMS.contains(&a.as_str()) {
                 return Err(ValidationError::new(
                     format!("algorithms[{i}]"),
-                    format!("{a:?} is not allowed (one of {})", JWT_ALGORITHMS.join(", ")),
+                    format!(
+                        "{a:?} is not allowed (one of {})",
+                        JWT_ALGORITHMS.join(", ")
+                    ),
                 ));
             }
             if a.starts_with("HS") {
@@ -434,7 +465,10 @@ impl Authorizer {
             }
         }
         if wants_hs && self.secret.is_none() {
-            return Err(ValidationError::new("secret", "HS* algorithms need an inline secret"));
+            return Err(ValidationError::new(
+                "secret",
+                "HS* algorithms need an inline secret",
+            ));
         }
         if wants_hs && wants_pk {
             return Err(ValidationError::new(
@@ -443,14 +477,20 @@ impl Authorizer {
             ));
         }
         if wants_pk && self.jwks.is_none() && self.jwks_uri.is_none() {
-            return Err(ValidationError::new("jwks_uri", "required: give jwks_uri or an inline jwks"));
+            return Err(ValidationError::new(
+                "jwks_uri",
+                "required: give jwks_uri or an inline jwks",
+            ));
         }
         if let Some(uri) = &self.jwks_uri {
             validate::upstream_url("jwks_uri", uri)?;
         }
         if let Some(jwks) = &self.jwks {
             if !jwks.get("keys").is_some_and(serde_json::Value::is_array) {
-                return Err(ValidationError::new("jwks.keys", "must be an array of JWKs"));
+                return Err(ValidationError::new(
+                    "jwks.keys",
+                    "must be an array of JWKs",
+                ));
             }
         }
         Ok(())
@@ -518,7 +558,10 @@ impl UsagePlan {
         }
         if let Some(t) = &self.throttle {
             if !(t.rate.is_finite() && t.rate > 0.0 && t.rate <= 1_000_000.0) {
-                return Err(ValidationError::new("throttle.rate", "must be greater than 0 and at most 1000000"));
+                return Err(ValidationError::new(
+                    "throttle.rate",
+                    "must be greater than 0 and at most 1000000",
+                ));
             }
         }
         if let Some(q) = &self.quota {

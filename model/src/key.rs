@@ -78,8 +78,12 @@ pub fn validate_import(field: &str, value: &str) -> Result {
         ValidationError::new(
             field,
             match e {
-                ShapeError::Shape => "must be 20 to 128 printable ASCII characters without spaces".to_string(),
-                ShapeError::Checksum => "starts with tg_ but is not a valid generated key".to_string(),
+                ShapeError::Shape => {
+                    "must be 20 to 128 printable ASCII characters without spaces".to_string()
+                }
+                ShapeError::Checksum => {
+                    "starts with tg_ but is not a valid generated key".to_string()
+                }
             },
         )
     })

@@ -52,13 +52,19 @@ impl PathTemplate {
                     None => (inner, false),
                 };
                 if !valid_name(name) {
-                    return Err(err(format!("{template:?}: {{{inner}}} is not a valid parameter name")));
+                    return Err(err(format!(
+                        "{template:?}: {{{inner}}} is not a valid parameter name"
+                    )));
                 }
                 if names.contains(&name) {
-                    return Err(err(format!("{template:?}: parameter {{{name}}} appears twice")));
+                    return Err(err(format!(
+                        "{template:?}: parameter {{{name}}} appears twice"
+                    )));
                 }
                 if rest && !last {
-                    return Err(err(format!("{template:?}: {{{name}+}} must be the last segment")));
+                    return Err(err(format!(
+                        "{template:?}: {{{name}+}} must be the last segment"
+                    )));
                 }
                 names.push(name);
                 segments.push(if rest {
@@ -89,7 +95,11 @@ impl PathTemplate {
     pub fn matches<'a>(&self, path: &'a str) -> Option<Vec<(&str, &'a str)>> {
         let trimmed = path.strip_prefix('/').unwrap_or(path);
         let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
-        let mut rest = if trimmed.is_empty() { None } else { Some(trimmed) };
+        let mut rest = if trimmed.is_empty() {
+            None
+        } else {
+            Some(trimmed)
+        };
         let mut captured = Vec::new();
         for seg in &self.segments {
             let current = rest?;
@@ -123,7 +133,11 @@ impl PathTemplate {
             match seg {
                 Segment::Literal(l) => out.push_str(l),
                 Segment::Param(n) | Segment::Rest(n) => {
-                    let v = params.iter().find(|(k, _)| k == n).map(|(_, v)| *v).unwrap_or("");
+                    let v = params
+                        .iter()
+                        .find(|(k, _)| k == n)
+                        .map(|(_, v)| *v)
+                        .unwrap_or("");
                     out.push_str(v);
                 }
             }
@@ -137,8 +151,16 @@ impl PathTemplate {
     /// How specific the template is, for ordering routes: literals beat
     /// parameters, parameters beat a rest match.
     pub fn specificity(&self) -> (usize, usize, usize) {
-        let lits = self.segments.iter().filter(|s| matches!(s, Segment::Literal(_))).count();
-        let params = self.segments.iter().filter(|s| matches!(s, Segment::Param(_))).count();
+        let lits = self
+            .segments
+            .iter()
+            .filter(|s| matches!(s, Segment::Literal(_)))
+            .count();
+        let params = self
+            .segments
+            .iter()
+            .filter(|s| matches!(s, Segment::Param(_)))
+            .count();
         let no_rest = usize::from(!matches!(self.segments.last(), Some(Segment::Rest(_))));
         (no_rest, lits, params)
     }
@@ -148,10 +170,16 @@ impl PathTemplate {
 pub fn base_path(field: &str, value: &str) -> Result {
     let t = PathTemplate::parse(field, value)?;
     if t.segments.iter().any(|s| !matches!(s, Segment::Literal(_))) {
-        return Err(ValidationError::new(field, format!("{value:?} must not contain parameters")));
+        return Err(ValidationError::new(
+            field,
+            format!("{value:?} must not contain parameters"),
+        ));
     }
     if value.len() > 1 && value.ends_with('/') {
-        return Err(ValidationError::new(field, format!("{value:?} must not end with '/'")));
+        return Err(ValidationError::new(
+            field,
+            format!("{value:?} must not end with '/'"),
+        ));
     }
     Ok(())
 }
@@ -177,7 +205,14 @@ mod tests {
 
     #[test]
     fn rejects_bad_templates() {
-        for bad in ["items", "/a/{rest+}/b", "/{x}/{x}", "/{1x}", "/a//b", "/a{b}"] {
+        for bad in [
+            "items",
+            "/a/{rest+}/b",
+            "/{x}/{x}",
+            "/{1x}",
+            "/a//b",
+            "/a{b}",
+        ] {
             assert!(PathTemplate::parse("routes[0].path", bad).is_err(), "{bad}");
         }
         let e = PathTemplate::parse("routes[0].path", "nope").unwrap_err();

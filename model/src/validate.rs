@@ -89,7 +89,10 @@ pub fn method(field: &str, value: &str) -> Result {
     } else {
         Err(ValidationError::new(
             field,
-            format!("{value:?} is not a supported method (one of {})", METHODS.join(", ")),
+            format!(
+                "{value:?} is not a supported method (one of {})",
+                METHODS.join(", ")
+            ),
         ))
     }
 }
@@ -100,10 +103,18 @@ pub fn upstream_url(field: &str, value: &str) -> Result {
     let rest = value
         .strip_prefix("http://")
         .or_else(|| value.strip_prefix("https://"))
-        .ok_or_else(|| ValidationError::new(field, format!("{value:?} must start with http:// or https://")))?;
+        .ok_or_else(|| {
+            ValidationError::new(
+                field,
+                format!("{value:?} must start with http:// or https://"),
+            )
+        })?;
     let authority = rest.split('/').next().unwrap_or("");
     if authority.is_empty() {
-        return Err(ValidationError::new(field, format!("{value:?} has no host")));
+        return Err(ValidationError::new(
+            field,
+            format!("{value:?} has no host"),
+        ));
     }
     if value.contains(['?', '#', ' ']) {
         return Err(ValidationError::new(
@@ -113,7 +124,10 @@ pub fn upstream_url(field: &str, value: &str) -> Result {
     }
     if let Some((_, port)) = authority.rsplit_once(':') {
         if !authority.ends_with(']') && port.parse::<u16>().is_err() {
-            return Err(ValidationError::new(field, format!("{value:?} has a bad port")));
+            return Err(ValidationError::new(
+                field,
+                format!("{value:?} has a bad port"),
+            ));
         }
     }
     Ok(())

@@ -129,7 +129,15 @@ impl Cluster {
             None => Membership::Bootstrap,
             Some(i) => Membership::Join(self.nodes[i].admin_url()),
         };
-        let h = start_node(id, &dir, "127.0.0.1:0", "127.0.0.1:0", membership, self.tuning.clone()).await;
+        let h = start_node(
+            id,
+            &dir,
+            "127.0.0.1:0",
+            "127.0.0.1:0",
+            membership,
+            self.tuning.clone(),
+        )
+        .await;
         let grpc = h.grpc_addr.trim_start_matches("http://").to_string();
         let admin = h.admin_addr.trim_start_matches("http://").to_string();
         self.nodes.push(NodeSlot {
@@ -151,7 +159,15 @@ impl Cluster {
     /// Restart a stopped node from its data dir, on its old addresses.
     pub async fn restart(&mut self, i: usize) {
         let s = &self.nodes[i];
-        let h = start_node(s.id, &s.dir, &s.grpc, &s.admin, Membership::Resume, self.tuning.clone()).await;
+        let h = start_node(
+            s.id,
+            &s.dir,
+            &s.grpc,
+            &s.admin,
+            Membership::Resume,
+            self.tuning.clone(),
+        )
+        .await;
         self.nodes[i].handle = Some(h);
     }
 
@@ -183,7 +199,13 @@ impl Cluster {
     pub async fn wait_for_voters(&self, n: usize) {
         for _ in 0..200 {
             let i = self.leader().await;
-            let m = self.nodes[i].handle().control.raft.metrics().borrow().clone();
+            let m = self.nodes[i]
+                .handle()
+                .control
+                .raft
+                .metrics()
+                .borrow()
+                .clone();
             if m.membership_config.membership().voter_ids().count() == n {
                 return;
             }
@@ -206,7 +228,10 @@ impl Admin {
         Self {
             base: base.trim_end_matches('/').to_string(),
             token: Some(ADMIN_TOKEN.to_string()),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap(),
         }
     }
 
@@ -228,7 +253,10 @@ impl Admin {
         let resp = req.send().await.expect("request sent");
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
@@ -263,7 +291,9 @@ pub fn api_doc(id: &str, base_path: &str, upstream: &str) -> Value {
 
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .with_test_writer()
         .try_init();
 }

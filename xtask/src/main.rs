@@ -1,1 +1,39 @@
-fn main() { println!("xtask: see `cargo xtask help`"); }
+//! `cargo xtask <task>`: the project's toolbox (alias in .cargo/config.toml).
+//!
+//! - `ci`: fmt --check, clippy -D warnings, and the tests.
+//! - `bench control-plane`: writes/s and latency against a 3-node cluster of
+//!   real `tollgate control-plane` processes, and leader failover time.
+
+mod bench;
+
+use std::process::Command;
+
+fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    let status = Command::new(env!("CARGO")).args(args).status()?;
+    anyhow::ensure!(status.success(), "cargo {} failed", args.join(" "));
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["ci"] => {
+            cargo(&["fmt", "--all", "--check"])?;
+            cargo(&[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ])?;
+            cargo(&["test", "--workspace"])
+        }
+        ["bench", "control-plane", rest @ ..] => bench::control_plane(rest),
+        _ => {
+            eprintln!("usage: cargo xtask ci | bench control-plane [--seconds N]");
+            std::process::exit(2);
+        }
+    }
+}

@@ -25,7 +25,11 @@ pub struct Batch {
 
 impl Db {
     pub fn open(path: &Path) -> io::Result<Self> {
-        let db = sled::Config::new().path(path).flush_every_ms(Some(1000)).open().map_err(io_err)?;
+        let db = sled::Config::new()
+            .path(path)
+            .flush_every_ms(Some(1000))
+            .open()
+            .map_err(io_err)?;
         Ok(Self { db })
     }
 
@@ -51,7 +55,10 @@ impl Tree {
     }
 
     pub fn insert(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> io::Result<()> {
-        self.tree.insert(key.as_ref(), value.as_ref()).map_err(io_err).map(drop)
+        self.tree
+            .insert(key.as_ref(), value.as_ref())
+            .map_err(io_err)
+            .map(drop)
     }
 
     pub fn remove(&self, key: impl AsRef<[u8]>) -> io::Result<()> {
@@ -59,20 +66,31 @@ impl Tree {
     }
 
     /// Key/value pairs with keys in `[start, end)`, in key order.
-    pub fn range(&self, start: &[u8], end: &[u8]) -> impl Iterator<Item = io::Result<(Vec<u8>, Vec<u8>)>> {
+    pub fn range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+    ) -> impl Iterator<Item = io::Result<(Vec<u8>, Vec<u8>)>> {
         self.tree
             .range(start.to_vec()..end.to_vec())
             .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(io_err))
     }
 
-    pub fn scan_prefix(&self, prefix: &[u8]) -> impl Iterator<Item = io::Result<(Vec<u8>, Vec<u8>)>> {
+    pub fn scan_prefix(
+        &self,
+        prefix: &[u8],
+    ) -> impl Iterator<Item = io::Result<(Vec<u8>, Vec<u8>)>> {
         self.tree
             .scan_prefix(prefix)
             .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(io_err))
     }
 
     pub fn last(&self) -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {
-        Ok(self.tree.last().map_err(io_err)?.map(|(k, v)| (k.to_vec(), v.to_vec())))
+        Ok(self
+            .tree
+            .last()
+            .map_err(io_err)?
+            .map(|(k, v)| (k.to_vec(), v.to_vec())))
     }
 
     pub fn len(&self) -> usize {

@@ -44,14 +44,21 @@ impl LogStore {
         })
     }
 
-    fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
+    fn get_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<T>, StorageError> {
         match self.meta.get(key).map_err(read_err)? {
             Some(v) => Ok(Some(serde_json::from_slice(&v).map_err(read_err)?)),
             None => Ok(None),
         }
     }
 
-    async fn put_meta<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), StorageError> {
+    async fn put_meta<T: serde::Serialize>(
+        &self,
+        key: &[u8],
+        value: &T,
+    ) -> Result<(), StorageError> {
         let bytes = serde_json::to_vec(value).map_err(write_err)?;
         self.meta.insert(key, bytes).map_err(write_err)?;
         self.db.flush().await.map_err(write_err)
@@ -101,7 +108,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged_log_id: Option<LogId> = self.get_meta(LAST_PURGED)?;
         let last = match self.logs.last().map_err(read_err)? {
-            Some((_, v)) => Some(serde_json::from_slice::<Entry>(&v).map_err(read_err)?.log_id),
+            Some((_, v)) => Some(
+                serde_json::from_slice::<Entry>(&v)
+                    .map_err(read_err)?
+                    .log_id,
+            ),
             None => None,
         };
         Ok(LogState {
@@ -115,9 +126,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
-        self.put_meta(VOTE, vote)
-            .await
-            .map_err(|_| storage_err(ErrorSubject::Vote, ErrorVerb::Write, std::io::Error::other("save vote")))
+        self.put_meta(VOTE, vote).await.map_err(|_| {
+            storage_err(
+                ErrorSubject::Vote,
+                ErrorVerb::Write,
+                std::io::Error::other("save vote"),
+            )
+        })
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
@@ -135,7 +150,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.get_meta(COMMITTED)
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -148,14 +167,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.logs.apply(batch).map_err(write_err)?;
         // Durable before acknowledged.
         let flushed = self.db.flush().await;
-        let ok = flushed.as_ref().map(drop).map_err(|e| std::io::Error::new(e.kind(), e.to_string()));
+        let ok = flushed
+            .as_ref()
+            .map(drop)
+            .map_err(|e| std::io::Error::new(e.kind(), e.to_string()));
         callback.log_io_completed(ok);
         flushed.map_err(write_err)
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let mut batch = Batch::default();
-        for r in self.logs.range(&index_key(log_id.index), &index_key(u64::MAX)) {
+        for r in self
+            .logs
+            .range(&index_key(log_id.index), &index_key(u64::MAX))
+        {
             batch.remove(r.map_err(write_err)?.0);
         }
         self.logs.apply(batch).map_err(write_err)?;

@@ -27,7 +27,11 @@ pub struct Node {
 
 impl fmt::Display for Node {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{{grpc: {}, admin: {}}}", self.grpc_addr, self.admin_addr)
+        write!(
+            f,
+            "{{grpc: {}, admin: {}}}",
+            self.grpc_addr, self.admin_addr
+        )
     }
 }
 
@@ -49,7 +53,8 @@ pub mod typ {
     pub type LogId = openraft::LogId<NodeId>;
     pub type StorageError = openraft::StorageError<NodeId>;
     pub type RaftError<E = openraft::error::Infallible> = openraft::error::RaftError<NodeId, E>;
-    pub type RPCError<E = openraft::error::Infallible> = openraft::error::RPCError<NodeId, Node, RaftError<E>>;
+    pub type RPCError<E = openraft::error::Infallible> =
+        openraft::error::RPCError<NodeId, Node, RaftError<E>>;
     pub type ClientWriteError = openraft::error::ClientWriteError<NodeId, Node>;
     pub type CheckIsLeaderError = openraft::error::CheckIsLeaderError<NodeId, Node>;
     pub type StoredMembership = openraft::StoredMembership<NodeId, Node>;
@@ -57,7 +62,9 @@ pub mod typ {
 }
 
 /// Open the log store and state machine under `dir` (one sled database).
-pub fn open_storage(dir: &Path) -> std::io::Result<(log_store::LogStore, state_machine::StateMachine)> {
+pub fn open_storage(
+    dir: &Path,
+) -> std::io::Result<(log_store::LogStore, state_machine::StateMachine)> {
     std::fs::create_dir_all(dir)?;
     let db = kv::Db::open(&dir.join("raft.sled"))?;
     let log = log_store::LogStore::open(db.clone())?;
@@ -73,4 +80,3 @@ pub(crate) fn storage_err(
 ) -> typ::StorageError {
     openraft::StorageIOError::new(subject, verb, openraft::AnyError::new(&e)).into()
 }
-

@@ -2,12 +2,13 @@
 //! types as JSON. One lazily connected channel per peer, cached for the life
 //! of the node, so reconnects are tonic's business, not ours.
 
-
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -73,11 +74,14 @@ impl Connection {
             Rpc::Snapshot => self.client.install_snapshot(request).await,
         };
         let reply = reply.map_err(|status| match status.code() {
-            tonic::Code::Unavailable | tonic::Code::Unknown => RPCError::Unreachable(Unreachable::new(&status)),
+            tonic::Code::Unavailable | tonic::Code::Unknown => {
+                RPCError::Unreachable(Unreachable::new(&status))
+            }
             _ => RPCError::Network(NetworkError::new(&status)),
         })?;
         let result: Result<Resp, RaftError<NodeId, E>> =
-            serde_json::from_slice(&reply.into_inner().json).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+            serde_json::from_slice(&reply.into_inner().json)
+                .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -101,7 +105,10 @@ impl RaftNetwork<TypeConfig> for Connection {
         &mut self,
         req: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId, InstallSnapshotError>>> {
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, Node, RaftError<NodeId, InstallSnapshotError>>,
+    > {
         self.call(&req, &option, Rpc::Snapshot).await
     }
 
@@ -127,16 +134,22 @@ impl RaftService {
 }
 
 fn decode<T: DeserializeOwned>(req: Request<RaftPayload>) -> Result<T, Status> {
-    serde_json::from_slice(&req.into_inner().json).map_err(|e| Status::invalid_argument(e.to_string()))
+    serde_json::from_slice(&req.into_inner().json)
+        .map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 fn reply<T: Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
-    encode(v).map(Response::new).map_err(|e| Status::internal(e.to_string()))
+    encode(v)
+        .map(Response::new)
+        .map_err(|e| Status::internal(e.to_string()))
 }
 
 #[tonic::async_trait]
 impl tollgate_proto::raft_server::Raft for RaftService {
-    async fn append_entries(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+    async fn append_entries(
+        &self,
+        req: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
         let r = self.raft.append_entries(decode(req)?).await;
         reply(&r)
     }
@@ -146,9 +159,11 @@ impl tollgate_proto::raft_server::Raft for RaftService {
         reply(&r)
     }
 
-    async fn install_snapshot(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+    async fn install_snapshot(
+        &self,
+        req: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
         let r = self.raft.install_snapshot(decode(req)?).await;
         reply(&r)
     }
 }
-

@@ -91,7 +91,10 @@ impl StateMachine {
         }
         let mut tombstones = Vec::new();
         for r in docs.scan_prefix(&[TOMBSTONE]) {
-            tombstones.push(serde_json::from_slice::<(ResourceRef, u64)>(&r?.1).map_err(std::io::Error::other)?);
+            tombstones.push(
+                serde_json::from_slice::<(ResourceRef, u64)>(&r?.1)
+                    .map_err(std::io::Error::other)?,
+            );
         }
         let applied = meta.last_applied.map_or(0, |l| l.index);
         Ok(Self {
@@ -116,11 +119,15 @@ impl StateMachine {
                 Change::Upsert(st) => {
                     let key = st.resource.key();
                     batch.remove(doc_key(TOMBSTONE, &key));
-                    batch.insert(doc_key(DOC, &key), serde_json::to_vec(st).map_err(|e| sm_err(ErrorVerb::Write, e))?);
+                    batch.insert(
+                        doc_key(DOC, &key),
+                        serde_json::to_vec(st).map_err(|e| sm_err(ErrorVerb::Write, e))?,
+                    );
                 }
                 Change::Remove(key, rev) => {
                     batch.remove(doc_key(DOC, key));
-                    let v = serde_json::to_vec(&(key, rev)).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+                    let v =
+                        serde_json::to_vec(&(key, rev)).map_err(|e| sm_err(ErrorVerb::Write, e))?;
                     batch.insert(doc_key(TOMBSTONE, key), v);
                 }
             }
@@ -129,21 +136,35 @@ impl StateMachine {
     }
 
     fn write_meta(batch: &mut Batch, meta: &Meta) -> Result<(), StorageError> {
-        batch.insert(META_KEY, serde_json::to_vec(meta).map_err(|e| sm_err(ErrorVerb::Write, e))?);
+        batch.insert(
+            META_KEY,
+            serde_json::to_vec(meta).map_err(|e| sm_err(ErrorVerb::Write, e))?,
+        );
         Ok(())
     }
 
     fn current_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError> {
-        match self.snapshots.get(CURRENT_SNAPSHOT).map_err(|e| sm_err(ErrorVerb::Read, e))? {
-            Some(v) => Ok(Some(serde_json::from_slice(&v).map_err(|e| sm_err(ErrorVerb::Read, e))?)),
+        match self
+            .snapshots
+            .get(CURRENT_SNAPSHOT)
+            .map_err(|e| sm_err(ErrorVerb::Read, e))?
+        {
+            Some(v) => Ok(Some(
+                serde_json::from_slice(&v).map_err(|e| sm_err(ErrorVerb::Read, e))?,
+            )),
             None => Ok(None),
         }
     }
 
     async fn save_snapshot(&self, snap: &StoredSnapshot) -> Result<(), StorageError> {
         let bytes = serde_json::to_vec(snap).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        self.snapshots.insert(CURRENT_SNAPSHOT, bytes).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        self.db.flush().await.map_err(|e| sm_err(ErrorVerb::Write, e))
+        self.snapshots
+            .insert(CURRENT_SNAPSHOT, bytes)
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        self.db
+            .flush()
+            .await
+            .map_err(|e| sm_err(ErrorVerb::Write, e))
     }
 }
 
@@ -153,7 +174,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         // log id it is labelled with agree.
         let (meta, data) = {
             let m = self.meta.read().expect("meta lock");
-            let data = self.shared.read(serde_json::to_vec).map_err(|e| sm_err(ErrorVerb::Read, e))?;
+            let data = self
+                .shared
+                .read(serde_json::to_vec)
+                .map_err(|e| sm_err(ErrorVerb::Read, e))?;
             (m.clone(), data)
         };
         let snapshot_id = match meta.last_applied {
@@ -165,7 +189,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             last_membership: meta.membership,
             snapshot_id,
         };
-        let stored = StoredSnapshot { meta: meta.clone(), data };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
         self.save_snapshot(&stored).await?;
         Ok(Snapshot {
             meta,
@@ -210,11 +237,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         None
                     }
                 };
-                results.push(CommandResult { revision: index, outcome });
+                results.push(CommandResult {
+                    revision: index,
+                    outcome,
+                });
             }
         }
         Self::write_meta(&mut batch, &meta)?;
-        self.docs.apply(batch).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        self.docs
+            .apply(batch)
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         let applied = meta.last_applied.map_or(0, |l| l.index);
         *meta_guard = meta;
         drop(meta_guard);
@@ -230,10 +262,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<SnapshotData>) -> Result<(), StorageError> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<SnapshotData>,
+    ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
-        let state: State = serde_json::from_slice::<State>(&data)
-            .map_err(|e| storage_err(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Read, e))?;
+        let state: State = serde_json::from_slice::<State>(&data).map_err(|e| {
+            storage_err(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Read,
+                e,
+            )
+        })?;
         let new_meta = Meta {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
@@ -243,14 +284,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let changes: Vec<Change> = state
             .all()
             .map(|s| Change::Upsert(s.clone()))
-            .chain(state.tombstones().map(|(k, r)| Change::Remove(k.clone(), *r)))
+            .chain(
+                state
+                    .tombstones()
+                    .map(|(k, r)| Change::Remove(k.clone(), *r)),
+            )
             .collect();
         Self::write_changes(&mut batch, &changes)?;
         Self::write_meta(&mut batch, &new_meta)?;
-        self.docs.apply(batch).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        self.docs
+            .apply(batch)
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         *self.shared.state.write().expect("state lock") = state;
         *self.meta.write().expect("meta lock") = new_meta;
-        self.shared.applied.send_replace(meta.last_log_id.map_or(0, |l| l.index));
+        self.shared
+            .applied
+            .send_replace(meta.last_log_id.map_or(0, |l| l.index));
         self.save_snapshot(&StoredSnapshot {
             meta: meta.clone(),
             data,
