@@ -14,6 +14,8 @@ use tollgate_model::config::ResourceRef;
 use tollgate_model::{ApiKeyRecord, KeyPatch, Resource, ResourceKind, Settings};
 
 /// A write, as it travels through the Raft log. Never carries a key value.
+// Most commands are `Put`; boxing it would add an allocation to every write.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     /// Create the cluster settings if they do not exist yet.
@@ -90,6 +92,7 @@ pub struct Stored {
 }
 
 /// One persisted change, for the state machine to write.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     Upsert(Stored),

@@ -103,13 +103,10 @@ impl PathTemplate {
         let mut captured = Vec::new();
         for seg in &self.segments {
             let current = rest?;
-            match seg {
-                Segment::Rest(name) => {
-                    captured.push((name.as_str(), current));
-                    rest = None;
-                    continue;
-                }
-                _ => {}
+            if let Segment::Rest(name) = seg {
+                captured.push((name.as_str(), current));
+                rest = None;
+                continue;
             }
             let (head, tail) = match current.split_once('/') {
                 Some((h, t)) => (h, Some(t)),
