@@ -391,3 +391,89 @@ async fn admin_api_requires_the_token() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_grpc_shares_the_service_layer_and_members_can_be_removed() {
+    use tollgate_proto::admin_client::AdminClient;
+    init_tracing();
+    let mut c = Cluster::start(3).await;
+    let leader = c.leader().await;
+    let f = c.follower(leader);
+    // Admin gRPC on a follower, with the admin token.
+    let channel = tonic::transport::Channel::from_shared(c.nodes[f].grpc_url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let token: tonic::metadata::MetadataValue<_> = format!("Bearer {ADMIN_TOKEN}").parse().unwrap();
+    let mut admin =
+        AdminClient::with_interceptor(channel.clone(), move |mut r: tonic::Request<()>| {
+            r.metadata_mut().insert("authorization", token.clone());
+            Ok(r)
+        });
+    let put = admin
+        .put(tollgate_proto::PutRequest {
+            kind: "tenant".into(),
+            id: "grpc-tenant".into(),
+            json: br#"{"name":"via gRPC"}"#.to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(put.revision > 0);
+    let (s, v) = c.nodes[leader]
+        .client()
+        .get("/v1/tenants/grpc-tenant")
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(v["revision"].as_u64(), Some(put.revision));
+    // The same validation answers through gRPC.
+    let err = admin
+        .put(tollgate_proto::PutRequest {
+            kind: "tenant".into(),
+            id: "Bad Id".into(),
+            json: b"{}".to_vec(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("id"));
+    // Without the admin token: refused.
+    let mut anonymous = AdminClient::new(channel);
+    let err = anonymous
+        .get(tollgate_proto::GetRequest {
+            kind: "tenant".into(),
+            id: "grpc-tenant".into(),
+            stale: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+
+    // Remove a follower from the cluster through the leader.
+    let victim = c.nodes[f].id;
+    let (s, v) = c.nodes[leader]
+        .client()
+        .delete(&format!("/v1/cluster/members/{victim}"))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    c.stop(f).await;
+    let (_, info) = c.nodes[leader].client().get("/v1/cluster").await;
+    let ids: Vec<u64> = info["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect();
+    assert!(!ids.contains(&victim), "{info}");
+    // Two voters remain, and writes still commit.
+    c.nodes[leader]
+        .client()
+        .must_put("/v1/tenants/after-removal", json!({}))
+        .await;
+    let (s, _) = c.nodes[leader]
+        .client()
+        .delete("/v1/cluster/members/99")
+        .await;
+    assert_eq!(s, 404);
+}
