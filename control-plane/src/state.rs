@@ -108,6 +108,10 @@ pub struct State {
     /// (revision, resource) of every live document and tombstone, so that
     /// "what changed since R" costs in proportion to the answer.
     by_revision: BTreeSet<(u64, ResourceRef)>,
+    /// (host or "", base_path) -> api id, for the conflict check.
+    api_mounts: BTreeMap<(String, String), String>,
+    /// key hash -> key id, for the duplicate-value check.
+    key_hashes: BTreeMap<String, String>,
 }
 
 /// The serialized form of `State` (snapshots): JSON maps need string keys,
@@ -149,6 +153,7 @@ impl State {
         let mut s = State::default();
         for st in stored {
             s.by_revision.insert((st.revision, st.resource.key()));
+            s.index(&st.resource, true);
             s.resources.insert(st.resource.key(), st);
         }
         for (k, rev) in tombstones {
@@ -240,6 +245,7 @@ impl State {
             Command::Delete(kind, id) => {
                 let key = (kind, id);
                 let old = self.resources.remove(&key).expect("checked");
+                self.index(&old.resource, false);
                 self.by_revision.remove(&(old.revision, key.clone()));
                 self.by_revision.insert((revision, key.clone()));
                 self.tombstones.insert(key.clone(), revision);
@@ -271,9 +277,11 @@ impl State {
 
     fn upsert(&mut self, revision: u64, resource: Resource, changes: &mut Vec<Change>) {
         let key = resource.key();
-        if let Some(old) = self.resources.get(&key) {
+        if let Some(old) = self.resources.remove(&key) {
+            self.index(&old.resource, false);
             self.by_revision.remove(&(old.revision, key.clone()));
         }
+        self.index(&resource, true);
         if let Some(rev) = self.tombstones.remove(&key) {
             self.by_revision.remove(&(rev, key.clone()));
         }
@@ -281,6 +289,30 @@ impl State {
         let stored = Stored { revision, resource };
         self.resources.insert(key, stored.clone());
         changes.push(Change::Upsert(stored));
+    }
+
+    /// Keep the lookup indexes in step with `resources`.
+    fn index(&mut self, r: &Resource, insert: bool) {
+        match r {
+            Resource::Api(a) => {
+                for host in a.host_keys() {
+                    let k = (host.to_string(), a.base_path.clone());
+                    if insert {
+                        self.api_mounts.insert(k, a.id.clone());
+                    } else if self.api_mounts.get(&k) == Some(&a.id) {
+                        self.api_mounts.remove(&k);
+                    }
+                }
+            }
+            Resource::ApiKey(k) => {
+                if insert {
+                    self.key_hashes.insert(k.hash.clone(), k.id.clone());
+                } else {
+                    self.key_hashes.remove(&k.hash);
+                }
+            }
+            _ => {}
+        }
     }
 
     fn exists(&self, kind: ResourceKind, id: &str) -> bool {
@@ -343,19 +375,18 @@ impl State {
                         )));
                     }
                 }
-                let mine: BTreeSet<&str> = api.host_keys().into_iter().collect();
-                for other in self.list(ResourceKind::Api) {
-                    let Resource::Api(o) = &other.resource else {
-                        continue;
-                    };
-                    if o.id != api.id
-                        && o.base_path == api.base_path
-                        && o.host_keys().iter().any(|h| mine.contains(h))
+                for host in api.host_keys() {
+                    match self
+                        .api_mounts
+                        .get(&(host.to_string(), api.base_path.clone()))
                     {
-                        return Err(Rejection::conflict(format!(
-                            "api {:?} already serves base_path {:?} on the same host",
-                            o.id, api.base_path
-                        )));
+                        Some(other) if *other != api.id => {
+                            return Err(Rejection::conflict(format!(
+                                "api {other:?} already serves base_path {:?} on the same host",
+                                api.base_path
+                            )))
+                        }
+                        _ => {}
                     }
                 }
                 Ok(())
@@ -383,16 +414,12 @@ impl State {
             )));
         }
         self.check_plans(&k.plans)?;
-        let dup = self.list(ResourceKind::ApiKey).any(|s| match &s.resource {
-            Resource::ApiKey(o) => o.id != k.id && o.hash == k.hash,
-            _ => false,
-        });
-        if dup {
-            return Err(Rejection::conflict(
+        match self.key_hashes.get(&k.hash) {
+            Some(other) if *other != k.id => Err(Rejection::conflict(
                 "value: this key value is already in use",
-            ));
+            )),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// Who still refers to (kind, id), if anyone.
