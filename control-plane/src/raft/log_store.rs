@@ -165,14 +165,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.insert(index_key(entry.log_id.index), bytes);
         }
         self.logs.apply(batch).map_err(write_err)?;
-        // Durable before acknowledged.
-        let flushed = self.db.flush().await;
-        let ok = flushed
-            .as_ref()
-            .map(drop)
-            .map_err(|e| std::io::Error::new(e.kind(), e.to_string()));
-        callback.log_io_completed(ok);
-        flushed.map_err(write_err)
+        // Durable before acknowledged: openraft counts the entries only when
+        // the callback fires, after the flush. The flush runs off the Raft
+        // core so it can keep replicating meanwhile; a flush covers every
+        // write before it, so completions can only ever vouch for more.
+        let db = self.db.clone();
+        tokio::spawn(async move {
+            let flushed = db.flush().await.map_err(|e| std::io::Error::new(e.kind(), e.to_string()));
+            callback.log_io_completed(flushed);
+        });
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
