@@ -154,30 +154,16 @@ async fn main() -> anyhow::Result<()> {
             grpc_addr,
             tokens,
         } => {
-            let admin_token = load_or_create_secret(
-                tokens.admin_token_file.as_deref(),
-                "TOLLGATE_ADMIN_TOKEN",
-                &data_dir,
-                "admin-token",
-            )?;
-            let cluster_token =
-                load_or_create_secret(None, "TOLLGATE_CLUSTER_TOKEN", &data_dir, "cluster-token")?;
-            let node = tollgate_control_plane::start(NodeConfig {
+            let (admin_token, node) = start_control_plane(StartNode {
                 node_id: 1,
-                data_dir: data_dir.join("control-plane"),
-                grpc_listener: TcpListener::bind(&grpc_addr)
-                    .await
-                    .with_context(|| format!("binding {grpc_addr}"))?,
-                admin_listener: TcpListener::bind(&admin_addr)
-                    .await
-                    .with_context(|| format!("binding {admin_addr}"))?,
+                data_dir: &data_dir,
+                storage_dir: data_dir.join("control-plane"),
+                grpc_addr: &grpc_addr,
+                admin_addr: &admin_addr,
                 advertise_grpc: None,
                 advertise_admin: None,
-                admin_token: admin_token.clone(),
-                cluster_token,
+                tokens: &tokens,
                 membership: Membership::Bootstrap,
-                tuning: RaftTuning::default(),
-                request_timeout: Duration::from_secs(5),
             })
             .await?;
             if let Some(path) = config {
@@ -202,35 +188,21 @@ async fn main() -> anyhow::Result<()> {
             join,
             tokens,
         } => {
-            let admin_token = load_or_create_secret(
-                tokens.admin_token_file.as_deref(),
-                "TOLLGATE_ADMIN_TOKEN",
-                &data_dir,
-                "admin-token",
-            )?;
-            let cluster_token =
-                load_or_create_secret(None, "TOLLGATE_CLUSTER_TOKEN", &data_dir, "cluster-token")?;
             let membership = match (bootstrap, join) {
                 (true, _) => Membership::Bootstrap,
                 (false, Some(url)) => Membership::Join(url),
                 (false, None) => Membership::Resume,
             };
-            let node = tollgate_control_plane::start(NodeConfig {
+            let (_, node) = start_control_plane(StartNode {
                 node_id,
-                data_dir: data_dir.clone(),
-                grpc_listener: TcpListener::bind(&grpc_addr)
-                    .await
-                    .with_context(|| format!("binding {grpc_addr}"))?,
-                admin_listener: TcpListener::bind(&admin_addr)
-                    .await
-                    .with_context(|| format!("binding {admin_addr}"))?,
+                data_dir: &data_dir,
+                storage_dir: data_dir.clone(),
+                grpc_addr: &grpc_addr,
+                admin_addr: &admin_addr,
                 advertise_grpc,
                 advertise_admin,
-                admin_token,
-                cluster_token,
+                tokens: &tokens,
                 membership,
-                tuning: RaftTuning::default(),
-                request_timeout: Duration::from_secs(5),
             })
             .await?;
             wait_for_shutdown().await;
@@ -257,6 +229,54 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+struct StartNode<'a> {
+    node_id: u64,
+    /// Where generated tokens are kept.
+    data_dir: &'a Path,
+    /// Where Raft keeps its sled database.
+    storage_dir: PathBuf,
+    grpc_addr: &'a str,
+    admin_addr: &'a str,
+    advertise_grpc: Option<String>,
+    advertise_admin: Option<String>,
+    tokens: &'a Tokens,
+    membership: Membership,
+}
+
+/// Resolve the tokens, bind the ports and start one control-plane node.
+/// Returns the admin token with the node.
+async fn start_control_plane(
+    n: StartNode<'_>,
+) -> anyhow::Result<(String, tollgate_control_plane::NodeHandle)> {
+    let admin_token = load_or_create_secret(
+        n.tokens.admin_token_file.as_deref(),
+        "TOLLGATE_ADMIN_TOKEN",
+        n.data_dir,
+        "admin-token",
+    )?;
+    let cluster_token =
+        load_or_create_secret(None, "TOLLGATE_CLUSTER_TOKEN", n.data_dir, "cluster-token")?;
+    let node = tollgate_control_plane::start(NodeConfig {
+        node_id: n.node_id,
+        data_dir: n.storage_dir,
+        grpc_listener: TcpListener::bind(n.grpc_addr)
+            .await
+            .with_context(|| format!("binding {}", n.grpc_addr))?,
+        admin_listener: TcpListener::bind(n.admin_addr)
+            .await
+            .with_context(|| format!("binding {}", n.admin_addr))?,
+        advertise_grpc: n.advertise_grpc,
+        advertise_admin: n.advertise_admin,
+        admin_token: admin_token.clone(),
+        cluster_token,
+        membership: n.membership,
+        tuning: RaftTuning::default(),
+        request_timeout: Duration::from_secs(5),
+    })
+    .await?;
+    Ok((admin_token, node))
 }
 
 async fn apply_file(path: &Path, server: &str, token: &str) -> anyhow::Result<()> {

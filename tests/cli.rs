@@ -101,14 +101,17 @@ async fn sigkilled_node_keeps_acknowledged_writes_and_apply_is_idempotent() {
          kind: Tenant\nid: acme\nname: Acme\n",
     )
     .unwrap();
-    let run = || {
-        let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+    let apply = || {
+        Command::new(env!("CARGO_BIN_EXE_tollgate"))
             .args(["apply", "-f"])
             .arg(&file)
             .args(["--server", &admin.base])
             .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
             .output()
-            .unwrap();
+            .unwrap()
+    };
+    let run = || {
+        let out = apply();
         assert!(
             out.status.success(),
             "{}",
@@ -124,13 +127,7 @@ async fn sigkilled_node_keeps_acknowledged_writes_and_apply_is_idempotent() {
 
     // A bad file is refused with the field named, and nothing changes.
     std::fs::write(&file, "kind: Api\nid: broken\nbase_path: nope\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["apply", "-f"])
-        .arg(&file)
-        .args(["--server", &admin.base])
-        .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
-        .output()
-        .unwrap();
+    let out = apply();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("base_path"));
     assert_eq!(admin.get("/v1/apis/broken").await.0, 404);

@@ -171,7 +171,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // write before it, so completions can only ever vouch for more.
         let db = self.db.clone();
         tokio::spawn(async move {
-            let flushed = db.flush().await.map_err(|e| std::io::Error::new(e.kind(), e.to_string()));
+            let flushed = db
+                .flush()
+                .await
+                .map_err(|e| std::io::Error::new(e.kind(), e.to_string()));
             callback.log_io_completed(flushed);
         });
         Ok(())
