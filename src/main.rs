@@ -34,8 +34,8 @@ struct Tokens {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Everything in one process: a one-node control plane (and, once the
-    /// data plane lands, a proxy).
+    /// Everything in one process: a one-node control plane, a data plane,
+    /// and the echo upstream the quickstart routes to.
     Dev {
         #[arg(long, env = "TOLLGATE_CONFIG")]
         config: Option<PathBuf>,
@@ -45,8 +45,48 @@ enum Command {
         admin_addr: String,
         #[arg(long, env = "TOLLGATE_GRPC_ADDR", default_value = "127.0.0.1:9090")]
         grpc_addr: String,
+        /// Where the proxy listens.
+        #[arg(long, env = "TOLLGATE_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: String,
+        #[arg(long, env = "TOLLGATE_STATUS_ADDR", default_value = "127.0.0.1:9901")]
+        status_addr: String,
+        /// Where the demo echo upstream listens; "off" to not start it.
+        #[arg(long, env = "TOLLGATE_ECHO_ADDR", default_value = "127.0.0.1:8081")]
+        echo_addr: String,
         #[command(flatten)]
         tokens: Tokens,
+    },
+    /// One stateless proxy streaming its config from the control plane.
+    DataPlane {
+        /// gRPC URLs of control-plane nodes, comma separated.
+        #[arg(
+            long,
+            env = "TOLLGATE_CONTROL_PLANE",
+            value_delimiter = ',',
+            required = true
+        )]
+        control_plane: Vec<String>,
+        #[arg(long, env = "TOLLGATE_LISTEN", default_value = "0.0.0.0:8080")]
+        listen: String,
+        #[arg(long, env = "TOLLGATE_STATUS_ADDR", default_value = "0.0.0.0:9901")]
+        status_addr: String,
+        /// Keep the last good config here, to start without a control plane.
+        #[arg(long, env = "TOLLGATE_STATE_DIR")]
+        state_dir: Option<PathBuf>,
+        /// Defaults to the host name.
+        #[arg(long, env = "TOLLGATE_NODE_ID")]
+        node_id: Option<String>,
+        /// File holding the cluster token (else TOLLGATE_CLUSTER_TOKEN).
+        #[arg(long, env = "TOLLGATE_CLUSTER_TOKEN_FILE")]
+        cluster_token_file: Option<PathBuf>,
+        #[command(flatten)]
+        proxy: ProxyFlags,
+    },
+    /// A small upstream for demos, tests and benchmarks: answers with a JSON
+    /// description of each request.
+    Echo {
+        #[arg(long, env = "TOLLGATE_LISTEN", default_value = "127.0.0.1:8081")]
+        listen: String,
     },
     /// One Raft node of the control plane.
     ControlPlane {
@@ -84,6 +124,21 @@ enum Command {
         #[arg(long, env = "TOLLGATE_DATA_DIR", default_value = "./tollgate-data")]
         data_dir: PathBuf,
     },
+}
+
+#[derive(clap::Args, Clone)]
+struct ProxyFlags {
+    /// PEM certificate chain for TLS on the proxy port.
+    #[arg(long, env = "TOLLGATE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    #[arg(long, env = "TOLLGATE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "TOLLGATE_MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
+    max_body_bytes: usize,
+    /// Seconds in-flight requests get to finish on SIGTERM.
+    #[arg(long, env = "TOLLGATE_GRACE_S", default_value_t = 30)]
+    grace_s: u64,
 }
 
 fn init_logging(format: &str) {
@@ -152,8 +207,16 @@ async fn main() -> anyhow::Result<()> {
             data_dir,
             admin_addr,
             grpc_addr,
+            listen,
+            status_addr,
+            echo_addr,
             tokens,
         } => {
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            if echo_addr != "off" {
+                let l = bind(&echo_addr).await?;
+                tokio::spawn(tollgate_data_plane::echo::run(l, shutdown.clone()));
+            }
             let (admin_token, node) = start_control_plane(StartNode {
                 node_id: 1,
                 data_dir: &data_dir,
@@ -169,13 +232,85 @@ async fn main() -> anyhow::Result<()> {
             if let Some(path) = config {
                 apply_file(&path, &node.admin_addr, &admin_token).await?;
             }
+            let cluster_token =
+                load_or_create_secret(None, "TOLLGATE_CLUSTER_TOKEN", &data_dir, "cluster-token")?;
+            let dp = tollgate_data_plane::start(tollgate_data_plane::DataPlaneConfig {
+                node_id: "dev".into(),
+                control_plane: vec![node.grpc_addr.clone()],
+                cluster_token,
+                proxy_listener: bind(&listen).await?,
+                status_listener: bind(&status_addr).await?,
+                state_dir: Some(data_dir.join("data-plane")),
+                tls: None,
+                limits: tollgate_data_plane::Limits::default(),
+                grace: Duration::from_secs(5),
+            })
+            .await?;
             println!(
-                "tollgate dev: admin API on {} (token in {}/admin-token or TOLLGATE_ADMIN_TOKEN)",
+                "tollgate dev: proxy on http://{}, admin API on {} (token in {}/admin-token or TOLLGATE_ADMIN_TOKEN), status on http://{}",
+                dp.proxy_addr,
                 node.admin_addr,
-                data_dir.display()
+                data_dir.display(),
+                dp.status_addr,
             );
             wait_for_shutdown().await;
+            dp.shutdown().await;
+            shutdown.cancel();
             node.shutdown().await;
+        }
+        Command::DataPlane {
+            control_plane,
+            listen,
+            status_addr,
+            state_dir,
+            node_id,
+            cluster_token_file,
+            proxy,
+        } => {
+            let cluster_token = match cluster_token_file {
+                Some(f) => std::fs::read_to_string(&f)
+                    .with_context(|| format!("reading {}", f.display()))?
+                    .trim()
+                    .to_string(),
+                None => std::env::var("TOLLGATE_CLUSTER_TOKEN").context(
+                    "no cluster token: set TOLLGATE_CLUSTER_TOKEN or --cluster-token-file",
+                )?,
+            };
+            let tls = match (&proxy.tls_cert, &proxy.tls_key) {
+                (Some(c), Some(k)) => Some(tollgate_data_plane::server::tls_config(c, k)?),
+                _ => None,
+            };
+            let node_id = node_id.unwrap_or_else(default_node_id);
+            let dp = tollgate_data_plane::start(tollgate_data_plane::DataPlaneConfig {
+                node_id,
+                control_plane,
+                cluster_token,
+                proxy_listener: bind(&listen).await?,
+                status_listener: bind(&status_addr).await?,
+                state_dir,
+                tls,
+                limits: tollgate_data_plane::Limits {
+                    max_body_bytes: proxy.max_body_bytes,
+                    ..Default::default()
+                },
+                grace: Duration::from_secs(proxy.grace_s),
+            })
+            .await?;
+            println!(
+                "tollgate data-plane: proxy on {}, status on {}",
+                dp.proxy_addr, dp.status_addr
+            );
+            wait_for_shutdown().await;
+            dp.shutdown().await;
+        }
+        Command::Echo { listen } => {
+            let listener = bind(&listen).await?;
+            println!("tollgate echo: listening on {}", listener.local_addr()?);
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            let server = tokio::spawn(tollgate_data_plane::echo::run(listener, shutdown.clone()));
+            wait_for_shutdown().await;
+            shutdown.cancel();
+            let _ = server.await;
         }
         Command::ControlPlane {
             node_id,
@@ -231,6 +366,22 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))
+}
+
+/// The host name (a pod name on Kubernetes), else a random id.
+fn default_node_id() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| format!("dp-{:08x}", rand::random::<u32>()))
+}
+
 struct StartNode<'a> {
     node_id: u64,
     /// Where generated tokens are kept.
@@ -261,12 +412,8 @@ async fn start_control_plane(
     let node = tollgate_control_plane::start(NodeConfig {
         node_id: n.node_id,
         data_dir: n.storage_dir,
-        grpc_listener: TcpListener::bind(n.grpc_addr)
-            .await
-            .with_context(|| format!("binding {}", n.grpc_addr))?,
-        admin_listener: TcpListener::bind(n.admin_addr)
-            .await
-            .with_context(|| format!("binding {}", n.admin_addr))?,
+        grpc_listener: bind(n.grpc_addr).await?,
+        admin_listener: bind(n.admin_addr).await?,
         advertise_grpc: n.advertise_grpc,
         advertise_admin: n.advertise_admin,
         admin_token: admin_token.clone(),

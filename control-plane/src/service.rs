@@ -549,12 +549,6 @@ pub fn parse_document(kind: ResourceKind, id: &str, body: &[u8]) -> Result<Resou
             )))
         }
     };
-    match &resource {
-        Resource::Api(a) => a.validate()?,
-        Resource::Authorizer(a) => a.validate()?,
-        Resource::Tenant(t) => t.validate()?,
-        Resource::UsagePlan(p) => p.validate()?,
-        Resource::ApiKey(_) | Resource::Settings(_) => {}
-    }
+    resource.validate()?;
     Ok(resource)
 }

@@ -5,35 +5,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tollgate_model::key::constant_time_eq;
-use tonic::metadata::{Ascii, MetadataValue};
+pub use tollgate_proto::auth::BearerToken;
 use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
-
-/// Adds `authorization: Bearer <token>` to every outgoing call.
-#[derive(Clone)]
-pub struct BearerToken {
-    header: MetadataValue<Ascii>,
-}
-
-impl BearerToken {
-    pub fn new(token: &str) -> Self {
-        Self {
-            header: format!("Bearer {token}")
-                .parse()
-                .expect("token is valid ASCII"),
-        }
-    }
-}
-
-impl Interceptor for BearerToken {
-    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        req.metadata_mut()
-            .insert("authorization", self.header.clone());
-        Ok(req)
-    }
-}
 
 /// Refuses calls that do not carry the expected bearer token.
 #[derive(Clone)]

@@ -1,15 +1,44 @@
 //! Tollgate data plane: a stateless proxy that holds the config streamed
 //! from the control plane in memory.
 //!
-//! Module ownership (keep concerns in their own modules):
-//! - `config`: the gRPC config stream client (hello, ACK/NACK, reconnect
-//!   with backoff), conversion of prost types into `tollgate_model` types,
-//!   and the `--state-dir` snapshot file.
-//! - `router`, `proxy`, `upstream`, `error`, `echo`: the request path.
+//! - `config`: the `Config.Watch` client (hello, ACK/NACK, reconnect with
+//!   backoff), prost → model conversion, and the `--state-dir` snapshot.
+//! - `gateway`: the snapshot in force (`ArcSwap`) and how a delta replaces it.
+//! - `router`: the compiled routing table.
+//! - `upstream`: target pools, load balancing, health checks, breakers.
+//! - `proxy`: the request path, phase by phase; `error`: every response the
+//!   gateway makes itself.
+//! - `server`: connections, TLS, limits, graceful shutdown; `framing`: the
+//!   smuggling guard.
+//! - `status`, `metrics`: the status port. `echo`: the demo upstream.
 
+pub mod body;
 pub mod config;
+pub mod echo;
+pub mod error;
+pub mod framing;
+pub mod gateway;
+pub mod metrics;
+pub mod proxy;
+pub mod router;
+pub mod server;
+pub mod status;
+pub mod upstream;
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tollgate_model::{ConfigDelta, ConfigSet};
+
+pub use config::Connection;
+pub use gateway::Gateway;
+pub use proxy::Limits;
 
 /// Whatever turns a config into the thing the request path reads. The
 /// config client calls it for every update it receives; `Ok` leads to an
@@ -18,4 +47,102 @@ use tollgate_model::{ConfigDelta, ConfigSet};
 /// so an implementation can do work in proportion to the change.
 pub trait ConfigApplier: Send + Sync + 'static {
     fn apply(&self, next: &ConfigSet, delta: &ConfigDelta) -> Result<(), String>;
+}
+
+pub struct DataPlaneConfig {
+    pub node_id: String,
+    /// gRPC URLs of control-plane nodes.
+    pub control_plane: Vec<String>,
+    pub cluster_token: String,
+    pub proxy_listener: TcpListener,
+    pub status_listener: TcpListener,
+    pub state_dir: Option<PathBuf>,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub limits: Limits,
+    /// How long in-flight requests may run after shutdown begins.
+    pub grace: Duration,
+}
+
+pub struct DataPlaneHandle {
+    pub proxy_addr: SocketAddr,
+    pub status_addr: SocketAddr,
+    pub gateway: Arc<Gateway>,
+    pub connection: watch::Receiver<Connection>,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl DataPlaneHandle {
+    /// Stop accepting, drain in-flight requests within the grace period,
+    /// and stop streaming config.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Stop at once, as a crash would: no draining.
+    pub fn kill(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Load the state file (if any), then start the proxy, the status port and
+/// the config client.
+pub async fn start(cfg: DataPlaneConfig) -> anyhow::Result<DataPlaneHandle> {
+    let gateway = Gateway::new();
+    let mut held = ConfigSet::default();
+    let state = cfg.state_dir.as_ref().map(|dir| {
+        match config::state_file::load(dir) {
+            Ok(Some(saved)) => match gateway.install(&saved) {
+                Ok(()) => {
+                    tracing::info!(revision = saved.revision, "serving the config from the state file");
+                    held = saved;
+                }
+                Err(reason) => tracing::error!(%reason, "the state file's config cannot be applied; starting empty"),
+            },
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "refusing the state file; starting without a config"),
+        }
+        config::StateWriter::spawn(dir.clone())
+    });
+    let proxy_addr = cfg.proxy_listener.local_addr()?;
+    let status_addr = cfg.status_listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let (conn_tx, conn_rx) = watch::channel(Connection::default());
+
+    let client = config::ConfigClient {
+        endpoints: cfg.control_plane,
+        cluster_token: cfg.cluster_token,
+        node_id: cfg.node_id,
+        advertise_addr: proxy_addr.to_string(),
+        state,
+    };
+    let server = server::ProxyServer {
+        gateway: gateway.clone(),
+        limits: Arc::new(cfg.limits),
+        tls: cfg.tls,
+        grace: cfg.grace,
+    };
+    let tasks = vec![
+        tokio::spawn(server.run(cfg.proxy_listener, shutdown.clone())),
+        tokio::spawn(status::run(
+            cfg.status_listener,
+            gateway.clone(),
+            conn_rx.clone(),
+            shutdown.clone(),
+        )),
+        tokio::spawn(client.run(gateway.clone(), held, conn_tx, shutdown.clone())),
+    ];
+    Ok(DataPlaneHandle {
+        proxy_addr,
+        status_addr,
+        gateway,
+        connection: conn_rx,
+        shutdown,
+        tasks,
+    })
 }

@@ -113,6 +113,18 @@ impl Resource {
         v.expect("documents serialize")
     }
 
+    /// The checks a document must pass on its own, whoever receives it: the
+    /// admin API before a write, a data plane before it applies a config.
+    pub fn validate(&self) -> crate::validate::Result {
+        match self {
+            Resource::Api(a) => a.validate(),
+            Resource::Authorizer(a) => a.validate(),
+            Resource::Tenant(t) => t.validate(),
+            Resource::UsagePlan(p) => p.validate(),
+            Resource::ApiKey(_) | Resource::Settings(_) => Ok(()),
+        }
+    }
+
     /// Parse a bare document of a known kind.
     pub fn from_doc_json(kind: ResourceKind, json: &[u8]) -> Result<Self, serde_json::Error> {
         Ok(match kind {

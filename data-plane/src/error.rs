@@ -1,0 +1,95 @@
+//! Every response the gateway makes itself. One function maps an error to
+//! its status, message and headers, so the contract's table lives in one
+//! place.
+
+use http::header::{self, HeaderValue};
+use http::{Method, Response, StatusCode};
+
+use crate::body::{full, ProxyBody};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// Ambiguous or malformed framing; the connection is closed after it.
+    #[error("bad request framing: {0}")]
+    BadFraming(&'static str),
+    #[error("no API or route matches")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed { allow: Vec<Method> },
+    #[error("request body over the limit")]
+    PayloadTooLarge,
+    #[error("request URI over the limit")]
+    UriTooLong,
+    #[error("request headers over the limit")]
+    HeadersTooLarge,
+    #[error("upstream unreachable or bad response: {0}")]
+    BadGateway(String),
+    #[error("no healthy upstream target")]
+    NoHealthyUpstream,
+    #[error("upstream slower than timeout_ms")]
+    GatewayTimeout,
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+}
+
+impl ProxyError {
+    fn status_and_message(&self) -> (StatusCode, &'static str) {
+        match self {
+            ProxyError::BadFraming(_) => (StatusCode::BAD_REQUEST, "Bad Request"),
+            ProxyError::NotFound => (StatusCode::NOT_FOUND, "Not Found"),
+            ProxyError::MethodNotAllowed { .. } => {
+                (StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
+            }
+            ProxyError::PayloadTooLarge => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large")
+            }
+            ProxyError::UriTooLong => (StatusCode::URI_TOO_LONG, "URI Too Long"),
+            ProxyError::HeadersTooLarge => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "Request Header Fields Too Large",
+            ),
+            ProxyError::BadGateway(_) => (StatusCode::BAD_GATEWAY, "Bad Gateway"),
+            ProxyError::NoHealthyUpstream => {
+                (StatusCode::SERVICE_UNAVAILABLE, "No Healthy Upstream")
+            }
+            ProxyError::GatewayTimeout => {
+                (StatusCode::GATEWAY_TIMEOUT, "Endpoint Request Timed Out")
+            }
+            ProxyError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable"),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status_and_message().0
+    }
+
+    /// The response for this error: a JSON `{"message": ...}` body.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let (status, message) = self.status_and_message();
+        let body = serde_json::json!({ "message": message }).to_string();
+        let mut res = Response::new(full(body));
+        *res.status_mut() = status;
+        let h = res.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        match &self {
+            ProxyError::BadFraming(_) => {
+                h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            ProxyError::MethodNotAllowed { allow } => {
+                let list = allow
+                    .iter()
+                    .map(Method::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                if let Ok(v) = HeaderValue::from_str(&list) {
+                    h.insert(header::ALLOW, v);
+                }
+            }
+            _ => {}
+        }
+        res
+    }
+}

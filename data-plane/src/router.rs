@@ -1,0 +1,346 @@
+//! The compiled router: host, then the longest base path, then the route
+//! templates of that API in order of specificity, then the method.
+//!
+//! The table is two persistent (`im`) maps, so a config change rebuilds only
+//! the APIs it touches and shares the rest with the table in force; readers
+//! keep using the old table until they drop it.
+
+use std::sync::Arc;
+
+use http::Method;
+use tollgate_model::docs::{Api, Route};
+use tollgate_model::path::PathTemplate;
+
+use crate::upstream::UpstreamPool;
+
+/// One route, ready to match.
+pub struct CompiledRoute {
+    pub doc: Route,
+    template: PathTemplate,
+    rewrite: Option<PathTemplate>,
+    /// Empty means every method.
+    methods: Vec<Method>,
+}
+
+impl CompiledRoute {
+    fn allows(&self, m: &Method) -> bool {
+        self.methods.is_empty()
+            || self.methods.contains(m)
+            || (*m == Method::HEAD && self.methods.contains(&Method::GET))
+    }
+}
+
+/// One API with its routes compiled and its upstream pool attached.
+pub struct CompiledApi {
+    pub doc: Api,
+    /// Routes, most specific first.
+    pub routes: Vec<CompiledRoute>,
+    pub upstream: Option<Arc<UpstreamPool>>,
+}
+
+impl CompiledApi {
+    /// Compile `doc`. The document has been validated, so a failure here is
+    /// a bug in validation, reported as a NACK reason all the same.
+    pub fn new(doc: Api, upstream: Option<Arc<UpstreamPool>>) -> Result<Self, String> {
+        let mut routes = Vec::with_capacity(doc.routes.len());
+        for (i, r) in doc.routes.iter().enumerate() {
+            let field = |f: &str| format!("api {:?} routes[{i}].{f}", doc.id);
+            let template =
+                PathTemplate::parse(&field("path"), &r.path).map_err(|e| e.to_string())?;
+            let rewrite = match &r.upstream_path {
+                Some(p) => Some(
+                    PathTemplate::parse(&field("upstream_path"), p).map_err(|e| e.to_string())?,
+                ),
+                None => None,
+            };
+            let methods = r
+                .methods
+                .iter()
+                .map(|m| {
+                    Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+                        .map_err(|_| format!("{}: bad method {m:?}", field("methods")))
+                })
+                .collect::<Result<_, _>>()?;
+            routes.push(CompiledRoute {
+                doc: r.clone(),
+                template,
+                rewrite,
+                methods,
+            });
+        }
+        // Stable: among equally specific templates, declaration order wins.
+        routes.sort_by_key(|r| std::cmp::Reverse(r.template.specificity()));
+        Ok(Self {
+            doc,
+            routes,
+            upstream,
+        })
+    }
+}
+
+/// A routing decision.
+pub struct RouteMatch {
+    pub api: Arc<CompiledApi>,
+    pub route: usize,
+    /// The path to send upstream (after the target's own path prefix),
+    /// without the query.
+    pub upstream_path: String,
+}
+
+impl RouteMatch {
+    pub fn route(&self) -> &CompiledRoute {
+        &self.api.routes[self.route]
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum RouteError {
+    NotFound,
+    MethodNotAllowed { allow: Vec<Method> },
+}
+
+#[derive(Clone, Default)]
+pub struct RouteTable {
+    apis: im::HashMap<String, Arc<CompiledApi>>,
+    /// (lower-case host or "" for any host, base path) → API id.
+    mounts: im::HashMap<(String, String), String>,
+}
+
+fn mount_keys(api: &Api) -> impl Iterator<Item = (String, String)> + '_ {
+    api.host_keys()
+        .into_iter()
+        .map(|h| (h.to_ascii_lowercase(), api.base_path.clone()))
+}
+
+/// `path` and each shorter prefix ending at a segment boundary, longest
+/// first, ending with `/`.
+fn prefixes(path: &str) -> impl Iterator<Item = &str> {
+    let trimmed = path.trim_end_matches('/');
+    let mut next = Some(trimmed);
+    std::iter::from_fn(move || {
+        let cur = next?;
+        if cur.is_empty() {
+            next = None;
+            return Some("/");
+        }
+        next = Some(cur.rfind('/').map_or("", |i| &cur[..i]));
+        Some(cur)
+    })
+}
+
+impl RouteTable {
+    pub fn api(&self, id: &str) -> Option<&Arc<CompiledApi>> {
+        self.apis.get(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.apis.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.apis.is_empty()
+    }
+
+    /// The table with `upserts` added or replaced and `removals` gone; costs
+    /// in proportion to the change.
+    pub fn with_changes(
+        &self,
+        upserts: impl IntoIterator<Item = Arc<CompiledApi>>,
+        removals: impl IntoIterator<Item = String>,
+    ) -> RouteTable {
+        let mut next = self.clone();
+        let drop_api = |next: &mut RouteTable, id: &str| {
+            if let Some(old) = next.apis.remove(id) {
+                for k in mount_keys(&old.doc) {
+                    if next.mounts.get(&k).map(String::as_str) == Some(id) {
+                        next.mounts.remove(&k);
+                    }
+                }
+            }
+        };
+        for id in removals {
+            drop_api(&mut next, &id);
+        }
+        for api in upserts {
+            drop_api(&mut next, &api.doc.id);
+            for k in mount_keys(&api.doc) {
+                next.mounts.insert(k, api.doc.id.clone());
+            }
+            next.apis.insert(api.doc.id.clone(), api);
+        }
+        next
+    }
+
+    /// Route a request. `host` may carry a port; `path` excludes the query.
+    pub fn find(&self, host: &str, path: &str, method: &Method) -> Result<RouteMatch, RouteError> {
+        let host = host
+            .rsplit_once(':')
+            .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(host, |(h, _)| h)
+            .to_ascii_lowercase();
+        let hosts: &[&str] = if host.is_empty() {
+            &[""]
+        } else {
+            &[host.as_str(), ""]
+        };
+        let api = hosts
+            .iter()
+            .find_map(|h| {
+                prefixes(path).find_map(|p| {
+                    self.mounts
+                        .get(&((*h).to_string(), p.to_string()))
+                        .and_then(|id| self.apis.get(id))
+                })
+            })
+            .ok_or(RouteError::NotFound)?;
+        let rest = if api.doc.base_path == "/" {
+            path
+        } else {
+            &path[api.doc.base_path.len()..]
+        };
+        let mut allow = Vec::new();
+        for (i, r) in api.routes.iter().enumerate() {
+            let Some(params) = r.template.matches(rest) else {
+                continue;
+            };
+            if !r.allows(method) {
+                allow.extend(r.methods.iter().cloned());
+                continue;
+            }
+            let upstream_path = match &r.rewrite {
+                Some(t) => t.render(&params),
+                None if rest.is_empty() => "/".to_string(),
+                None => rest.to_string(),
+            };
+            return Ok(RouteMatch {
+                api: api.clone(),
+                route: i,
+                upstream_path,
+            });
+        }
+        if allow.is_empty() {
+            Err(RouteError::NotFound)
+        } else {
+            allow.dedup();
+            Err(RouteError::MethodNotAllowed { allow })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(json: serde_json::Value) -> Arc<CompiledApi> {
+        Arc::new(CompiledApi::new(serde_json::from_value(json).unwrap(), None).unwrap())
+    }
+
+    fn table() -> RouteTable {
+        RouteTable::default().with_changes(
+            [
+                api(serde_json::json!({"id":"root","base_path":"/","routes":[
+                    {"id":"any","path":"/{rest+}","mock":{}}]})),
+                api(serde_json::json!({"id":"orders","base_path":"/orders","routes":[
+                    {"id":"list","methods":["GET"],"path":"/","mock":{}},
+                    {"id":"one","methods":["GET","DELETE"],"path":"/{id}","upstream_path":"/v1/o/{id}","mock":{}},
+                    {"id":"special","methods":["GET"],"path":"/special","mock":{}}]})),
+                api(serde_json::json!({"id":"deep","base_path":"/orders/archive","routes":[
+                    {"id":"all","path":"/{rest+}","mock":{}}]})),
+                api(serde_json::json!({"id":"hosted","base_path":"/orders","hosts":["Api.Example"],"routes":[
+                    {"id":"h","path":"/","mock":{}}]})),
+            ],
+            [],
+        )
+    }
+
+    fn hit(t: &RouteTable, host: &str, path: &str, m: Method) -> (String, String, String) {
+        let r = t
+            .find(host, path, &m)
+            .unwrap_or_else(|e| panic!("{path}: {e:?}"));
+        (
+            r.api.doc.id.clone(),
+            r.route().doc.id.clone(),
+            r.upstream_path,
+        )
+    }
+
+    #[test]
+    fn longest_base_path_then_specificity_then_method() {
+        let t = table();
+        let s = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+        assert_eq!(
+            hit(&t, "x", "/orders", Method::GET),
+            s("orders", "list", "/")
+        );
+        assert_eq!(
+            hit(&t, "x", "/orders/", Method::GET),
+            s("orders", "list", "/")
+        );
+        assert_eq!(
+            hit(&t, "x", "/orders/7", Method::GET),
+            s("orders", "one", "/v1/o/7")
+        );
+        assert_eq!(
+            hit(&t, "x", "/orders/special", Method::GET),
+            s("orders", "special", "/special")
+        );
+        assert_eq!(
+            hit(&t, "x", "/orders/7", Method::HEAD),
+            s("orders", "one", "/v1/o/7")
+        );
+        assert_eq!(
+            hit(&t, "x", "/orders/archive/a/b", Method::PUT),
+            s("deep", "all", "/a/b")
+        );
+        assert_eq!(
+            hit(&t, "x", "/ordersx", Method::GET),
+            s("root", "any", "/ordersx")
+        );
+        assert_eq!(
+            hit(&t, "api.example:8080", "/orders", Method::POST),
+            s("hosted", "h", "/")
+        );
+        assert_eq!(
+            t.find("x", "/orders/7", &Method::POST).err(),
+            Some(RouteError::MethodNotAllowed {
+                allow: vec![Method::GET, Method::DELETE]
+            })
+        );
+        assert_eq!(
+            t.find("x", "/orders/7/x", &Method::GET).err(),
+            Some(RouteError::NotFound)
+        );
+    }
+
+    #[test]
+    fn changes_replace_and_remove_mounts() {
+        let t = table();
+        let moved = api(
+            serde_json::json!({"id":"orders","base_path":"/o2","routes":[
+            {"id":"list","path":"/","mock":{}}]}),
+        );
+        let t2 = t.with_changes([moved], ["root".to_string()]);
+        assert_eq!(
+            t2.find("x", "/orders", &Method::GET).err(),
+            Some(RouteError::NotFound)
+        );
+        assert_eq!(
+            t2.find("x", "/o2", &Method::GET).unwrap().api.doc.id,
+            "orders"
+        );
+        // The old table is untouched.
+        assert_eq!(
+            t.find("x", "/orders", &Method::GET).unwrap().api.doc.id,
+            "orders"
+        );
+        assert_eq!(t2.len(), 3);
+    }
+
+    #[test]
+    fn prefixes_are_segment_boundaries() {
+        let p: Vec<_> = prefixes("/a/b/c").collect();
+        assert_eq!(p, ["/a/b/c", "/a/b", "/a", "/"]);
+        assert_eq!(prefixes("/").collect::<Vec<_>>(), ["/"]);
+        assert_eq!(prefixes("/a/").collect::<Vec<_>>(), ["/a", "/"]);
+    }
+}

@@ -1,0 +1,310 @@
+//! Accepting client connections: TCP, optional TLS (ALPN h2/http1.1),
+//! HTTP/1.1 and HTTP/2 (h2c by prior knowledge) through hyper's auto
+//! builder, the framing guard, the idle timeout, and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::framing::FramingGuard;
+use crate::gateway::Gateway;
+use crate::proxy::{self, ConnInfo, Limits};
+
+/// A rustls server config for the proxy from PEM files, with ALPN for
+/// HTTP/2 and HTTP/1.1.
+pub fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(
+        std::fs::File::open(cert).with_context(|| format!("opening {}", cert.display()))?,
+    ))
+    .collect::<Result<Vec<_>, _>>()
+    .with_context(|| format!("reading certificates from {}", cert.display()))?;
+    anyhow::ensure!(!certs.is_empty(), "{} holds no certificate", cert.display());
+    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(
+        std::fs::File::open(key).with_context(|| format!("opening {}", key.display()))?,
+    ))
+    .with_context(|| format!("reading the key from {}", key.display()))?
+    .with_context(|| format!("{} holds no private key", key.display()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .context("certificate and key do not match")?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Activity of one connection, for the idle timeout.
+#[derive(Default)]
+struct Activity {
+    last_io_ms: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+/// The client's stream with the framing guard and activity tracking.
+struct ConnIo<T> {
+    inner: T,
+    guard: FramingGuard,
+    activity: Arc<Activity>,
+    epoch: Instant,
+}
+
+impl<T> ConnIo<T> {
+    fn touch(&self) {
+        self.activity
+            .last_io_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for ConnIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = res {
+            let new = &buf.filled()[before..];
+            if !new.is_empty() {
+                let this = &mut *self;
+                this.guard.feed(new);
+                this.touch();
+            }
+        }
+        res
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for ConnIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        res
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        res
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+pub struct ProxyServer {
+    pub gateway: Arc<Gateway>,
+    pub limits: Arc<Limits>,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// How long in-flight requests may take to finish after shutdown.
+    pub grace: Duration,
+}
+
+impl ProxyServer {
+    /// Serve until `shutdown`, then drain: stop accepting, let in-flight
+    /// requests finish within the grace period, then close what is left.
+    pub async fn run(self, listener: TcpListener, shutdown: CancellationToken) {
+        let this = Arc::new(self);
+        let tracker = TaskTracker::new();
+        let hard_stop = CancellationToken::new();
+        loop {
+            let (stream, remote) = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = listener.accept() => match r {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off a little.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                },
+            };
+            let this = this.clone();
+            let (shutdown, hard_stop) = (shutdown.clone(), hard_stop.clone());
+            tracker.spawn(async move {
+                this.connection(stream, remote, shutdown, hard_stop).await;
+            });
+        }
+        drop(listener);
+        tracker.close();
+        if tokio::time::timeout(this.grace, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                connections = tracker.len(),
+                "grace period over; closing the connections left"
+            );
+            hard_stop.cancel();
+            tracker.wait().await;
+        }
+    }
+
+    async fn connection(
+        &self,
+        stream: TcpStream,
+        remote: SocketAddr,
+        shutdown: CancellationToken,
+        hard_stop: CancellationToken,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let flag = Arc::new(AtomicBool::new(false));
+        let activity = Arc::new(Activity::default());
+        let epoch = Instant::now();
+        match &self.tls {
+            None => {
+                let io = ConnIo {
+                    inner: stream,
+                    guard: FramingGuard::new(flag.clone()),
+                    activity: activity.clone(),
+                    epoch,
+                };
+                self.serve_http(
+                    io, remote, false, flag, activity, epoch, shutdown, hard_stop,
+                )
+                .await;
+            }
+            Some(config) => {
+                let accept = TlsAcceptor::from(config.clone()).accept(stream);
+                let tls = match tokio::time::timeout(self.limits.header_read_timeout, accept).await
+                {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                let io = ConnIo {
+                    inner: tls,
+                    guard: if h2 {
+                        FramingGuard::off()
+                    } else {
+                        FramingGuard::new(flag.clone())
+                    },
+                    activity: activity.clone(),
+                    epoch,
+                };
+                self.serve_http(io, remote, true, flag, activity, epoch, shutdown, hard_stop)
+                    .await;
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn serve_http<T>(
+        &self,
+        io: ConnIo<T>,
+        remote: SocketAddr,
+        tls: bool,
+        flag: Arc<AtomicBool>,
+        activity: Arc<Activity>,
+        epoch: Instant,
+        shutdown: CancellationToken,
+        hard_stop: CancellationToken,
+    ) where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let info = Arc::new(ConnInfo {
+            remote,
+            tls,
+            bad_framing: flag,
+        });
+        let (gw, limits) = (self.gateway.clone(), self.limits.clone());
+        let act = activity.clone();
+        let svc = service_fn(move |req| {
+            let (gw, info, limits, act) = (gw.clone(), info.clone(), limits.clone(), act.clone());
+            async move {
+                act.in_flight.fetch_add(1, Ordering::AcqRel);
+                let res = proxy::serve(gw, info, limits, req).await;
+                act.in_flight.fetch_sub(1, Ordering::AcqRel);
+                res
+            }
+        });
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.limits.header_read_timeout)
+            .max_headers(self.limits.max_headers)
+            .max_buf_size(64 * 1024);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(self.limits.max_header_bytes as u32)
+            .keep_alive_interval(Duration::from_secs(30));
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+        tokio::pin!(conn);
+        let idle = self.limits.idle_timeout;
+        let mut draining = false;
+        loop {
+            let idle_for = Duration::from_millis(
+                (epoch.elapsed().as_millis() as u64)
+                    .saturating_sub(activity.last_io_ms.load(Ordering::Relaxed)),
+            );
+            let check_in = idle.saturating_sub(idle_for).max(Duration::from_millis(50));
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        tracing::debug!(%remote, error = %e, "connection ended with an error");
+                    }
+                    return;
+                }
+                _ = shutdown.cancelled(), if !draining => {
+                    draining = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = hard_stop.cancelled() => return,
+                _ = tokio::time::sleep(check_in) => {
+                    let quiet = activity.in_flight.load(Ordering::Acquire) == 0;
+                    let idle_for = (epoch.elapsed().as_millis() as u64)
+                        .saturating_sub(activity.last_io_ms.load(Ordering::Relaxed));
+                    if quiet && idle_for >= idle.as_millis() as u64 && !draining {
+                        draining = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! Upstream targets of one API: load balancing, active health checks and a
+//! circuit breaker per target. Connections themselves are pooled by the
+//! shared HTTP clients (`Clients`), keyed by scheme and authority.
+//!
+//! A pool outlives config changes that leave its `upstream` block alone, so
+//! health and breaker state carry over; its health-check task ends when the
+//! last config that uses the pool is dropped.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::uri::{Authority, Scheme};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tollgate_model::docs::{LoadBalancing, Upstream};
+
+use crate::body::{BoxError, ProxyBody};
+
+/// How long an open breaker refuses a target before letting one trial
+/// request through.
+const BREAKER_COOLDOWN: Duration = Duration::from_secs(5);
+
+pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, ProxyBody>;
+
+/// The HTTP clients every upstream request goes through. Each keeps a
+/// keep-alive pool per scheme and authority.
+#[derive(Clone)]
+pub struct Clients {
+    /// HTTP/1.1 (and HTTP/2 by ALPN for https targets).
+    pub http: HttpClient,
+    /// HTTP/2 with prior knowledge, for gRPC to plaintext targets.
+    pub h2: HttpClient,
+}
+
+impl Clients {
+    pub fn new() -> Self {
+        let connector = |h2_only: bool| {
+            let mut http = HttpConnector::new();
+            http.enforce_http(false);
+            http.set_nodelay(true);
+            http.set_connect_timeout(Some(Duration::from_secs(5)));
+            http.set_keepalive(Some(Duration::from_secs(60)));
+            let b = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_webpki_roots()
+                .https_or_http();
+            if h2_only {
+                b.enable_http2().wrap_connector(http)
+            } else {
+                b.enable_http1().enable_http2().wrap_connector(http)
+            }
+        };
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256);
+        let http = builder.build(connector(false));
+        let h2 = builder.http2_only(true).build(connector(true));
+        Self { http, h2 }
+    }
+}
+
+impl Default for Clients {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn now_ms(epoch: Instant) -> u64 {
+    epoch.elapsed().as_millis() as u64 + 1
+}
+
+/// Opens after `threshold` consecutive failures; after a cooldown it lets
+/// exactly one trial request through, whose outcome closes or reopens it.
+struct Breaker {
+    threshold: u32,
+    failures: AtomicU32,
+    /// 0 = closed; else open until this time (ms since the pool's epoch).
+    open_until: AtomicU64,
+}
+
+impl Breaker {
+    fn allow(&self, now: u64) -> bool {
+        let until = self.open_until.load(Ordering::Acquire);
+        if until == 0 {
+            return true;
+        }
+        if now < until {
+            return false;
+        }
+        // Half-open: whoever wins this race is the trial request.
+        self.open_until
+            .compare_exchange(
+                until,
+                now + BREAKER_COOLDOWN.as_millis() as u64,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+    }
+
+    fn is_open(&self, now: u64) -> bool {
+        let until = self.open_until.load(Ordering::Acquire);
+        until != 0 && now < until
+    }
+
+    /// Returns true when this failure opened the breaker.
+    fn record(&self, ok: bool, now: u64) -> bool {
+        if self.threshold == 0 {
+            return false;
+        }
+        if ok {
+            self.failures.store(0, Ordering::Release);
+            self.open_until.store(0, Ordering::Release);
+            return false;
+        }
+        let f = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
+        if f >= self.threshold {
+            let was = self
+                .open_until
+                .swap(now + BREAKER_COOLDOWN.as_millis() as u64, Ordering::AcqRel);
+            return was == 0;
+        }
+        false
+    }
+}
+
+pub struct TargetState {
+    pub url: String,
+    pub scheme: Scheme,
+    pub authority: Authority,
+    /// The target URL's own path, prepended to every upstream path.
+    pub base_path: String,
+    weight: u32,
+    healthy: AtomicBool,
+    ok_streak: AtomicU32,
+    fail_streak: AtomicU32,
+    in_flight: AtomicUsize,
+    breaker: Breaker,
+}
+
+impl TargetState {
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+}
+
+pub struct UpstreamPool {
+    pub api_id: String,
+    pub config: Upstream,
+    pub targets: Vec<TargetState>,
+    total_weight: u64,
+    next: AtomicUsize,
+    epoch: Instant,
+}
+
+/// Decrements the target's in-flight count when the attempt ends.
+pub struct Lease {
+    pool: Arc<UpstreamPool>,
+    pub index: usize,
+}
+
+impl Lease {
+    pub fn target(&self) -> &TargetState {
+        &self.pool.targets[self.index]
+    }
+
+    /// Feed the attempt's outcome to the breaker.
+    pub fn record(&self, ok: bool) {
+        let t = self.target();
+        if t.breaker.record(ok, now_ms(self.pool.epoch)) {
+            tracing::warn!(api = %self.pool.api_id, target = %t.url, "circuit breaker open");
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.target().in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl UpstreamPool {
+    /// Build a pool and start its health checks (if configured).
+    pub fn new(api_id: &str, config: Upstream, clients: &Clients) -> Result<Arc<Self>, String> {
+        let targets = config
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let uri: http::Uri = t
+                    .url
+                    .parse()
+                    .map_err(|e| format!("api {api_id:?} upstream.targets[{i}].url: {e}"))?;
+                let (Some(scheme), Some(authority)) =
+                    (uri.scheme().cloned(), uri.authority().cloned())
+                else {
+                    return Err(format!(
+                        "api {api_id:?} upstream.targets[{i}].url: not absolute"
+                    ));
+                };
+                Ok(TargetState {
+                    url: t.url.clone(),
+                    scheme,
+                    authority,
+                    base_path: uri.path().trim_end_matches('/').to_string(),
+                    weight: t.weight.max(1),
+                    healthy: AtomicBool::new(true),
+                    ok_streak: AtomicU32::new(0),
+                    fail_streak: AtomicU32::new(0),
+                    in_flight: AtomicUsize::new(0),
+                    breaker: Breaker {
+                        threshold: config.circuit_breaker_failures,
+                        failures: AtomicU32::new(0),
+                        open_until: AtomicU64::new(0),
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let pool = Arc::new(Self {
+            api_id: api_id.to_string(),
+            total_weight: targets.iter().map(|t| u64::from(t.weight)).sum(),
+            targets,
+            config,
+            next: AtomicUsize::new(0),
+            epoch: Instant::now(),
+        });
+        if pool.config.health_check.is_some() {
+            tokio::spawn(health_checks(Arc::downgrade(&pool), clients.http.clone()));
+        }
+        Ok(pool)
+    }
+
+    /// Pick a target for one attempt, skipping `tried` while others remain.
+    /// `None` when every target is down or its breaker is open.
+    pub fn pick(self: &Arc<Self>, tried: &[usize]) -> Option<Lease> {
+        let now = now_ms(self.epoch);
+        let n = self.targets.len();
+        let usable = |i: usize| {
+            let t = &self.targets[i];
+            t.is_healthy() && !t.breaker.is_open(now)
+        };
+        let mut order: Vec<usize> = match self.config.load_balancing {
+            LoadBalancing::RoundRobin => {
+                // Weighted: position `k` of the cycle belongs to the target
+                // whose cumulative weight first exceeds it.
+                let k = (self.next.fetch_add(1, Ordering::Relaxed) as u64) % self.total_weight;
+                let mut acc = 0;
+                let first = self
+                    .targets
+                    .iter()
+                    .position(|t| {
+                        acc += u64::from(t.weight);
+                        acc > k
+                    })
+                    .unwrap_or(0);
+                (0..n).map(|j| (first + j) % n).collect()
+            }
+            LoadBalancing::LeastRequest => {
+                let offset = self.next.fetch_add(1, Ordering::Relaxed);
+                let mut v: Vec<usize> = (0..n).map(|j| (offset + j) % n).collect();
+                v.sort_by_key(|&i| {
+                    let t = &self.targets[i];
+                    // In-flight per unit of weight, scaled to stay integral.
+                    t.in_flight.load(Ordering::Relaxed) * 1000 / t.weight as usize
+                });
+                v
+            }
+        };
+        order.retain(|&i| usable(i));
+        // Prefer targets not tried yet; fall back to a retry on the same one.
+        order.sort_by_key(|i| tried.contains(i));
+        let index = order
+            .into_iter()
+            .find(|&i| self.targets[i].breaker.allow(now))?;
+        self.targets[index].in_flight.fetch_add(1, Ordering::AcqRel);
+        Some(Lease {
+            pool: self.clone(),
+            index,
+        })
+    }
+}
+
+async fn health_checks(pool: Weak<UpstreamPool>, client: HttpClient) {
+    let Some((hc, n)) = pool.upgrade().and_then(|p| {
+        p.config
+            .health_check
+            .clone()
+            .map(|hc| (hc, p.targets.len()))
+    }) else {
+        return;
+    };
+    let interval = Duration::from_millis(hc.interval_ms);
+    let timeout = interval.min(Duration::from_secs(2));
+    loop {
+        tokio::time::sleep(interval).await;
+        let Some(p) = pool.upgrade() else { return };
+        let probes = (0..n).map(|i| {
+            let t = &p.targets[i];
+            let uri = format!("{}://{}{}{}", t.scheme, t.authority, t.base_path, hc.path);
+            let client = client.clone();
+            async move {
+                let req = http::Request::get(uri)
+                    .header("user-agent", "tollgate-health-check")
+                    .body(
+                        Empty::<Bytes>::new()
+                            .map_err(|e| -> BoxError { match e {} })
+                            .boxed(),
+                    )
+                    .expect("valid request");
+                matches!(
+                    tokio::time::timeout(timeout, client.request(req)).await,
+                    Ok(Ok(res)) if res.status().is_success() || res.status().is_redirection()
+                )
+            }
+        });
+        let results = futures::future::join_all(probes).await;
+        for (t, ok) in p.targets.iter().zip(results) {
+            let (streak, other, threshold) = if ok {
+                (&t.ok_streak, &t.fail_streak, hc.healthy_threshold)
+            } else {
+                (&t.fail_streak, &t.ok_streak, hc.unhealthy_threshold)
+            };
+            other.store(0, Ordering::Relaxed);
+            let s = streak.fetch_add(1, Ordering::Relaxed) + 1;
+            if s >= threshold.max(1) && t.healthy.swap(ok, Ordering::AcqRel) != ok {
+                if ok {
+                    tracing::info!(api = %p.api_id, target = %t.url, "target healthy again");
+                } else {
+                    tracing::warn!(api = %p.api_id, target = %t.url, "target failed health checks");
+                }
+            }
+        }
+    }
+}
