@@ -18,6 +18,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
 use tollgate_model::{Resource, ResourceKind};
 use tollgate_proto::cluster_client::ClusterClient;
 use tollgate_proto::{watch_request, ConfigUpdate, DataPlaneInfo, WatchRequest};
@@ -180,6 +181,9 @@ pub fn update_since(shared: &Shared, base: u64) -> ConfigUpdate {
 pub struct ConfigService {
     pub shared: Arc<Shared>,
     pub registry: DataPlaneRegistry,
+    /// Ends every stream, so a stopping node does not wait on its data
+    /// planes (they reconnect elsewhere).
+    pub shutdown: CancellationToken,
 }
 
 type UpdateStream = Pin<Box<dyn Stream<Item = Result<ConfigUpdate, Status>> + Send>>;
@@ -205,6 +209,7 @@ impl tollgate_proto::config_server::Config for ConfigService {
         let (tx, rx) = mpsc::channel(4);
         let shared = self.shared.clone();
         let registry = self.registry.clone();
+        let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             let id = hello.node_id.clone();
             registry.update(&id, |d| {
@@ -213,7 +218,10 @@ impl tollgate_proto::config_server::Config for ConfigService {
                 d.connected = true;
             });
             tracing::info!(data_plane = %id, revision = hello.revision, "data plane connected");
-            serve_stream(&shared, &registry, &id, hello.revision, &mut inbound, &tx).await;
+            tokio::select! {
+                _ = serve_stream(&shared, &registry, &id, hello.revision, &mut inbound, &tx) => {}
+                _ = shutdown.cancelled() => {}
+            }
             registry.update(&id, |d| d.connected = false);
             tracing::info!(data_plane = %id, "data plane disconnected");
         });

@@ -168,6 +168,7 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<NodeHandle> {
             ConfigServer::new(ConfigService {
                 shared,
                 registry: control.data_planes.clone(),
+                shutdown: cancel.clone(),
             }),
             cluster_auth,
         ))

@@ -10,6 +10,8 @@ use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tollgate_control_plane::{Membership, NodeConfig, NodeHandle, RaftTuning};
 
+pub mod dp;
+
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 pub const CLUSTER_TOKEN: &str = "test-cluster-token";
 

