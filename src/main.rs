@@ -81,6 +81,14 @@ enum Command {
         cluster_token_file: Option<PathBuf>,
         #[command(flatten)]
         proxy: ProxyFlags,
+        /// Mutual TLS to the control plane: this data plane's certificate,
+        /// key, and the cluster CA.
+        #[arg(long, env = "TOLLGATE_CLUSTER_TLS_CERT", requires_all = ["cluster_tls_key", "cluster_tls_ca"])]
+        cluster_tls_cert: Option<PathBuf>,
+        #[arg(long, env = "TOLLGATE_CLUSTER_TLS_KEY", requires = "cluster_tls_cert")]
+        cluster_tls_key: Option<PathBuf>,
+        #[arg(long, env = "TOLLGATE_CLUSTER_TLS_CA", requires = "cluster_tls_cert")]
+        cluster_tls_ca: Option<PathBuf>,
     },
     /// A small upstream for demos, tests and benchmarks: answers with a JSON
     /// description of each request.
@@ -111,6 +119,14 @@ enum Command {
         join: Option<String>,
         #[command(flatten)]
         tokens: Tokens,
+        /// Mutual TLS on the gRPC port: this node's certificate, key, and
+        /// the cluster CA that every peer and data plane must be signed by.
+        #[arg(long, env = "TOLLGATE_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+        tls_cert: Option<PathBuf>,
+        #[arg(long, env = "TOLLGATE_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        #[arg(long, env = "TOLLGATE_TLS_CA", requires = "tls_cert")]
+        tls_ca: Option<PathBuf>,
     },
     /// Apply a declarative YAML/JSON file of documents.
     Apply {
@@ -227,6 +243,7 @@ async fn main() -> anyhow::Result<()> {
                 advertise_admin: None,
                 tokens: &tokens,
                 membership: Membership::Bootstrap,
+                tls: None,
             })
             .await?;
             if let Some(path) = config {
@@ -238,6 +255,7 @@ async fn main() -> anyhow::Result<()> {
                 node_id: "dev".into(),
                 control_plane: vec![node.grpc_addr.clone()],
                 cluster_token,
+                cluster_tls: None,
                 proxy_listener: bind(&listen).await?,
                 status_listener: bind(&status_addr).await?,
                 state_dir: Some(data_dir.join("data-plane")),
@@ -266,6 +284,9 @@ async fn main() -> anyhow::Result<()> {
             node_id,
             cluster_token_file,
             proxy,
+            cluster_tls_cert,
+            cluster_tls_key,
+            cluster_tls_ca,
         } => {
             let cluster_token = match cluster_token_file {
                 Some(f) => std::fs::read_to_string(&f)
@@ -285,6 +306,7 @@ async fn main() -> anyhow::Result<()> {
                 node_id,
                 control_plane,
                 cluster_token,
+                cluster_tls: mutual_tls(cluster_tls_cert, cluster_tls_key, cluster_tls_ca)?,
                 proxy_listener: bind(&listen).await?,
                 status_listener: bind(&status_addr).await?,
                 state_dir,
@@ -322,6 +344,9 @@ async fn main() -> anyhow::Result<()> {
             bootstrap,
             join,
             tokens,
+            tls_cert,
+            tls_key,
+            tls_ca,
         } => {
             let membership = match (bootstrap, join) {
                 (true, _) => Membership::Bootstrap,
@@ -338,6 +363,7 @@ async fn main() -> anyhow::Result<()> {
                 advertise_admin,
                 tokens: &tokens,
                 membership,
+                tls: mutual_tls(tls_cert, tls_key, tls_ca)?,
             })
             .await?;
             wait_for_shutdown().await;
@@ -394,6 +420,19 @@ struct StartNode<'a> {
     advertise_admin: Option<String>,
     tokens: &'a Tokens,
     membership: Membership,
+    tls: Option<tollgate_proto::tls::MutualTls>,
+}
+
+/// Mutual TLS settings from the three PEM files (clap ensures all or none).
+fn mutual_tls(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca: Option<PathBuf>,
+) -> anyhow::Result<Option<tollgate_proto::tls::MutualTls>> {
+    match (cert, key, ca) {
+        (Some(c), Some(k), Some(a)) => Ok(Some(tollgate_proto::tls::MutualTls::from_files(&c, &k, &a)?)),
+        _ => Ok(None),
+    }
 }
 
 /// Resolve the tokens, bind the ports and start one control-plane node.
@@ -418,6 +457,7 @@ async fn start_control_plane(
         advertise_admin: n.advertise_admin,
         admin_token: admin_token.clone(),
         cluster_token,
+        tls: n.tls,
         membership: n.membership,
         tuning: RaftTuning::default(),
         request_timeout: Duration::from_secs(5),

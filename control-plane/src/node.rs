@@ -9,6 +9,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tollgate_proto::tls::MutualTls;
 use tollgate_proto::{
     admin_server::AdminServer, cluster_server::ClusterServer, config_server::ConfigServer,
     raft_server::RaftServer,
@@ -65,6 +66,9 @@ pub struct NodeConfig {
     pub advertise_admin: Option<String>,
     pub admin_token: String,
     pub cluster_token: String,
+    /// Mutual TLS on the gRPC port (and for calls to peers); `None` is the
+    /// simple token-only mode of `dev`.
+    pub tls: Option<MutualTls>,
     pub membership: Membership,
     pub tuning: RaftTuning,
     pub request_timeout: Duration,
@@ -100,7 +104,10 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<NodeHandle> {
     let grpc_addr = cfg
         .advertise_grpc
         .clone()
-        .unwrap_or_else(|| format!("http://{grpc_local}"));
+        .unwrap_or_else(|| {
+            let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+            format!("{scheme}://{grpc_local}")
+        });
     let admin_addr = cfg
         .advertise_admin
         .clone()
@@ -125,7 +132,7 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<NodeHandle> {
         ..Default::default()
     }
     .validate()?;
-    let channels = Channels::new(&cfg.cluster_token);
+    let channels = Channels::new(&cfg.cluster_token, cfg.tls.clone());
     let raft = Raft::new(
         cfg.node_id,
         Arc::new(raft_config),
@@ -153,7 +160,13 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<NodeHandle> {
     // admin service takes the admin token.
     let cluster_auth = RequireToken::new(&cfg.cluster_token);
     let admin_auth = RequireToken::new(&cfg.admin_token);
-    let grpc = tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = &cfg.tls {
+        server = server
+            .tls_config(tls.server())
+            .context("gRPC TLS settings")?;
+    }
+    let grpc = server
         .add_service(InterceptedService::new(
             RaftServer::new(RaftService::new(raft.clone())),
             cluster_auth.clone(),

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use tollgate_model::key::constant_time_eq;
 pub use tollgate_proto::auth::BearerToken;
+use tollgate_proto::tls::MutualTls;
 use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
 use tonic::transport::{Channel, Endpoint};
@@ -45,13 +46,15 @@ pub type PeerChannel = InterceptedService<Channel, BearerToken>;
 #[derive(Clone)]
 pub struct Channels {
     token: BearerToken,
+    tls: Option<MutualTls>,
     map: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
 impl Channels {
-    pub fn new(cluster_token: &str) -> Self {
+    pub fn new(cluster_token: &str, tls: Option<MutualTls>) -> Self {
         Self {
             token: BearerToken::new(cluster_token),
+            tls,
             map: Arc::default(),
         }
     }
@@ -61,8 +64,11 @@ impl Channels {
         let channel = map
             .entry(addr.to_string())
             .or_insert_with(|| {
-                Endpoint::from_shared(addr.to_string())
-                    .expect("peer addresses are validated URLs")
+                match &self.tls {
+                    Some(tls) => tls.endpoint(addr),
+                    None => Endpoint::from_shared(addr.to_string()),
+                }
+                .expect("peer addresses are validated URLs")
                     .connect_timeout(std::time::Duration::from_millis(500))
                     .tcp_nodelay(true)
                     .connect_lazy()

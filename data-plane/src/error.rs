@@ -16,6 +16,13 @@ pub enum ProxyError {
     NotFound,
     #[error("method not allowed")]
     MethodNotAllowed { allow: Vec<Method> },
+    /// JWT required and missing or invalid (401 with `WWW-Authenticate`).
+    #[error("unauthorized")]
+    Unauthorized,
+    /// API key refused, JWT scope missing, client address not allowed,
+    /// CORS preflight refused.
+    #[error("forbidden")]
+    Forbidden,
     #[error("request body over the limit")]
     PayloadTooLarge,
     #[error("request URI over the limit")]
@@ -40,6 +47,8 @@ impl ProxyError {
             ProxyError::MethodNotAllowed { .. } => {
                 (StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
             }
+            ProxyError::Unauthorized => (StatusCode::UNAUTHORIZED, "Unauthorized"),
+            ProxyError::Forbidden => (StatusCode::FORBIDDEN, "Forbidden"),
             ProxyError::PayloadTooLarge => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large")
             }
@@ -87,6 +96,12 @@ impl ProxyError {
                 if let Ok(v) = HeaderValue::from_str(&list) {
                     h.insert(header::ALLOW, v);
                 }
+            }
+            ProxyError::Unauthorized => {
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                );
             }
             _ => {}
         }

@@ -12,6 +12,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use tollgate_model::{ConfigDelta, ConfigSet, Resource, ResourceKind};
 
+use crate::auth::{AuthContext, AuthIndex, AuthTuning};
 use crate::metrics::Stats;
 use crate::router::{CompiledApi, RouteTable};
 use crate::upstream::{Clients, UpstreamPool};
@@ -21,6 +22,8 @@ use crate::ConfigApplier;
 pub struct Snapshot {
     pub config: ConfigSet,
     pub routes: RouteTable,
+    /// API keys, plans, authorizers and IP lists.
+    pub auth: AuthIndex,
     /// When this snapshot was swapped in.
     pub applied_at: SystemTime,
 }
@@ -35,6 +38,8 @@ pub struct Gateway {
     snapshot: ArcSwap<Snapshot>,
     pub clients: Clients,
     pub stats: Stats,
+    /// JWKS fetch timing (cooldown, timeout, max age); changeable at run time.
+    pub auth_tuning: Arc<AuthTuning>,
     /// Serialises appliers (the config client is the only one, but tests and
     /// the state-file loader also apply).
     apply_lock: Mutex<()>,
@@ -46,10 +51,12 @@ impl Gateway {
             snapshot: ArcSwap::from_pointee(Snapshot {
                 config: ConfigSet::default(),
                 routes: RouteTable::default(),
+                auth: AuthIndex::default(),
                 applied_at: SystemTime::now(),
             }),
             clients: Clients::new(),
             stats: Stats::default(),
+            auth_tuning: Arc::new(AuthTuning::default()),
             apply_lock: Mutex::new(()),
         })
     }
@@ -134,10 +141,18 @@ impl ConfigApplier for Gateway {
                 .map(|(_, id)| id.clone())
                 .collect()
         };
+        let auth = current.auth.with_changes(
+            delta,
+            &AuthContext {
+                client: &self.clients.http,
+                tuning: &self.auth_tuning,
+            },
+        )?;
         let routes = current.routes.with_changes(upserts, removals);
         self.snapshot.store(Arc::new(Snapshot {
             config: next.clone(),
             routes,
+            auth,
             applied_at: SystemTime::now(),
         }));
         tracing::info!(

@@ -12,6 +12,7 @@
 //!   smuggling guard.
 //! - `status`, `metrics`: the status port. `echo`: the demo upstream.
 
+pub mod auth;
 pub mod body;
 pub mod config;
 pub mod echo;
@@ -54,6 +55,9 @@ pub struct DataPlaneConfig {
     /// gRPC URLs of control-plane nodes.
     pub control_plane: Vec<String>,
     pub cluster_token: String,
+    /// Mutual TLS to the control plane (client certificate from the
+    /// cluster CA); `None` is the token-only mode of `dev`.
+    pub cluster_tls: Option<tollgate_proto::tls::MutualTls>,
     pub proxy_listener: TcpListener,
     pub status_listener: TcpListener,
     pub state_dir: Option<PathBuf>,
@@ -117,6 +121,7 @@ pub async fn start(cfg: DataPlaneConfig) -> anyhow::Result<DataPlaneHandle> {
     let client = config::ConfigClient {
         endpoints: cfg.control_plane,
         cluster_token: cfg.cluster_token,
+        tls: cfg.cluster_tls,
         node_id: cfg.node_id,
         advertise_addr: proxy_addr.to_string(),
         state,

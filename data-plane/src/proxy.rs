@@ -2,7 +2,10 @@
 //!
 //! 1. `admit`: framing and size limits the HTTP parser leaves to us.
 //! 2. `route`: host, longest base path, template, method (404/405).
-//! 3. (auth, plan, cache: later phases plug in between route and upstream.)
+//! 3. `auth::cors`: CORS preflights are answered by the gateway; then the
+//!    API's IP lists and the route's auth policy (`auth`). Identity headers
+//!    replace whatever the client said about itself. (Plan and cache phases
+//!    plug in after auth.)
 //! 4. `mock` routes answer here.
 //! 5. `forward`: pick a target, send with a deadline, retry what is safe to
 //!    retry, pass the response (or the WebSocket upgrade) back.
@@ -22,8 +25,9 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::body::{self, Holding, ProxyBody};
+use crate::auth;
 use crate::error::ProxyError;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Snapshot};
 use crate::router::{RouteError, RouteMatch};
 use crate::upstream::UpstreamPool;
 
@@ -112,6 +116,9 @@ async fn handle(
     admit(conn, limits, &req)?;
     let snapshot = gw.snapshot();
     let host = request_host(&req).unwrap_or_default();
+    if let Some(res) = auth::cors::answer_preflight(&snapshot.routes, &host, &req) {
+        return Ok(res);
+    }
     let matched = snapshot
         .routes
         .find(&host, req.uri().path(), req.method())
@@ -119,15 +126,53 @@ async fn handle(
             RouteError::NotFound => ProxyError::NotFound,
             RouteError::MethodNotAllowed { allow } => ProxyError::MethodNotAllowed { allow },
         })?;
+    let Some(cors) = matched.api.doc.cors.clone() else {
+        return guarded(gw, &snapshot, conn, limits, id, &host, matched, req).await;
+    };
+    // CORS headers go on every response of the API, errors included.
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let mut res = match guarded(gw, &snapshot, conn, limits, id, &host, matched, req).await {
+        Ok(res) => res,
+        Err(e) => {
+            if e.status().is_server_error() {
+                tracing::debug!(request_id = ?id, error = %e, "request failed");
+            }
+            e.into_response()
+        }
+    };
+    auth::cors::decorate(&cors, origin.as_ref(), &mut res);
+    Ok(res)
+}
+
+/// The phases after the route matched: IP lists, authentication, then a
+/// mock answer or the upstream.
+#[allow(clippy::too_many_arguments)]
+async fn guarded(
+    gw: &Gateway,
+    snapshot: &Snapshot,
+    conn: &ConnInfo,
+    limits: &Limits,
+    id: &HeaderValue,
+    host: &str,
+    matched: RouteMatch,
+    mut req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let api = &matched.api.doc;
+    snapshot.auth.check_ip(&api.id, conn.remote.ip())?;
+    let identity = snapshot
+        .auth
+        .authenticate(api, &matched.route().doc, req.headers())
+        .await?;
     if let Some(mock) = &matched.route().doc.mock {
         return Ok(mock_response(mock));
     }
+    auth::prepare_upstream_headers(req.headers_mut(), &identity);
     let pool = matched
         .api
         .upstream
         .clone()
         .ok_or_else(|| ProxyError::BadGateway("route has neither mock nor upstream".into()))?;
-    forward(gw, conn, limits, id, &host, &matched, &pool, req).await
+    forward(gw, conn, limits, id, host, &matched, &pool, req).await
 }
 
 /// Phase 1: what hyper's parser accepts but the contract refuses.

@@ -33,10 +33,26 @@ pub async fn start_dp_with(
     limits: Limits,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> DataPlaneHandle {
+    start_dp_full(control_plane, state_dir, limits, tls, None).await
+}
+
+/// A data plane with mutual TLS towards the control plane.
+pub async fn start_dp_mtls(control_plane: Vec<String>, cluster_tls: Option<tollgate_proto::tls::MutualTls>) -> DataPlaneHandle {
+    start_dp_full(control_plane, None, Limits::default(), None, cluster_tls).await
+}
+
+async fn start_dp_full(
+    control_plane: Vec<String>,
+    state_dir: Option<&Path>,
+    limits: Limits,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    cluster_tls: Option<tollgate_proto::tls::MutualTls>,
+) -> DataPlaneHandle {
     tollgate_data_plane::start(DataPlaneConfig {
         node_id: format!("dp-{:x}", rand::random::<u32>()),
         control_plane,
         cluster_token: CLUSTER_TOKEN.into(),
+        cluster_tls,
         proxy_listener: TcpListener::bind("127.0.0.1:0").await.unwrap(),
         status_listener: TcpListener::bind("127.0.0.1:0").await.unwrap(),
         state_dir: state_dir.map(Path::to_path_buf),

@@ -9,6 +9,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tollgate_control_plane::{Membership, NodeConfig, NodeHandle, RaftTuning};
+use tollgate_proto::tls::MutualTls;
 
 pub mod dp;
 
@@ -67,6 +68,7 @@ pub async fn start_node(
     admin: &str,
     membership: Membership,
     tuning: RaftTuning,
+    tls: Option<MutualTls>,
 ) -> NodeHandle {
     let mut last = None;
     for _ in 0..50 {
@@ -79,6 +81,7 @@ pub async fn start_node(
             advertise_admin: None,
             admin_token: ADMIN_TOKEN.into(),
             cluster_token: CLUSTER_TOKEN.into(),
+            tls: tls.clone(),
             membership: match &membership {
                 Membership::Bootstrap => Membership::Bootstrap,
                 Membership::Join(u) => Membership::Join(u.clone()),
@@ -100,6 +103,8 @@ pub async fn start_node(
 pub struct Cluster {
     pub nodes: Vec<NodeSlot>,
     pub tuning: RaftTuning,
+    /// Mutual TLS for every node's gRPC port, if the test wants it.
+    pub tls: Option<MutualTls>,
     _root: TempDir,
 }
 
@@ -110,10 +115,19 @@ impl Cluster {
     }
 
     pub async fn start_with(n: usize, tuning: RaftTuning) -> Cluster {
+        Self::start_full(n, tuning, None).await
+    }
+
+    pub async fn start_tls(n: usize, tls: MutualTls) -> Cluster {
+        Self::start_full(n, tuning(), Some(tls)).await
+    }
+
+    async fn start_full(n: usize, tuning: RaftTuning, tls: Option<MutualTls>) -> Cluster {
         let root = TempDir::new().unwrap();
         let mut c = Cluster {
             nodes: Vec::new(),
             tuning,
+            tls,
             _root: root,
         };
         for i in 0..n {
@@ -138,9 +152,14 @@ impl Cluster {
             "127.0.0.1:0",
             membership,
             self.tuning.clone(),
+            self.tls.clone(),
         )
         .await;
-        let grpc = h.grpc_addr.trim_start_matches("http://").to_string();
+        let grpc = h
+            .grpc_addr
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .to_string();
         let admin = h.admin_addr.trim_start_matches("http://").to_string();
         self.nodes.push(NodeSlot {
             id,
@@ -168,6 +187,7 @@ impl Cluster {
             &s.admin,
             Membership::Resume,
             self.tuning.clone(),
+            self.tls.clone(),
         )
         .await;
         self.nodes[i].handle = Some(h);

@@ -8,18 +8,19 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-const ADMIN_TOKEN: &str = "bench-admin-token";
-const CLUSTER_TOKEN: &str = "bench-cluster-token";
+pub(crate) const ADMIN_TOKEN: &str = "bench-admin-token";
+pub(crate) const CLUSTER_TOKEN: &str = "bench-cluster-token";
 
-fn free_addr() -> anyhow::Result<String> {
+pub(crate) fn free_addr() -> anyhow::Result<String> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.to_string())
 }
 
-struct Node {
-    id: u64,
-    admin: String,
-    child: Child,
+pub(crate) struct Node {
+    pub id: u64,
+    pub admin: String,
+    pub grpc: String,
+    pub child: Child,
 }
 
 impl Drop for Node {
@@ -29,7 +30,7 @@ impl Drop for Node {
     }
 }
 
-fn spawn(bin: &Path, id: u64, dir: &Path, join: Option<&str>) -> anyhow::Result<Node> {
+pub(crate) fn spawn(bin: &Path, id: u64, dir: &Path, join: Option<&str>) -> anyhow::Result<Node> {
     let (grpc, admin) = (free_addr()?, free_addr()?);
     let mut cmd = Command::new(bin);
     cmd.args([
@@ -55,11 +56,12 @@ fn spawn(bin: &Path, id: u64, dir: &Path, join: Option<&str>) -> anyhow::Result<
     Ok(Node {
         id,
         admin: format!("http://{admin}"),
+        grpc: format!("http://{grpc}"),
         child: cmd.spawn()?,
     })
 }
 
-fn release_binary() -> anyhow::Result<PathBuf> {
+pub(crate) fn release_binary() -> anyhow::Result<PathBuf> {
     let status = Command::new(env!("CARGO"))
         .args(["build", "--release", "--quiet", "--bin", "tollgate"])
         .status()?;
@@ -70,7 +72,7 @@ fn release_binary() -> anyhow::Result<PathBuf> {
     Ok(root.join("target/release/tollgate"))
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -220,7 +222,7 @@ pub fn control_plane(args: &[&str]) -> anyhow::Result<()> {
     })
 }
 
-async fn wait_ready(client: &reqwest::Client, admin: &str) -> anyhow::Result<()> {
+pub(crate) async fn wait_ready(client: &reqwest::Client, admin: &str) -> anyhow::Result<()> {
     for _ in 0..400 {
         if let Ok(r) = client.get(format!("{admin}/readyz")).send().await {
             if r.status().is_success() {

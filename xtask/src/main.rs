@@ -5,8 +5,11 @@
 //!   and kubernetes-validate from PyPI into a venv under target/).
 //! - `bench control-plane`: writes/s and latency against a 3-node cluster of
 //!   real `tollgate control-plane` processes, and leader failover time.
+//! - `bench proxy`: wrk against the upstream, Tollgate and nginx side by
+//!   side; config propagation; one change on top of 10,000 APIs.
 
 mod bench;
+mod bench_proxy;
 mod chart;
 
 use std::process::Command;
@@ -36,6 +39,7 @@ fn main() -> anyhow::Result<()> {
         }
         ["chart"] => chart::run(),
         ["bench", "control-plane", rest @ ..] => bench::control_plane(rest),
+        ["bench", "proxy", rest @ ..] => bench_proxy::run(rest),
         _ => {
             eprintln!("usage: cargo xtask ci | chart | bench control-plane [--seconds N] | bench proxy [--seconds N]");
             std::process::exit(2);

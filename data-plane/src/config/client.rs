@@ -39,6 +39,7 @@ pub struct ConfigClient {
     /// gRPC URLs of control-plane nodes, e.g. `http://10.0.0.1:9090`.
     pub endpoints: Vec<String>,
     pub cluster_token: String,
+    pub tls: Option<tollgate_proto::tls::MutualTls>,
     pub node_id: String,
     /// The proxy address shown in `GET /v1/cluster`.
     pub advertise_addr: String,
@@ -110,7 +111,11 @@ impl ConfigClient {
         shutdown: &CancellationToken,
     ) -> StreamEnd {
         let broke = |progressed, reason: String| StreamEnd::Broke { progressed, reason };
-        let channel = match Endpoint::from_shared(endpoint.to_string()) {
+        let channel = match &self.tls {
+            Some(tls) => tls.endpoint(endpoint),
+            None => Endpoint::from_shared(endpoint.to_string()),
+        };
+        let channel = match channel {
             Ok(e) => e
                 .connect_timeout(Duration::from_secs(1))
                 .tcp_nodelay(true)
@@ -122,7 +127,7 @@ impl ConfigClient {
             _ = shutdown.cancelled() => return StreamEnd::Shutdown,
             c = channel.connect() => match c {
                 Ok(c) => c,
-                Err(e) => return broke(false, format!("connect: {e}")),
+                Err(e) => return broke(false, format!("connect: {}", error_chain(&e))),
             },
         };
         let mut client =
@@ -177,6 +182,19 @@ impl ConfigClient {
             }
         }
     }
+}
+
+/// An error with its causes, for log lines ("transport error" alone says
+/// little).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
 }
 
 /// Everything between receiving an update and ACKing it. `Err` carries the

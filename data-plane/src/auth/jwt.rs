@@ -1,0 +1,338 @@
+//! JWT authorizers: a compiled `Authorizer` document, and token checks.
+//!
+//! - Algorithms: only the authorizer's allow-list. `none` does not even
+//!   parse. HS* only with the inline secret (validation forbids mixing HS
+//!   and public-key algorithms, and JWKS `oct` keys are never used), so an
+//!   HS token at an RSA/EC authorizer is refused before any key is tried.
+//! - Claims: `iss`, `aud` (any of the configured audiences; checked when
+//!   audiences are configured), `exp` required, `exp` and `nbf` checked with
+//!   60 s leeway.
+//! - Tokens over 8 KiB are refused unread.
+//! - Verified tokens are cached by SHA-256 of the token until their `exp`,
+//!   so a client reusing a token costs a hash and a map lookup.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use http::header::{HeaderName, HeaderValue};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use tollgate_model::docs::Authorizer;
+
+use super::jwks::{KeySet, RemoteJwks};
+use super::AuthContext;
+
+/// Tokens longer than this are refused.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// Clock skew allowed on `exp` and `nbf`, seconds.
+pub const LEEWAY_S: u64 = 60;
+/// Verified tokens remembered per authorizer.
+const CACHE_MAX: usize = 10_000;
+
+/// Headers the gateway sets itself, or that must not come from a claim.
+const RESERVED_HEADERS: [&str; 8] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "authorization",
+    "x-tollgate-tenant",
+    "x-tollgate-key-id",
+    "x-tollgate-subject",
+];
+
+/// What a valid token says about its bearer.
+#[derive(Debug)]
+pub struct Verified {
+    pub subject: Option<String>,
+    /// From `scope` (space separated) and `scp` (array or string).
+    pub scopes: Vec<String>,
+    /// `claims_to_headers`, rendered.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub exp: u64,
+}
+
+/// Why a token was refused. Only logs see it; the client gets 401.
+#[derive(Debug)]
+pub enum JwtRefusal {
+    TooLarge(usize),
+    Malformed(String),
+    AlgorithmNotAllowed(Algorithm),
+    /// A remote JWKS that could not be fetched yet.
+    NoKeys,
+    UnknownKid(Option<String>),
+    BadSignature,
+    Invalid(String),
+}
+
+impl fmt::Display for JwtRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JwtRefusal::TooLarge(n) => write!(f, "token of {n} bytes, over {MAX_TOKEN_BYTES}"),
+            JwtRefusal::Malformed(e) => write!(f, "malformed token: {e}"),
+            JwtRefusal::AlgorithmNotAllowed(a) => write!(f, "algorithm {a:?} not allowed"),
+            JwtRefusal::NoKeys => f.write_str("no JWKS keys available"),
+            JwtRefusal::UnknownKid(k) => write!(f, "no key for kid {k:?}"),
+            JwtRefusal::BadSignature => f.write_str("bad signature"),
+            JwtRefusal::Invalid(e) => write!(f, "invalid token: {e}"),
+        }
+    }
+}
+
+enum KeySource {
+    /// HS* with the inline secret.
+    Secret(DecodingKey),
+    Inline(Arc<KeySet>),
+    Remote(Arc<RemoteJwks>),
+}
+
+/// An authorizer ready to check tokens.
+pub struct CompiledAuthorizer {
+    pub doc: Authorizer,
+    validations: Vec<(Algorithm, Validation)>,
+    source: KeySource,
+    claim_headers: Vec<(String, HeaderName)>,
+    claim_header_names: Vec<HeaderName>,
+    cache: Mutex<HashMap<[u8; 32], Arc<Verified>>>,
+}
+
+fn now_s() -> u64 {
+    jsonwebtoken::get_current_timestamp()
+}
+
+impl CompiledAuthorizer {
+    /// Compile `doc`. A remote JWKS of `previous` is kept (with its keys and
+    /// cooldown) while `jwks_uri` is unchanged.
+    pub fn compile(
+        doc: &Authorizer,
+        previous: Option<&CompiledAuthorizer>,
+        ctx: &AuthContext<'_>,
+    ) -> Result<Self, String> {
+        let mut validations = Vec::with_capacity(doc.algorithms.len());
+        for name in &doc.algorithms {
+            let alg: Algorithm = name
+                .parse()
+                .map_err(|_| format!("algorithm {name:?} is not supported"))?;
+            let mut v = Validation::new(alg);
+            v.leeway = LEEWAY_S;
+            v.validate_exp = true;
+            v.validate_nbf = true;
+            v.set_issuer(&[&doc.issuer]);
+            let mut required = vec!["exp", "iss"];
+            if doc.audiences.is_empty() {
+                v.validate_aud = false;
+            } else {
+                v.set_audience(&doc.audiences);
+                required.push("aud");
+            }
+            v.set_required_spec_claims(&required);
+            validations.push((alg, v));
+        }
+        let hs = validations
+            .iter()
+            .any(|(a, _)| a.family() == jsonwebtoken::AlgorithmFamily::Hmac);
+        let source = if hs {
+            let secret = doc
+                .secret
+                .as_deref()
+                .ok_or("HS* algorithms need an inline secret")?;
+            KeySource::Secret(DecodingKey::from_secret(secret.as_bytes()))
+        } else if let Some(jwks) = &doc.jwks {
+            KeySource::Inline(Arc::new(KeySet::parse(jwks, &format!("authorizer {}", doc.id))?))
+        } else if let Some(uri) = &doc.jwks_uri {
+            let uri: http::Uri = uri.parse().map_err(|e| format!("jwks_uri: {e}"))?;
+            let kept = previous.and_then(|p| match &p.source {
+                KeySource::Remote(r) if r.uri == uri => Some(r.clone()),
+                _ => None,
+            });
+            KeySource::Remote(kept.unwrap_or_else(|| {
+                let r = RemoteJwks::new(uri, ctx.client.clone(), ctx.tuning.clone());
+                r.prefetch();
+                r
+            }))
+        } else {
+            return Err("neither jwks nor jwks_uri".into());
+        };
+        let mut claim_headers = Vec::new();
+        for (claim, header) in &doc.claims_to_headers {
+            match HeaderName::try_from(header.as_str()) {
+                Ok(h) if !RESERVED_HEADERS.contains(&h.as_str()) => {
+                    claim_headers.push((claim.clone(), h))
+                }
+                _ => tracing::warn!(authorizer = %doc.id, claim, header,
+                    "claims_to_headers: not a header the gateway may set; ignored"),
+            }
+        }
+        let claim_header_names = claim_headers.iter().map(|(_, h)| h.clone()).collect();
+        Ok(Self {
+            doc: doc.clone(),
+            validations,
+            source,
+            claim_headers,
+            claim_header_names,
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn forward_authorization(&self) -> bool {
+        self.doc.forward_authorization
+    }
+
+    /// Headers filled from claims; the client's own values are dropped.
+    pub fn claim_header_names(&self) -> &[HeaderName] {
+        &self.claim_header_names
+    }
+
+    /// JWKS fetches so far (0 unless the keys come from `jwks_uri`).
+    pub fn jwks_fetches(&self) -> u64 {
+        match &self.source {
+            KeySource::Remote(r) => r.fetches(),
+            _ => 0,
+        }
+    }
+
+    /// Check a bearer token.
+    pub async fn verify(&self, token: &str) -> Result<Arc<Verified>, JwtRefusal> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(JwtRefusal::TooLarge(token.len()));
+        }
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = now_s();
+        if let Some(v) = self.cached(&digest, now) {
+            return Ok(v);
+        }
+        let header = decode_header(token).map_err(|e| JwtRefusal::Malformed(e.to_string()))?;
+        let alg = header.alg;
+        let Some((_, validation)) = self.validations.iter().find(|(a, _)| *a == alg) else {
+            return Err(JwtRefusal::AlgorithmNotAllowed(alg));
+        };
+        let kid = header.kid.as_deref();
+        let claims = match &self.source {
+            KeySource::Secret(key) => check(token, key, validation)?,
+            KeySource::Inline(set) => with_set(set, token, kid, alg, validation)?,
+            KeySource::Remote(remote) => {
+                let set = remote.keys().await.ok_or(JwtRefusal::NoKeys)?;
+                match with_set(&set, token, kid, alg, validation) {
+                    // A kid not (yet) in force: maybe the keys rotated.
+                    Err(JwtRefusal::UnknownKid(_)) => {
+                        let set = remote.refetch().await.ok_or(JwtRefusal::NoKeys)?;
+                        with_set(&set, token, kid, alg, validation)?
+                    }
+                    other => other?,
+                }
+            }
+        };
+        let verified = Arc::new(self.render(&claims));
+        self.remember(digest, verified.clone(), now);
+        Ok(verified)
+    }
+
+    fn cached(&self, digest: &[u8; 32], now: u64) -> Option<Arc<Verified>> {
+        let mut cache = self.cache.lock().expect("jwt cache");
+        match cache.get(digest) {
+            Some(v) if v.exp + LEEWAY_S >= now => Some(v.clone()),
+            Some(_) => {
+                cache.remove(digest);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn remember(&self, digest: [u8; 32], v: Arc<Verified>, now: u64) {
+        let mut cache = self.cache.lock().expect("jwt cache");
+        if cache.len() >= CACHE_MAX {
+            cache.retain(|_, v| v.exp + LEEWAY_S >= now);
+            if cache.len() >= CACHE_MAX {
+                cache.clear();
+            }
+        }
+        cache.insert(digest, v);
+    }
+
+    fn render(&self, claims: &Map<String, Value>) -> Verified {
+        let subject = claims.get("sub").and_then(claim_text);
+        let mut scopes: Vec<String> = Vec::new();
+        for name in ["scope", "scp"] {
+            match claims.get(name) {
+                Some(Value::String(s)) => scopes.extend(s.split_whitespace().map(str::to_string)),
+                Some(Value::Array(a)) => {
+                    scopes.extend(a.iter().filter_map(|v| v.as_str().map(str::to_string)))
+                }
+                _ => {}
+            }
+        }
+        let headers = self
+            .claim_headers
+            .iter()
+            .filter_map(|(claim, name)| {
+                let text = claims.get(claim).and_then(claim_text)?;
+                Some((name.clone(), HeaderValue::from_str(&text).ok()?))
+            })
+            .collect();
+        let exp = claims
+            .get("exp")
+            .and_then(|e| e.as_u64().or_else(|| e.as_f64().map(|f| f as u64)))
+            .unwrap_or(0);
+        Verified {
+            subject,
+            scopes,
+            headers,
+            exp,
+        }
+    }
+}
+
+/// A claim as header text: strings as they are, arrays of strings joined
+/// with commas, anything else as compact JSON.
+fn claim_text(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        Value::Array(a) if a.iter().all(Value::is_string) => Some(
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        other => Some(other.to_string()),
+    }
+}
+
+fn check(
+    token: &str,
+    key: &DecodingKey,
+    validation: &Validation,
+) -> Result<Map<String, Value>, JwtRefusal> {
+    decode::<Map<String, Value>>(token, key, validation)
+        .map(|d| d.claims)
+        .map_err(|e| match e.kind() {
+            ErrorKind::InvalidSignature => JwtRefusal::BadSignature,
+            ErrorKind::Base64(_) | ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
+                JwtRefusal::Malformed(e.to_string())
+            }
+            _ => JwtRefusal::Invalid(e.to_string()),
+        })
+}
+
+/// Try the keys that fit the token's `kid` and `alg`; the first that
+/// verifies the signature decides.
+fn with_set(
+    set: &KeySet,
+    token: &str,
+    kid: Option<&str>,
+    alg: Algorithm,
+    validation: &Validation,
+) -> Result<Map<String, Value>, JwtRefusal> {
+    let mut last = None;
+    for key in set.candidates(kid, alg) {
+        match check(token, &key.key, validation) {
+            Err(JwtRefusal::BadSignature) => last = Some(JwtRefusal::BadSignature),
+            other => return other,
+        }
+    }
+    Err(last.unwrap_or_else(|| JwtRefusal::UnknownKid(kid.map(str::to_string))))
+}

@@ -1,0 +1,295 @@
+//! Authentication at the edge: API keys, JWT authorizers, CORS and IP
+//! lists. Everything a request needs is in `AuthIndex`, part of the
+//! snapshot in force, built from the previous index plus the config delta.
+//!
+//! Per request, after the route matched (contract §3):
+//! 1. CORS preflight (`cors::answer_preflight`), answered by the gateway;
+//! 2. IP allow/deny lists of the API (`AuthIndex::check_ip`), 403;
+//! 3. the route's auth policy (`AuthIndex::authenticate`): the API key
+//!    (403 when refused), then the JWT (401 when refused, 403 when a scope
+//!    is missing);
+//! 4. `prepare_upstream_headers` removes what the client may not say about
+//!    itself (`x-tollgate-*`, mapped claim headers) and adds the identity.
+//!
+//! Why a request was refused is logged (by key id, never by value); the
+//! response says only `Unauthorized` or `Forbidden`.
+
+pub mod cors;
+pub mod ip;
+pub mod jwks;
+pub mod jwt;
+pub mod keys;
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use tollgate_model::docs::{Api, AuthPolicy, Route};
+use tollgate_model::{ConfigDelta, Resource, ResourceKind};
+
+use crate::error::ProxyError;
+use crate::upstream::HttpClient;
+
+pub use jwt::CompiledAuthorizer;
+pub use keys::KeyIndex;
+
+pub static X_TOLLGATE_TENANT: HeaderName = HeaderName::from_static("x-tollgate-tenant");
+pub static X_TOLLGATE_KEY_ID: HeaderName = HeaderName::from_static("x-tollgate-key-id");
+pub static X_TOLLGATE_SUBJECT: HeaderName = HeaderName::from_static("x-tollgate-subject");
+static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
+/// Knobs of the JWKS fetcher, shared by every authorizer of a gateway and
+/// read on each use, so they can change at run time (tests shorten the
+/// cooldown).
+pub struct AuthTuning {
+    jwks_cooldown_ms: AtomicU64,
+    jwks_timeout_ms: AtomicU64,
+    jwks_max_age_ms: AtomicU64,
+}
+
+impl Default for AuthTuning {
+    fn default() -> Self {
+        Self {
+            jwks_cooldown_ms: AtomicU64::new(10_000),
+            jwks_timeout_ms: AtomicU64::new(1_500),
+            jwks_max_age_ms: AtomicU64::new(300_000),
+        }
+    }
+}
+
+impl AuthTuning {
+    /// The least time between two JWKS fetches of one authorizer (unknown
+    /// `kid`s and refreshes alike). Default 10 s.
+    pub fn jwks_cooldown(&self) -> Duration {
+        Duration::from_millis(self.jwks_cooldown_ms.load(Ordering::Relaxed))
+    }
+    pub fn set_jwks_cooldown(&self, d: Duration) {
+        self.jwks_cooldown_ms
+            .store(d.as_millis() as u64, Ordering::Relaxed);
+    }
+    /// How long one JWKS fetch may take, body included. Default 1.5 s.
+    pub fn jwks_timeout(&self) -> Duration {
+        Duration::from_millis(self.jwks_timeout_ms.load(Ordering::Relaxed))
+    }
+    pub fn set_jwks_timeout(&self, d: Duration) {
+        self.jwks_timeout_ms
+            .store(d.as_millis() as u64, Ordering::Relaxed);
+    }
+    /// After this long, fetched keys are refreshed in the background (they
+    /// stay in force meanwhile, and if the refresh fails). Default 5 min.
+    pub fn jwks_max_age(&self) -> Duration {
+        Duration::from_millis(self.jwks_max_age_ms.load(Ordering::Relaxed))
+    }
+    pub fn set_jwks_max_age(&self, d: Duration) {
+        self.jwks_max_age_ms
+            .store(d.as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+/// What building an index needs from the gateway.
+pub struct AuthContext<'a> {
+    pub client: &'a HttpClient,
+    pub tuning: &'a Arc<AuthTuning>,
+}
+
+/// Everything the auth phases read, for one config revision. Persistent
+/// maps: a new index shares all but what the delta touched.
+#[derive(Clone, Default)]
+pub struct AuthIndex {
+    pub keys: KeyIndex,
+    authorizers: im::HashMap<String, Arc<CompiledAuthorizer>>,
+    ip_rules: im::HashMap<String, Arc<ip::IpRules>>,
+}
+
+impl AuthIndex {
+    /// The index after `delta`, applied to the config this index was built
+    /// for (a full delta replaces everything). Costs in proportion to the
+    /// delta.
+    pub fn with_changes(
+        &self,
+        delta: &ConfigDelta,
+        ctx: &AuthContext<'_>,
+    ) -> Result<AuthIndex, String> {
+        let mut out = if delta.full {
+            AuthIndex::default()
+        } else {
+            self.clone()
+        };
+        if !delta.full {
+            for (kind, id) in &delta.removals {
+                match kind {
+                    ResourceKind::ApiKey => out.keys.remove_key(id),
+                    ResourceKind::UsagePlan => out.keys.remove_plan(id),
+                    ResourceKind::Settings => out.keys.set_secret(None),
+                    ResourceKind::Authorizer => {
+                        out.authorizers.remove(id);
+                    }
+                    ResourceKind::Api => {
+                        out.ip_rules.remove(id);
+                    }
+                    ResourceKind::Tenant => {}
+                }
+            }
+        }
+        for r in &delta.upserts {
+            match r {
+                Resource::ApiKey(k) => out.keys.upsert_key(k),
+                Resource::UsagePlan(p) => out.keys.upsert_plan(p),
+                Resource::Settings(s) => out.keys.set_secret(Some(&s.key_hash_secret)),
+                Resource::Authorizer(a) => {
+                    // Keep fetched keys across changes that leave the key
+                    // source alone.
+                    let previous = self.authorizers.get(&a.id).map(Arc::as_ref);
+                    let compiled = CompiledAuthorizer::compile(a, previous, ctx)
+                        .map_err(|e| format!("authorizer {:?}: {e}", a.id))?;
+                    out.authorizers.insert(a.id.clone(), Arc::new(compiled));
+                }
+                Resource::Api(api) => {
+                    let rules = ip::IpRules::compile(&api.ip_allow, &api.ip_deny)
+                        .map_err(|e| format!("api {:?}: {e}", api.id))?;
+                    match rules {
+                        Some(r) => out.ip_rules.insert(api.id.clone(), Arc::new(r)),
+                        None => out.ip_rules.remove(&api.id),
+                    };
+                }
+                Resource::Tenant(_) => {}
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn authorizer(&self, id: &str) -> Option<&Arc<CompiledAuthorizer>> {
+        self.authorizers.get(id)
+    }
+
+    /// The API's IP allow and deny lists (403).
+    pub fn check_ip(&self, api: &str, ip: IpAddr) -> Result<(), ProxyError> {
+        match self.ip_rules.get(api) {
+            Some(rules) if !rules.admits(ip) => {
+                tracing::debug!(api, %ip, "client address refused by the API's IP lists");
+                Err(ProxyError::Forbidden)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Apply the route's auth policy (the API's, unless the route has its
+    /// own) to a request's headers.
+    pub async fn authenticate(
+        &self,
+        api: &Api,
+        route: &Route,
+        headers: &HeaderMap,
+    ) -> Result<Identity, ProxyError> {
+        let policy: &AuthPolicy = route.auth.as_ref().unwrap_or(&api.auth);
+        let mut identity = Identity::default();
+        if policy.is_open() {
+            return Ok(identity);
+        }
+        if policy.api_key {
+            match self.keys.check(headers.get(&X_API_KEY), &api.id) {
+                Ok(rec) => {
+                    identity.tenant = Some(rec.tenant.clone());
+                    identity.key_id = Some(rec.id.clone());
+                }
+                Err(refusal) => {
+                    refusal.log(&api.id, &route.id);
+                    return Err(ProxyError::Forbidden);
+                }
+            }
+        }
+        if let Some(authorizer_id) = &policy.authorizer {
+            let Some(authorizer) = self.authorizers.get(authorizer_id) else {
+                tracing::error!(api = %api.id, authorizer = %authorizer_id, "the route's authorizer is not in the config");
+                return Err(ProxyError::Unauthorized);
+            };
+            let token = bearer_token(headers);
+            let verified = match token {
+                None => {
+                    tracing::debug!(api = %api.id, route = %route.id, authorizer = %authorizer_id, "JWT refused: no bearer token");
+                    return Err(ProxyError::Unauthorized);
+                }
+                Some(t) => authorizer.verify(t).await.map_err(|refusal| {
+                    tracing::debug!(api = %api.id, route = %route.id, authorizer = %authorizer_id, reason = %refusal, "JWT refused");
+                    ProxyError::Unauthorized
+                })?,
+            };
+            if let Some(missing) = policy
+                .scopes
+                .iter()
+                .find(|s| !verified.scopes.iter().any(|have| have == *s))
+            {
+                tracing::info!(api = %api.id, route = %route.id, authorizer = %authorizer_id,
+                    subject = verified.subject.as_deref().unwrap_or(""), scope = %missing,
+                    "JWT refused: a required scope is missing");
+                return Err(ProxyError::Forbidden);
+            }
+            identity.subject = verified.subject.clone();
+            identity.jwt = Some(JwtIdentity {
+                verified,
+                authorizer: authorizer.clone(),
+            });
+        }
+        Ok(identity)
+    }
+}
+
+/// The token of `Authorization: Bearer <token>` (scheme case-insensitive).
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Who the caller turned out to be.
+#[derive(Default)]
+pub struct Identity {
+    pub tenant: Option<String>,
+    pub key_id: Option<String>,
+    /// The JWT's `sub`.
+    pub subject: Option<String>,
+    pub jwt: Option<JwtIdentity>,
+}
+
+pub struct JwtIdentity {
+    pub verified: Arc<jwt::Verified>,
+    pub authorizer: Arc<CompiledAuthorizer>,
+}
+
+/// The request headers as the upstream should see them: no client-supplied
+/// `x-tollgate-*` (or mapped claim) headers, no `x-api-key`, no
+/// `Authorization` after a JWT check unless the authorizer forwards it, and
+/// the caller's identity.
+pub fn prepare_upstream_headers(headers: &mut HeaderMap, identity: &Identity) {
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-tollgate-"))
+        .cloned()
+        .collect();
+    for k in spoofed {
+        headers.remove(k);
+    }
+    headers.remove(&X_API_KEY);
+    let put = |headers: &mut HeaderMap, name: &HeaderName, value: &Option<String>| {
+        if let Some(v) = value.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+            headers.insert(name.clone(), v);
+        }
+    };
+    put(headers, &X_TOLLGATE_TENANT, &identity.tenant);
+    put(headers, &X_TOLLGATE_KEY_ID, &identity.key_id);
+    put(headers, &X_TOLLGATE_SUBJECT, &identity.subject);
+    if let Some(jwt) = &identity.jwt {
+        if !jwt.authorizer.forward_authorization() {
+            headers.remove(header::AUTHORIZATION);
+        }
+        for name in jwt.authorizer.claim_header_names() {
+            headers.remove(name);
+        }
+        for (name, value) in &jwt.verified.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! `cargo xtask bench proxy`: the proxy under wrk, side by side with the
+//! upstream alone and nginx as a plain reverse proxy; config propagation to
+//! three data planes; and one change on top of 10,000 APIs.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::bench::{
+    free_addr, percentile, release_binary, spawn, wait_ready, Node, ADMIN_TOKEN, CLUSTER_TOKEN,
+};
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn data_plane(bin: &Path, control_plane: &str) -> anyhow::Result<(Proc, String, String)> {
+    let (listen, status) = (free_addr()?, free_addr()?);
+    let child = Command::new(bin)
+        .args(["data-plane", "--control-plane", control_plane, "--listen", &listen])
+        .args(["--status-addr", &status])
+        .env("TOLLGATE_CLUSTER_TOKEN", CLUSTER_TOKEN)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    Ok((Proc(child), listen, status))
+}
+
+struct Wrk {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// wrk's latency figures come as "1.23ms", "456.00us" or "1.01s".
+fn parse_ms(s: &str) -> Option<f64> {
+    let (num, mult) = if let Some(v) = s.strip_suffix("us") {
+        (v, 1e-3)
+    } else if let Some(v) = s.strip_suffix("ms") {
+        (v, 1.0)
+    } else if let Some(v) = s.strip_suffix('s') {
+        (v, 1e3)
+    } else {
+        return None;
+    };
+    num.parse::<f64>().ok().map(|n| n * mult)
+}
+
+fn wrk(url: &str, connections: usize, seconds: u64) -> anyhow::Result<Wrk> {
+    let out = Command::new("wrk")
+        .args(["-t2", &format!("-c{connections}"), &format!("-d{seconds}s"), "--latency", url])
+        .output()?;
+    anyhow::ensure!(out.status.success(), "wrk failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |prefix: &str| {
+        text.lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+    };
+    if text.contains("Non-2xx") {
+        anyhow::bail!("wrk saw non-2xx responses from {url}:\n{text}");
+    }
+    Ok(Wrk {
+        rps: field("Requests/sec:").and_then(|v| v.parse().ok()).unwrap_or(0.0),
+        p50_ms: field("50%").and_then(|v| parse_ms(&v)).unwrap_or(0.0),
+        p99_ms: field("99%").and_then(|v| parse_ms(&v)).unwrap_or(0.0),
+    })
+}
+
+fn start_nginx(dir: &Path, upstream: &str) -> anyhow::Result<Option<(Proc, String)>> {
+    if Command::new("nginx").arg("-v").output().is_err() {
+        println!("nginx: not installed, skipped (apt-get install nginx)");
+        return Ok(None);
+    }
+    let listen = free_addr()?;
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            r#"worker_processes auto;
+user root root;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log error;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    upstream echo {{ server {upstream}; keepalive 128; }}
+    server {{
+        listen {listen};
+        location / {{
+            proxy_pass http://echo;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        }}
+    }}
+}}
+"#,
+            dir = dir.display()
+        ),
+    )?;
+    let child = Command::new("nginx")
+        .arg("-c")
+        .arg(&conf)
+        .args(["-g", "daemon off;"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    Ok(Some((Proc(child), listen)))
+}
+
+async fn wait_status(client: &reqwest::Client, url: &str, want: u16) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    loop {
+        if let Ok(r) = client.get(url).send().await {
+            if r.status().as_u16() == want {
+                return Ok(t.elapsed());
+            }
+        }
+        anyhow::ensure!(t.elapsed() < Duration::from_secs(30), "{url} never answered {want}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+async fn put(client: &reqwest::Client, url: String, body: serde_json::Value) -> anyhow::Result<()> {
+    let r = client.put(&url).bearer_auth(ADMIN_TOKEN).json(&body).send().await?;
+    anyhow::ensure!(r.status().is_success(), "PUT {url}: {}", r.status());
+    Ok(())
+}
+
+fn mock_api(id: &str) -> serde_json::Value {
+    json!({"base_path": format!("/{id}"), "routes": [{"id": "r", "path": "/", "mock": {"body": id}}]})
+}
+
+pub fn run(args: &[&str]) -> anyhow::Result<()> {
+    let seconds: u64 = match args {
+        ["--seconds", n] => n.parse()?,
+        _ => 10,
+    };
+    let connections = 64;
+    let bin = release_binary()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let dir = tempfile::tempdir()?;
+        let client = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
+
+        // The upstream.
+        let echo_addr = free_addr()?;
+        let _echo = Proc(
+            Command::new(&bin)
+                .args(["echo", "--listen", &echo_addr])
+                .stdout(Stdio::null())
+                .spawn()?,
+        );
+        // Tollgate: a one-node control plane and one data plane.
+        let mut nodes: Vec<Node> = vec![spawn(&bin, 1, dir.path(), None)?];
+        wait_ready(&client, &nodes[0].admin).await?;
+        let admin = nodes[0].admin.clone();
+        let (_dp, listen, _) = data_plane(&bin, &nodes[0].grpc)?;
+        put(&client, format!("{admin}/v1/apis/bench"), json!({
+            "base_path": "/", "upstream": {"targets": [{"url": format!("http://{echo_addr}")}]},
+            "routes": [{"id": "all", "path": "/{rest+}"}]})).await?;
+        wait_status(&client, &format!("http://{listen}/bench/x"), 200).await?;
+        wait_status(&client, &format!("http://{echo_addr}/bench/x"), 200).await?;
+        let nginx = start_nginx(dir.path(), &echo_addr)?;
+        if let Some((_, l)) = &nginx {
+            wait_status(&client, &format!("http://{l}/bench/x"), 200).await?;
+        }
+
+        println!("wrk -t2 -c{connections} -d{seconds}s, GET /bench/x, upstream `tollgate echo`, all on this machine");
+        println!("{:<28} {:>10} {:>9} {:>9}", "target", "req/s", "p50 ms", "p99 ms");
+        let row = |name: &str, w: &Wrk| {
+            println!("{name:<28} {:>10.0} {:>9.2} {:>9.2}", w.rps, w.p50_ms, w.p99_ms);
+        };
+        let direct = wrk(&format!("http://{echo_addr}/bench/x"), connections, seconds)?;
+        row("upstream directly", &direct);
+        let tollgate = wrk(&format!("http://{listen}/bench/x"), connections, seconds)?;
+        row("tollgate -> upstream", &tollgate);
+        if let Some((_, l)) = &nginx {
+            let ng = wrk(&format!("http://{l}/bench/x"), connections, seconds)?;
+            row("nginx -> upstream", &ng);
+            println!(
+                "tollgate/nginx: throughput {:.2}x, p99 {:.2}x (lower is better)",
+                tollgate.rps / ng.rps,
+                tollgate.p99_ms / ng.p99_ms
+            );
+        }
+        drop(nginx);
+
+        // Propagation: 3 control-plane nodes, 3 data planes (one per node).
+        let first = nodes[0].admin.clone();
+        for id in 2..=3 {
+            nodes.push(spawn(&bin, id, dir.path(), Some(&first))?);
+        }
+        for n in &nodes {
+            wait_ready(&client, &n.admin).await?;
+        }
+        let mut dps = Vec::new();
+        for n in &nodes {
+            dps.push(data_plane(&bin, &n.grpc)?);
+        }
+        put(&client, format!("{first}/v1/apis/warm"), mock_api("warm")).await?;
+        for (_, l, _) in &dps {
+            wait_status(&client, &format!("http://{l}/warm"), 200).await?;
+        }
+        let mut samples = Vec::new();
+        for i in 0..100 {
+            let id = format!("prop-{i}");
+            let t = Instant::now();
+            put(&client, format!("{first}/v1/apis/{id}"), mock_api(&id)).await?;
+            let checks = dps.iter().map(|(_, l, _)| {
+                let (c, url) = (client.clone(), format!("http://{l}/{id}"));
+                async move { wait_status(&c, &url, 200).await }
+            });
+            for r in futures::future::join_all(checks).await {
+                r?;
+            }
+            samples.push(t.elapsed());
+        }
+        samples.sort();
+        println!(
+            "propagation, admin write to served on all 3 data planes (3-node control plane, {} writes): p50 {:.1} ms, p99 {:.1} ms",
+            samples.len(),
+            percentile(&samples, 0.5).as_secs_f64() * 1e3,
+            percentile(&samples, 0.99).as_secs_f64() * 1e3
+        );
+
+        // Large config: 10,000 APIs, then one change.
+        let t = Instant::now();
+        let writes = (0..10_000).map(|i| {
+            let (c, base) = (client.clone(), first.clone());
+            async move { put(&c, format!("{base}/v1/apis/big-{i}"), mock_api(&format!("big-{i}"))).await }
+        });
+        let mut stream = futures::stream::iter(writes).buffer_unordered(32);
+        use futures::StreamExt;
+        while let Some(r) = stream.next().await {
+            r?;
+        }
+        for (_, l, _) in &dps {
+            wait_status(&client, &format!("http://{l}/big-9999"), 200).await?;
+        }
+        println!("loaded 10,000 APIs in {:.1} s", t.elapsed().as_secs_f64());
+        let mut samples = Vec::new();
+        for i in 0..20 {
+            let id = format!("late-{i}");
+            let t = Instant::now();
+            put(&client, format!("{first}/v1/apis/{id}"), mock_api(&id)).await?;
+            for (_, l, _) in &dps {
+                wait_status(&client, &format!("http://{l}/{id}"), 200).await?;
+            }
+            samples.push(t.elapsed());
+        }
+        samples.sort();
+        println!(
+            "one change on top of 10,000 APIs, write to served on all 3 data planes: p50 {:.1} ms, p99 {:.1} ms",
+            percentile(&samples, 0.5).as_secs_f64() * 1e3,
+            percentile(&samples, 0.99).as_secs_f64() * 1e3
+        );
+        Ok(())
+    })
+}
