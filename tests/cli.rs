@@ -132,3 +132,57 @@ async fn sigkilled_node_keeps_acknowledged_writes_and_apply_is_idempotent() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("base_path"));
     assert_eq!(admin.get("/v1/apis/broken").await.0, 404);
 }
+
+/// The newcomer's command: `tollgate dev --config examples/quickstart.yaml`
+/// (on ephemeral ports) serves the quickstart's mock route and proxies to
+/// the echo upstream it starts itself; SIGTERM stops it cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_serves_the_quickstart() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let echo = free_addr();
+    // The quickstart routes /echo to 127.0.0.1:8081; point it at our port.
+    let quickstart = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/quickstart.yaml"))
+        .unwrap()
+        .replace("127.0.0.1:8081", &echo);
+    let config = dir.path().join("quickstart.yaml");
+    std::fs::write(&config, quickstart).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["dev", "--listen", "127.0.0.1:0", "--status-addr", "127.0.0.1:0"])
+        .args(["--admin-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--echo-addr", &echo])
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.contains("proxy on"))
+    })
+    .await
+    .unwrap()
+    .expect("dev prints where the proxy listens");
+    let _guard = Proc { child };
+    let proxy = line
+        .split("proxy on ")
+        .nth(1)
+        .and_then(|s| s.split([',', ' ']).next())
+        .unwrap()
+        .to_string();
+    let http = common::dp::http();
+    common::dp::eventually("the quickstart routes", Duration::from_secs(15), || async {
+        matches!(http.get(format!("{proxy}/hello/")).send().await, Ok(r) if r.status() == 200)
+    })
+    .await;
+    let hello = http.get(format!("{proxy}/hello/")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(hello, r#"{"hello":"world"}"#);
+    let echoed: serde_json::Value = http.get(format!("{proxy}/echo/a/b")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(echoed["path"], "/a/b");
+}
