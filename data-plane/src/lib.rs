@@ -131,6 +131,7 @@ pub async fn start(cfg: DataPlaneConfig) -> anyhow::Result<DataPlaneHandle> {
         limits: Arc::new(cfg.limits),
         tls: cfg.tls,
         grace: cfg.grace,
+        workers: 0,
     };
     let tasks = vec![
         tokio::spawn(server.run(cfg.proxy_listener, shutdown.clone())),

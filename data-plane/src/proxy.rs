@@ -24,8 +24,8 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use crate::body::{self, Holding, ProxyBody};
 use crate::auth;
+use crate::body::{self, Holding, ProxyBody};
 use crate::error::ProxyError;
 use crate::gateway::{Gateway, Snapshot};
 use crate::router::{RouteError, RouteMatch};
@@ -126,7 +126,8 @@ async fn handle(
             RouteError::NotFound => ProxyError::NotFound,
             RouteError::MethodNotAllowed { allow } => ProxyError::MethodNotAllowed { allow },
         })?;
-    let Some(cors) = matched.api.doc.cors.clone() else {
+    let api = matched.api.clone();
+    let Some(cors) = &api.doc.cors else {
         return guarded(gw, &snapshot, conn, limits, id, &host, matched, req).await;
     };
     // CORS headers go on every response of the API, errors included.
@@ -140,7 +141,7 @@ async fn handle(
             e.into_response()
         }
     };
-    auth::cors::decorate(&cors, origin.as_ref(), &mut res);
+    auth::cors::decorate(cors, origin.as_ref(), &mut res);
     Ok(res)
 }
 
@@ -381,11 +382,7 @@ async fn forward(
     }
 
     let query = parts.uri.query();
-    let client = if grpc {
-        &gw.clients.h2
-    } else {
-        &gw.clients.http
-    };
+    let client = gw.clients.for_request(grpc);
     let deadline = tokio::time::Instant::now() + Duration::from_millis(pool.config.timeout_ms);
     let attempts = if replayable { retries + 1 } else { 1 };
     let mut tried = Vec::new();

@@ -102,8 +102,9 @@ pub enum RouteError {
 #[derive(Clone, Default)]
 pub struct RouteTable {
     apis: im::HashMap<String, Arc<CompiledApi>>,
-    /// (lower-case host or "" for any host, base path) → API id.
-    mounts: im::HashMap<(String, String), String>,
+    /// Lower-case host ("" for any host) → base path → API id. Nested so a
+    /// lookup borrows the request's strings instead of building a key.
+    mounts: im::HashMap<String, im::HashMap<String, String>>,
 }
 
 fn mount_keys(api: &Api) -> impl Iterator<Item = (String, String)> + '_ {
@@ -151,9 +152,14 @@ impl RouteTable {
         let mut next = self.clone();
         let drop_api = |next: &mut RouteTable, id: &str| {
             if let Some(old) = next.apis.remove(id) {
-                for k in mount_keys(&old.doc) {
-                    if next.mounts.get(&k).map(String::as_str) == Some(id) {
-                        next.mounts.remove(&k);
+                for (host, base) in mount_keys(&old.doc) {
+                    if let Some(bases) = next.mounts.get_mut(&host) {
+                        if bases.get(&base).map(String::as_str) == Some(id) {
+                            bases.remove(&base);
+                        }
+                        if bases.is_empty() {
+                            next.mounts.remove(&host);
+                        }
                     }
                 }
             }
@@ -163,8 +169,11 @@ impl RouteTable {
         }
         for api in upserts {
             drop_api(&mut next, &api.doc.id);
-            for k in mount_keys(&api.doc) {
-                next.mounts.insert(k, api.doc.id.clone());
+            for (host, base) in mount_keys(&api.doc) {
+                next.mounts
+                    .entry(host)
+                    .or_default()
+                    .insert(base, api.doc.id.clone());
             }
             next.apis.insert(api.doc.id.clone(), api);
         }
@@ -176,21 +185,22 @@ impl RouteTable {
         let host = host
             .rsplit_once(':')
             .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
-            .map_or(host, |(h, _)| h)
-            .to_ascii_lowercase();
+            .map_or(host, |(h, _)| h);
+        let host: std::borrow::Cow<'_, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            host.to_ascii_lowercase().into()
+        } else {
+            host.into()
+        };
         let hosts: &[&str] = if host.is_empty() {
             &[""]
         } else {
-            &[host.as_str(), ""]
+            &[host.as_ref(), ""]
         };
         let api = hosts
             .iter()
-            .find_map(|h| {
-                prefixes(path).find_map(|p| {
-                    self.mounts
-                        .get(&((*h).to_string(), p.to_string()))
-                        .and_then(|id| self.apis.get(id))
-                })
+            .filter_map(|h| self.mounts.get(*h))
+            .find_map(|bases| {
+                prefixes(path).find_map(|p| bases.get(p).and_then(|id| self.apis.get(id)))
             })
             .ok_or(RouteError::NotFound)?;
         let rest = if api.doc.base_path == "/" {

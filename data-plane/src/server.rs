@@ -136,15 +136,46 @@ pub struct ProxyServer {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// How long in-flight requests may take to finish after shutdown.
     pub grace: Duration,
+    /// Worker threads, each a single-threaded runtime (0 = one per core).
+    pub workers: usize,
 }
 
 impl ProxyServer {
     /// Serve until `shutdown`, then drain: stop accepting, let in-flight
     /// requests finish within the grace period, then close what is left.
+    ///
+    /// Thread per core, as nginx and pingora do: this task accepts and hands
+    /// each connection to a worker thread in turn; the worker runs it to the
+    /// end on its own single-threaded runtime, with its own upstream pools,
+    /// so a request never hops between threads.
     pub async fn run(self, listener: TcpListener, shutdown: CancellationToken) {
+        let workers = if self.workers == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.workers
+        };
         let this = Arc::new(self);
-        let tracker = TaskTracker::new();
-        let hard_stop = CancellationToken::new();
+        let mut senders = Vec::with_capacity(workers);
+        let mut finished = Vec::with_capacity(workers);
+        for i in 0..workers {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(std::net::TcpStream, SocketAddr)>();
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+            let (this, shutdown) = (this.clone(), shutdown.clone());
+            std::thread::Builder::new()
+                .name(format!("tollgate-proxy-{i}"))
+                .spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("a proxy worker runtime");
+                    rt.block_on(this.worker(rx, shutdown));
+                    let _ = done_tx.send(());
+                })
+                .expect("spawning a proxy worker thread");
+            senders.push(tx);
+            finished.push(done_rx);
+        }
+        let mut next = 0;
         loop {
             let (stream, remote) = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -158,18 +189,36 @@ impl ProxyServer {
                     }
                 },
             };
-            let this = this.clone();
+            let Ok(stream) = stream.into_std() else { continue };
+            let _ = senders[next % workers].send((stream, remote));
+            next += 1;
+        }
+        drop(listener);
+        drop(senders);
+        for done in finished {
+            let _ = done.await;
+        }
+    }
+
+    /// One worker thread: serve the connections handed over until the
+    /// acceptor stops, then drain within the grace period.
+    async fn worker(
+        self: Arc<Self>,
+        mut incoming: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
+        shutdown: CancellationToken,
+    ) {
+        let tracker = TaskTracker::new();
+        let hard_stop = CancellationToken::new();
+        while let Some((stream, remote)) = incoming.recv().await {
+            let Ok(stream) = TcpStream::from_std(stream) else { continue };
+            let this = self.clone();
             let (shutdown, hard_stop) = (shutdown.clone(), hard_stop.clone());
             tracker.spawn(async move {
                 this.connection(stream, remote, shutdown, hard_stop).await;
             });
         }
-        drop(listener);
         tracker.close();
-        if tokio::time::timeout(this.grace, tracker.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(self.grace, tracker.wait()).await.is_err() {
             tracing::warn!(
                 connections = tracker.len(),
                 "grace period over; closing the connections left"

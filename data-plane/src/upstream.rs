@@ -26,40 +26,59 @@ const BREAKER_COOLDOWN: Duration = Duration::from_secs(5);
 
 pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, ProxyBody>;
 
-/// The HTTP clients every upstream request goes through. Each keeps a
-/// keep-alive pool per scheme and authority.
+/// The HTTP clients upstream requests go through. Each keeps a keep-alive
+/// pool per scheme and authority.
+///
+/// The request path uses a client per thread (`for_request`): a proxy
+/// worker thread then drives its upstream connections itself, with no
+/// cross-thread wake-ups. `http` is a shared client for background work
+/// (health checks, JWKS fetches).
 #[derive(Clone)]
 pub struct Clients {
     /// HTTP/1.1 (and HTTP/2 by ALPN for https targets).
     pub http: HttpClient,
-    /// HTTP/2 with prior knowledge, for gRPC to plaintext targets.
-    pub h2: HttpClient,
+}
+
+fn build_client(h2_only: bool) -> HttpClient {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_secs(5)));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    let b = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http();
+    let connector = if h2_only {
+        b.enable_http2().wrap_connector(http)
+    } else {
+        b.enable_http1().enable_http2().wrap_connector(http)
+    };
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256);
+    if h2_only {
+        builder.http2_only(true);
+    }
+    builder.build(connector)
+}
+
+thread_local! {
+    /// (HTTP/1.1 + ALPN, HTTP/2 prior knowledge for gRPC), built on first use.
+    static THREAD_CLIENTS: (HttpClient, HttpClient) = (build_client(false), build_client(true));
 }
 
 impl Clients {
     pub fn new() -> Self {
-        let connector = |h2_only: bool| {
-            let mut http = HttpConnector::new();
-            http.enforce_http(false);
-            http.set_nodelay(true);
-            http.set_connect_timeout(Some(Duration::from_secs(5)));
-            http.set_keepalive(Some(Duration::from_secs(60)));
-            let b = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_webpki_roots()
-                .https_or_http();
-            if h2_only {
-                b.enable_http2().wrap_connector(http)
-            } else {
-                b.enable_http1().enable_http2().wrap_connector(http)
-            }
-        };
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256);
-        let http = builder.build(connector(false));
-        let h2 = builder.http2_only(true).build(connector(true));
-        Self { http, h2 }
+        Self {
+            http: build_client(false),
+        }
+    }
+
+    /// This thread's client: HTTP/2 with prior knowledge for gRPC, else
+    /// HTTP/1.1 (HTTP/2 by ALPN for https targets).
+    pub fn for_request(&self, grpc: bool) -> HttpClient {
+        THREAD_CLIENTS.with(|(http, h2)| if grpc { h2.clone() } else { http.clone() })
     }
 }
 

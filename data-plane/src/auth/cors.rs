@@ -96,8 +96,9 @@ pub fn answer_preflight<B>(
     Some(preflight(cors, &matched.api.doc.id, req.headers(), &method))
 }
 
-static VARY_PREFLIGHT: HeaderValue =
-    HeaderValue::from_static("Origin, Access-Control-Request-Method, Access-Control-Request-Headers");
+static VARY_PREFLIGHT: HeaderValue = HeaderValue::from_static(
+    "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
+);
 
 /// The gateway's answer to a preflight: 204 with the CORS headers, or 403
 /// (without them) for an origin or method the API does not allow.
@@ -126,8 +127,8 @@ pub fn preflight(cors: &Cors, api: &str, h: &HeaderMap, method: &Method) -> Resp
     let out = res.headers_mut();
     allow_origin_headers(cors, &allowed, out);
     // An empty list allows the methods of the route (it matched this one).
-    let methods = joined(&cors.allow_methods)
-        .or_else(|| HeaderValue::from_str(method.as_str()).ok());
+    let methods =
+        joined(&cors.allow_methods).or_else(|| HeaderValue::from_str(method.as_str()).ok());
     if let Some(m) = methods {
         out.insert(header::ACCESS_CONTROL_ALLOW_METHODS, m);
     }
@@ -211,31 +212,64 @@ mod tests {
         assert_eq!(allowed_origin(&c, &hv("http://app.example")), None);
         assert_eq!(allowed_origin(&c, &hv("null")), None);
         let star = cors(&["*"], false);
-        assert_eq!(allowed_origin(&star, &hv("https://x.example")), Some(Allowed::Any));
+        assert_eq!(
+            allowed_origin(&star, &hv("https://x.example")),
+            Some(Allowed::Any)
+        );
     }
 
     #[test]
     fn preflight_answers_and_refuses() {
         let c = cors(&["https://app.example"], true);
-        let res = preflight(&c, "a", &preflight_headers("https://app.example"), &Method::POST);
+        let res = preflight(
+            &c,
+            "a",
+            &preflight_headers("https://app.example"),
+            &Method::POST,
+        );
         assert_eq!(res.status(), StatusCode::NO_CONTENT);
         let h = res.headers();
-        assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://app.example");
+        assert_eq!(
+            h[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "https://app.example"
+        );
         assert_eq!(h[header::ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
         assert_eq!(h[header::ACCESS_CONTROL_ALLOW_METHODS], "GET, POST");
-        assert_eq!(h[header::ACCESS_CONTROL_ALLOW_HEADERS], "content-type, x-api-key");
+        assert_eq!(
+            h[header::ACCESS_CONTROL_ALLOW_HEADERS],
+            "content-type, x-api-key"
+        );
         assert_eq!(h[header::ACCESS_CONTROL_MAX_AGE], "600");
-        let res = preflight(&c, "a", &preflight_headers("https://evil.example"), &Method::POST);
+        let res = preflight(
+            &c,
+            "a",
+            &preflight_headers("https://evil.example"),
+            &Method::POST,
+        );
         assert_eq!(res.status(), StatusCode::FORBIDDEN);
-        assert!(!res.headers().contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
-        let res = preflight(&c, "a", &preflight_headers("https://app.example"), &Method::DELETE);
+        assert!(!res
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+        let res = preflight(
+            &c,
+            "a",
+            &preflight_headers("https://app.example"),
+            &Method::DELETE,
+        );
         assert_eq!(res.status(), StatusCode::FORBIDDEN);
 
         // `*` without credentials answers `*` and no credentials header.
         let star = cors(&["*"], false);
-        let res = preflight(&star, "a", &preflight_headers("https://x.example"), &Method::GET);
+        let res = preflight(
+            &star,
+            "a",
+            &preflight_headers("https://x.example"),
+            &Method::GET,
+        );
         assert_eq!(res.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
-        assert!(!res.headers().contains_key(header::ACCESS_CONTROL_ALLOW_CREDENTIALS));
+        assert!(!res
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_ALLOW_CREDENTIALS));
     }
 
     #[test]
@@ -245,12 +279,23 @@ mod tests {
         res.headers_mut()
             .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, hv("*"));
         decorate(&c, Some(&hv("https://evil.example")), &mut res);
-        assert!(!res.headers().contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+        assert!(!res
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
         assert_eq!(res.headers()[header::VARY], "Origin");
         let mut res = Response::new(body::empty());
         decorate(&c, Some(&hv("https://app.example")), &mut res);
-        assert_eq!(res.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://app.example");
-        assert_eq!(res.headers()[header::ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
-        assert_eq!(res.headers()[header::ACCESS_CONTROL_EXPOSE_HEADERS], "x-request-id");
+        assert_eq!(
+            res.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "https://app.example"
+        );
+        assert_eq!(
+            res.headers()[header::ACCESS_CONTROL_ALLOW_CREDENTIALS],
+            "true"
+        );
+        assert_eq!(
+            res.headers()[header::ACCESS_CONTROL_EXPOSE_HEADERS],
+            "x-request-id"
+        );
     }
 }

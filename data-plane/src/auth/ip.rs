@@ -70,7 +70,10 @@ mod tests {
     fn deny_wins_and_allow_restricts() {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         assert!(IpRules::compile(&[], &[]).unwrap().is_none());
-        let r = rules(&["10.0.0.0/8", "2001:db8::/32"], &["10.1.0.0/16", "10.2.3.4"]);
+        let r = rules(
+            &["10.0.0.0/8", "2001:db8::/32"],
+            &["10.1.0.0/16", "10.2.3.4"],
+        );
         assert!(r.admits(ip("10.9.9.9")));
         assert!(r.admits(ip("::ffff:10.9.9.9")));
         assert!(r.admits(ip("2001:db8::1")));

@@ -99,6 +99,15 @@ pub struct CompiledAuthorizer {
     cache: Mutex<HashMap<[u8; 32], Arc<Verified>>>,
 }
 
+/// Select the pure-Rust crypto backend for the process, so a dependency
+/// that enables another backend cannot make verification panic.
+fn install_crypto() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
+    });
+}
+
 fn now_s() -> u64 {
     jsonwebtoken::get_current_timestamp()
 }
@@ -111,6 +120,7 @@ impl CompiledAuthorizer {
         previous: Option<&CompiledAuthorizer>,
         ctx: &AuthContext<'_>,
     ) -> Result<Self, String> {
+        install_crypto();
         let mut validations = Vec::with_capacity(doc.algorithms.len());
         for name in &doc.algorithms {
             let alg: Algorithm = name
@@ -141,7 +151,10 @@ impl CompiledAuthorizer {
                 .ok_or("HS* algorithms need an inline secret")?;
             KeySource::Secret(DecodingKey::from_secret(secret.as_bytes()))
         } else if let Some(jwks) = &doc.jwks {
-            KeySource::Inline(Arc::new(KeySet::parse(jwks, &format!("authorizer {}", doc.id))?))
+            KeySource::Inline(Arc::new(KeySet::parse(
+                jwks,
+                &format!("authorizer {}", doc.id),
+            )?))
         } else if let Some(uri) = &doc.jwks_uri {
             let uri: http::Uri = uri.parse().map_err(|e| format!("jwks_uri: {e}"))?;
             let kept = previous.and_then(|p| match &p.source {

@@ -34,8 +34,12 @@ pub enum KeyRefusal {
     NoSecret,
     /// No record has this hash: never issued, or revoked (deleted).
     Unknown,
-    Disabled { key_id: String },
-    NotGranted { key_id: String },
+    Disabled {
+        key_id: String,
+    },
+    NotGranted {
+        key_id: String,
+    },
 }
 
 impl fmt::Display for KeyRefusal {
@@ -176,7 +180,10 @@ mod tests {
         let (good, off, other) = (key::generate(), key::generate(), key::generate());
         let mut idx = KeyIndex::default();
         let v = hv(&good);
-        assert_eq!(idx.check(Some(&v), "orders").unwrap_err(), KeyRefusal::NoSecret);
+        assert_eq!(
+            idx.check(Some(&v), "orders").unwrap_err(),
+            KeyRefusal::NoSecret
+        );
         idx.set_secret(Some(&secret));
         idx.upsert_plan(&UsagePlan {
             id: "gold".into(),
@@ -202,20 +209,27 @@ mod tests {
             KeyRefusal::Malformed(_)
         ));
         assert_eq!(
-            idx.check(Some(&hv(&key::generate())), "orders").unwrap_err(),
+            idx.check(Some(&hv(&key::generate())), "orders")
+                .unwrap_err(),
             KeyRefusal::Unknown
         );
         assert_eq!(
             idx.check(Some(&hv(&off)), "orders").unwrap_err(),
-            KeyRefusal::Disabled { key_id: "k2".into() }
+            KeyRefusal::Disabled {
+                key_id: "k2".into()
+            }
         );
         assert_eq!(
             idx.check(Some(&hv(&other)), "orders").unwrap_err(),
-            KeyRefusal::NotGranted { key_id: "k3".into() }
+            KeyRefusal::NotGranted {
+                key_id: "k3".into()
+            }
         );
         assert_eq!(
             idx.check(Some(&v), "billing").unwrap_err(),
-            KeyRefusal::NotGranted { key_id: "k1".into() }
+            KeyRefusal::NotGranted {
+                key_id: "k1".into()
+            }
         );
 
         // Changes: a new hash for k1 drops the old one; removal drops it all;
@@ -223,7 +237,10 @@ mod tests {
         let before = idx.clone();
         let rotated = key::generate();
         idx.upsert_key(&record("k1", &secret, &rotated, &["gold"], true));
-        assert_eq!(idx.check(Some(&v), "orders").unwrap_err(), KeyRefusal::Unknown);
+        assert_eq!(
+            idx.check(Some(&v), "orders").unwrap_err(),
+            KeyRefusal::Unknown
+        );
         assert!(idx.check(Some(&hv(&rotated)), "orders").is_ok());
         idx.remove_key("k1");
         assert_eq!(
