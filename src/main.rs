@@ -435,7 +435,9 @@ fn mutual_tls(
     ca: Option<PathBuf>,
 ) -> anyhow::Result<Option<tollgate_proto::tls::MutualTls>> {
     match (cert, key, ca) {
-        (Some(c), Some(k), Some(a)) => Ok(Some(tollgate_proto::tls::MutualTls::from_files(&c, &k, &a)?)),
+        (Some(c), Some(k), Some(a)) => Ok(Some(tollgate_proto::tls::MutualTls::from_files(
+            &c, &k, &a,
+        )?)),
         _ => Ok(None),
     }
 }

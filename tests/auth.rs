@@ -1024,27 +1024,33 @@ async fn a_jwks_endpoint_that_is_down_leaves_the_cached_keys_in_force() {
     // 1. The endpoint hangs. An unknown kid waits for the refetch, which
     //    gives up after the 1.5 s timeout; known kids do not wait at all.
     jwks.mode.store(1, Ordering::SeqCst);
+    let unknown = rs256(&claims(), "new", &KEY_B);
+    let known = rs256(&claims(), "a", &KEY_A);
     tokio::time::sleep(Duration::from_millis(250)).await;
-    let t = Instant::now();
     let slow = tokio::spawn({
         let url = url.clone();
-        async move { bearer(&url, &rs256(&claims(), "new", &KEY_B)).await.status }
+        async move {
+            let t = Instant::now();
+            let status = bearer(&url, &unknown).await.status;
+            (status, t.elapsed())
+        }
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
     let t_known = Instant::now();
-    assert_eq!(
-        bearer(&url, &rs256(&claims(), "a", &KEY_A)).await.status,
-        200
-    );
+    assert_eq!(bearer(&url, &known).await.status, 200);
     assert!(
         t_known.elapsed() < Duration::from_millis(500),
         "a known kid waited for the JWKS fetch"
     );
-    assert_eq!(slow.await.unwrap(), 401);
-    let waited = t.elapsed();
     assert!(
-        waited >= Duration::from_millis(1_300) && waited < Duration::from_millis(3_000),
-        "the unknown kid waited {waited:?}"
+        !slow.is_finished(),
+        "the unknown kid did not wait for the fetch"
+    );
+    let (status, waited) = slow.await.unwrap();
+    assert_eq!(status, 401);
+    assert!(
+        waited >= Duration::from_millis(1_400) && waited < Duration::from_millis(3_000),
+        "the unknown kid waited {waited:?} (fetch timeout 1.5 s)"
     );
     assert_eq!(jwks.hits(), fetched + 1);
 

@@ -142,14 +142,30 @@ async fn dev_serves_the_quickstart() {
     let dir = tempfile::tempdir().unwrap();
     let echo = free_addr();
     // The quickstart routes /echo to 127.0.0.1:8081; point it at our port.
-    let quickstart = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/quickstart.yaml"))
-        .unwrap()
-        .replace("127.0.0.1:8081", &echo);
+    let quickstart = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/quickstart.yaml"
+    ))
+    .unwrap()
+    .replace("127.0.0.1:8081", &echo);
     let config = dir.path().join("quickstart.yaml");
     std::fs::write(&config, quickstart).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["dev", "--listen", "127.0.0.1:0", "--status-addr", "127.0.0.1:0"])
-        .args(["--admin-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--echo-addr", &echo])
+        .args([
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--status-addr",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--echo-addr",
+            &echo,
+        ])
         .arg("--config")
         .arg(&config)
         .arg("--data-dir")
@@ -181,8 +197,22 @@ async fn dev_serves_the_quickstart() {
         matches!(http.get(format!("{proxy}/hello/")).send().await, Ok(r) if r.status() == 200)
     })
     .await;
-    let hello = http.get(format!("{proxy}/hello/")).send().await.unwrap().text().await.unwrap();
+    let hello = http
+        .get(format!("{proxy}/hello/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(hello, r#"{"hello":"world"}"#);
-    let echoed: serde_json::Value = http.get(format!("{proxy}/echo/a/b")).send().await.unwrap().json().await.unwrap();
+    let echoed: serde_json::Value = http
+        .get(format!("{proxy}/echo/a/b"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(echoed["path"], "/a/b");
 }

@@ -30,8 +30,12 @@ impl Ca {
     /// A member certificate for 127.0.0.1, usable as server and client.
     fn member(&self) -> MutualTls {
         let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        let mut p =
+            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
         MutualTls::from_pem(cert.pem(), key.serialize_pem(), self.cert.pem())
     }
@@ -56,7 +60,11 @@ async fn cluster_traffic_needs_a_certificate_from_the_cluster_ca() {
     // A data plane with a certificate from the cluster CA gets its config.
     let good = start_dp_mtls(urls.clone(), Some(ca.member())).await;
     common::dp::wait_for_revision(&good, rev).await;
-    let r = http().get(format!("http://{}/m", good.proxy_addr)).send().await.unwrap();
+    let r = http()
+        .get(format!("http://{}/m", good.proxy_addr))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.text().await.unwrap(), "over mtls");
 
     // Without a certificate, or with one from another CA: no config bytes.
@@ -69,9 +77,13 @@ async fn cluster_traffic_needs_a_certificate_from_the_cluster_ca() {
     }
     // And the control plane lists only the good one.
     let admin = c.nodes[leader].client();
-    eventually("only the certified data plane listed", Duration::from_secs(5), || async {
-        let (_, v) = admin.get("/v1/cluster").await;
-        v["data_planes"].as_array().is_some_and(|l| l.len() == 1)
-    })
+    eventually(
+        "only the certified data plane listed",
+        Duration::from_secs(5),
+        || async {
+            let (_, v) = admin.get("/v1/cluster").await;
+            v["data_planes"].as_array().is_some_and(|l| l.len() == 1)
+        },
+    )
     .await;
 }

@@ -7,6 +7,7 @@
 //! - `service`: every admin operation, once.
 //! - `rest`, `grpc`: the doors into `service`.
 //! - `config_stream`: `Config.Watch` for data planes.
+//! - `usage`: metering, quota leases and throttle sharing for data planes.
 //! - `transport`: bearer-token auth and the per-peer channel cache.
 //! - `node`: start and stop a node.
 
@@ -19,6 +20,7 @@ pub mod rest;
 pub mod service;
 pub mod state;
 pub mod transport;
+pub mod usage;
 
 pub use node::{start, Membership, NodeConfig, NodeHandle, RaftTuning};
 pub use service::{ApiError, ControlPlane};

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tollgate_proto::tls::MutualTls;
 use tollgate_proto::{
     admin_server::AdminServer, cluster_server::ClusterServer, config_server::ConfigServer,
-    raft_server::RaftServer,
+    raft_server::RaftServer, usage_server::UsageServer,
 };
 use tonic::service::interceptor::InterceptedService;
 
@@ -101,13 +101,10 @@ impl NodeHandle {
 pub async fn start(cfg: NodeConfig) -> anyhow::Result<NodeHandle> {
     let grpc_local = cfg.grpc_listener.local_addr()?;
     let admin_local = cfg.admin_listener.local_addr()?;
-    let grpc_addr = cfg
-        .advertise_grpc
-        .clone()
-        .unwrap_or_else(|| {
-            let scheme = if cfg.tls.is_some() { "https" } else { "http" };
-            format!("{scheme}://{grpc_local}")
-        });
+    let grpc_addr = cfg.advertise_grpc.clone().unwrap_or_else(|| {
+        let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{grpc_local}")
+    });
     let admin_addr = cfg
         .advertise_admin
         .clone()
@@ -149,6 +146,7 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<NodeHandle> {
         shared: shared.clone(),
         channels,
         data_planes: DataPlaneRegistry::default(),
+        demand: crate::usage::DemandTable::default(),
         log_store,
         request_timeout: cfg.request_timeout,
     });
@@ -182,6 +180,12 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<NodeHandle> {
                 shared,
                 registry: control.data_planes.clone(),
                 shutdown: cancel.clone(),
+            }),
+            cluster_auth.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            UsageServer::new(crate::usage::UsageService {
+                cp: control.clone(),
             }),
             cluster_auth,
         ))

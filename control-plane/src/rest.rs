@@ -61,7 +61,11 @@ pub fn router(cp: Arc<ControlPlane>, admin_token: &str) -> Router {
         .route(
             "/v1/keys/{id}",
             get(get_key).patch(patch_key).delete(delete_key),
-        );
+        )
+        .route("/v1/keys/{id}/usage", get(key_usage))
+        .route("/v1/keys/{id}/quota-adjustments", post(adjust_quota))
+        .route("/v1/usage-plans/{id}/usage", get(plan_usage))
+        .route("/v1/usage/export", get(usage_export));
     for (path, kind) in [
         ("apis", ResourceKind::Api),
         ("authorizers", ResourceKind::Authorizer),
@@ -265,4 +269,109 @@ async fn patch_key(State(s): State<AppState>, Path(id): Path<String>, body: Byte
 
 async fn delete_key(s: State<AppState>, p: Path<String>) -> Reply {
     delete_doc(s, p, ResourceKind::ApiKey).await
+}
+
+// ---------------------------------------------------------------- usage
+
+#[derive(Deserialize)]
+struct UsageQuery {
+    start: Option<String>,
+    end: Option<String>,
+    key_id: Option<String>,
+    format: Option<String>,
+}
+
+/// `start`/`end` as inclusive `YYYY-MM-DD` dates; both default to today.
+/// Returns the half-open day range and the dates as given.
+fn usage_range(q: &UsageQuery) -> Result<(u32, u32, String, String), ApiError> {
+    use tollgate_model::usage;
+    let today = usage::format_day(usage::today());
+    let start = q.start.clone().unwrap_or_else(|| today.clone());
+    let end = q.end.clone().unwrap_or(today);
+    let parse = |field: &str, v: &str| {
+        usage::parse_day(v).ok_or_else(|| {
+            ApiError::InvalidArgument(format!("{field}: {v:?} is not a date (YYYY-MM-DD)"))
+        })
+    };
+    let (s, e) = (parse("start", &start)?, parse("end", &end)?);
+    if e < s {
+        return Err(ApiError::InvalidArgument(
+            "end: must not be before start".into(),
+        ));
+    }
+    if e - s > 366 {
+        return Err(ApiError::InvalidArgument(
+            "end: at most 366 days per query".into(),
+        ));
+    }
+    Ok((s, e + 1, start, end))
+}
+
+async fn plan_usage(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<UsageQuery>,
+) -> Reply {
+    let (from, to, start, end) = usage_range(&q)?;
+    let items = s.cp.plan_usage(&id, from, to, q.key_id.as_deref()).await?;
+    ok(
+        StatusCode::OK,
+        json!({"plan_id": id, "start": start, "end": end, "items": items}),
+    )
+}
+
+async fn key_usage(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<UsageQuery>,
+) -> Reply {
+    let (from, to, start, end) = usage_range(&q)?;
+    let plans = s.cp.key_usage(&id, from, to).await?;
+    ok(
+        StatusCode::OK,
+        json!({"key_id": id, "start": start, "end": end, "plans": plans}),
+    )
+}
+
+async fn usage_export(State(s): State<AppState>, Query(q): Query<UsageQuery>) -> Reply {
+    let (from, to, _, _) = usage_range(&q)?;
+    let rows = s.cp.usage_export(from, to).await?;
+    match q.format.as_deref().unwrap_or("json") {
+        "json" => ok(StatusCode::OK, json!({"rows": rows})),
+        "csv" => {
+            let mut out = String::from("tenant,key_id,plan_id,date,requests\n");
+            for r in rows {
+                out.push_str(&format!(
+                    "{},{},{},{},{}\n",
+                    r.tenant, r.key_id, r.plan_id, r.date, r.requests
+                ));
+            }
+            Ok(([("content-type", "text/csv")], out).into_response())
+        }
+        other => Err(ApiError::InvalidArgument(format!(
+            "format: {other:?} is not csv or json"
+        ))),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Adjustment {
+    plan: String,
+    amount: u64,
+}
+
+async fn adjust_quota(State(s): State<AppState>, Path(id): Path<String>, body: Bytes) -> Reply {
+    let a: Adjustment = parse_json(&body)?;
+    if a.amount == 0 {
+        return Err(ApiError::InvalidArgument(
+            "amount: must be at least 1".into(),
+        ));
+    }
+    let (revision, period) = s.cp.adjust_quota(&id, &a.plan, a.amount).await?;
+    ok(
+        StatusCode::CREATED,
+        json!({"key_id": id, "plan": a.plan, "amount": a.amount,
+               "period_start": tollgate_model::usage::format_day(period), "revision": revision}),
+    )
 }

@@ -173,6 +173,8 @@ pub struct ControlPlane {
     pub shared: Arc<Shared>,
     pub channels: Channels,
     pub data_planes: DataPlaneRegistry,
+    /// Throttle demand per key across data planes (used on the leader).
+    pub demand: crate::usage::DemandTable,
     pub log_store: LogStore,
     /// How long a write or a linearizable read may wait for a leader and a
     /// quorum before it is answered with 503.
@@ -191,15 +193,20 @@ impl ControlPlane {
     /// Commit `cmd` through Raft, forwarding to the leader if need be.
     /// Returns the revision and what the state machine said.
     pub async fn write(&self, cmd: Command) -> Result<(u64, Option<Resource>)> {
+        self.write_result(cmd).await.map(|(rev, r, _)| (rev, r))
+    }
+
+    /// `write`, also returning the command's `amount` (quota granted).
+    pub async fn write_result(&self, cmd: Command) -> Result<(u64, Option<Resource>, u64)> {
         let result = tokio::time::timeout(self.request_timeout, self.write_with_retry(cmd))
             .await
             .map_err(|_| {
                 ApiError::Unavailable("no quorum: the write was not acknowledged in time".into())
             })??;
         match result.outcome {
-            Some(Ok(r)) => Ok((result.revision, r)),
+            Some(Ok(r)) => Ok((result.revision, r, result.amount)),
             Some(Err(rej)) => Err(rej.into()),
-            None => Ok((result.revision, None)),
+            None => Ok((result.revision, None, result.amount)),
         }
     }
 
@@ -444,7 +451,7 @@ impl ControlPlane {
         Ok(())
     }
 
-    async fn leader_node(&self) -> Result<Node> {
+    pub async fn leader_node(&self) -> Result<Node> {
         let deadline = tokio::time::Instant::now() + self.request_timeout;
         loop {
             let metrics = self.raft.metrics().borrow().clone();

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use tollgate_model::config::ResourceRef;
+use tollgate_model::usage::{self, Day, UsageItem};
 use tollgate_model::{ApiKeyRecord, KeyPatch, Resource, ResourceKind, Settings};
 
 /// A write, as it travels through the Raft log. Never carries a key value.
@@ -26,6 +27,58 @@ pub enum Command {
         id: String,
         patch: KeyPatchCmd,
     },
+    /// A data plane's batch of metered usage. Applied once per (reporter,
+    /// epoch, seq): a retried batch changes nothing.
+    RecordUsage {
+        reporter: String,
+        epoch: u64,
+        seq: u64,
+        items: Vec<UsageItem>,
+    },
+    /// Hand a data plane up to `want` units of the key's quota for the
+    /// period holding `day`. The result's `amount` is what was granted.
+    LeaseQuota {
+        key: String,
+        plan: String,
+        day: Day,
+        want: u64,
+    },
+    /// Give back unused units of a lease.
+    ReturnQuota {
+        key: String,
+        plan: String,
+        period: Day,
+        amount: u64,
+    },
+    /// Extra quota for a key in the period holding `day`.
+    AdjustQuota {
+        key: String,
+        plan: String,
+        day: Day,
+        amount: u64,
+    },
+}
+
+/// Usage and quota bookkeeping. Not documents: never streamed to data
+/// planes, and kept apart from the revision index.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Counter {
+    /// Admitted requests metered for a key under a plan on a UTC day.
+    Used { key: String, plan: String, day: Day },
+    /// Quota leased to data planes in the period starting `period`.
+    Leased {
+        key: String,
+        plan: String,
+        period: Day,
+    },
+    /// Extra quota granted by an admin for the period starting `period`.
+    Extra {
+        key: String,
+        plan: String,
+        period: Day,
+    },
+    /// The last usage batch applied from one boot of a data plane.
+    ReportSeq { reporter: String, epoch: u64 },
 }
 
 /// `KeyPatch` in a serializable form.
@@ -82,6 +135,9 @@ impl Rejection {
 pub struct CommandResult {
     pub revision: u64,
     pub outcome: Option<Result<Option<Resource>, Rejection>>,
+    /// Units granted by `LeaseQuota`.
+    #[serde(default)]
+    pub amount: u64,
 }
 
 /// A stored document and the revision that last wrote it.
@@ -98,6 +154,8 @@ pub enum Change {
     Upsert(Stored),
     /// A delete, kept as a tombstone so data planes learn of it.
     Remove(ResourceRef, u64),
+    /// A usage or quota counter's new value.
+    Counter(Counter, u64),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -112,6 +170,7 @@ pub struct State {
     api_mounts: BTreeMap<(String, String), String>,
     /// key hash -> key id, for the duplicate-value check.
     key_hashes: BTreeMap<String, String>,
+    counters: BTreeMap<Counter, u64>,
 }
 
 /// The serialized form of `State` (snapshots): JSON maps need string keys,
@@ -120,6 +179,8 @@ pub struct State {
 struct StateParts {
     docs: Vec<Stored>,
     tombstones: Vec<(ResourceRef, u64)>,
+    #[serde(default)]
+    counters: Vec<(Counter, u64)>,
 }
 
 impl From<State> for StateParts {
@@ -127,13 +188,14 @@ impl From<State> for StateParts {
         Self {
             docs: s.resources.into_values().collect(),
             tombstones: s.tombstones.into_iter().collect(),
+            counters: s.counters.into_iter().collect(),
         }
     }
 }
 
 impl From<StateParts> for State {
     fn from(p: StateParts) -> Self {
-        State::from_parts(p.docs, p.tombstones)
+        State::from_parts(p.docs, p.tombstones, p.counters)
     }
 }
 
@@ -149,8 +211,12 @@ impl State {
     pub fn from_parts(
         stored: impl IntoIterator<Item = Stored>,
         tombstones: impl IntoIterator<Item = (ResourceRef, u64)>,
+        counters: impl IntoIterator<Item = (Counter, u64)>,
     ) -> Self {
-        let mut s = State::default();
+        let mut s = State {
+            counters: counters.into_iter().collect(),
+            ..State::default()
+        };
         for st in stored {
             s.by_revision.insert((st.revision, st.resource.key()));
             s.index(&st.resource, true);
@@ -180,6 +246,72 @@ impl State {
 
     pub fn tombstones(&self) -> impl Iterator<Item = (&ResourceRef, &u64)> {
         self.tombstones.iter()
+    }
+
+    pub fn counters(&self) -> impl Iterator<Item = (&Counter, &u64)> {
+        self.counters.iter()
+    }
+
+    pub fn counter(&self, c: &Counter) -> u64 {
+        self.counters.get(c).copied().unwrap_or(0)
+    }
+
+    /// Metered usage of every key under `plan` (or every plan) on days in
+    /// `[start, end)`: ((key, plan, day), count).
+    pub fn used(
+        &self,
+        plan: Option<&str>,
+        key: Option<&str>,
+        start: Day,
+        end: Day,
+    ) -> Vec<(String, String, Day, u64)> {
+        self.counters
+            .iter()
+            .filter_map(|(c, n)| match c {
+                Counter::Used {
+                    key: k,
+                    plan: p,
+                    day,
+                } if *day >= start
+                    && *day < end
+                    && plan.is_none_or(|want| want == p)
+                    && key.is_none_or(|want| want == k) =>
+                {
+                    Some((k.clone(), p.clone(), *day, *n))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The quota for a key under a plan in the period holding `day`:
+    /// (limit including extra, leased so far, period start). `None` if the
+    /// plan has no quota.
+    pub fn quota(&self, key: &str, plan: &str, day: Day) -> Option<(u64, u64, Day)> {
+        let Some(Resource::UsagePlan(p)) =
+            self.get(ResourceKind::UsagePlan, plan).map(|s| &s.resource)
+        else {
+            return None;
+        };
+        let q = p.quota.as_ref()?;
+        let period = usage::period_start(q.period, day);
+        let extra = self.counter(&Counter::Extra {
+            key: key.into(),
+            plan: plan.into(),
+            period,
+        });
+        let leased = self.counter(&Counter::Leased {
+            key: key.into(),
+            plan: plan.into(),
+            period,
+        });
+        Some((q.limit + extra, leased, period))
+    }
+
+    fn bump(&mut self, c: Counter, f: impl FnOnce(u64) -> u64, changes: &mut Vec<Change>) {
+        let v = f(self.counter(&c));
+        self.counters.insert(c.clone(), v);
+        changes.push(Change::Counter(c, v));
     }
 
     pub fn settings(&self) -> Option<&Settings> {
@@ -213,13 +345,14 @@ impl State {
         &mut self,
         revision: u64,
         cmd: Command,
-    ) -> (Result<Option<Resource>, Rejection>, Vec<Change>) {
+    ) -> (Result<Option<Resource>, Rejection>, Vec<Change>, u64) {
         match self.check(&cmd) {
-            Err(rej) => (Err(rej), Vec::new()),
+            Err(rej) => (Err(rej), Vec::new(), 0),
             Ok(()) => {
                 let mut changes = Vec::new();
-                let out = self.execute(revision, cmd, &mut changes);
-                (Ok(out), changes)
+                let mut amount = 0;
+                let out = self.execute(revision, cmd, &mut changes, &mut amount);
+                (Ok(out), changes, amount)
             }
         }
     }
@@ -229,8 +362,71 @@ impl State {
         revision: u64,
         cmd: Command,
         changes: &mut Vec<Change>,
+        amount: &mut u64,
     ) -> Option<Resource> {
         match cmd {
+            Command::RecordUsage {
+                reporter,
+                epoch,
+                seq,
+                items,
+            } => {
+                let last = Counter::ReportSeq { reporter, epoch };
+                if seq <= self.counter(&last) {
+                    return None; // a retried batch: already counted
+                }
+                self.bump(last, |_| seq, changes);
+                for it in items {
+                    let c = Counter::Used {
+                        key: it.key,
+                        plan: it.plan,
+                        day: it.day,
+                    };
+                    self.bump(c, |n| n + it.count, changes);
+                }
+                None
+            }
+            Command::LeaseQuota {
+                key,
+                plan,
+                day,
+                want,
+            } => {
+                let (limit, leased, period) = self.quota(&key, &plan, day).expect("checked");
+                let granted = want.min(limit.saturating_sub(leased));
+                if granted > 0 {
+                    self.bump(
+                        Counter::Leased { key, plan, period },
+                        |n| n + granted,
+                        changes,
+                    );
+                }
+                *amount = granted;
+                None
+            }
+            Command::ReturnQuota {
+                key,
+                plan,
+                period,
+                amount: back,
+            } => {
+                let c = Counter::Leased { key, plan, period };
+                if self.counter(&c) > 0 {
+                    self.bump(c, |n| n.saturating_sub(back), changes);
+                }
+                None
+            }
+            Command::AdjustQuota {
+                key,
+                plan,
+                day,
+                amount: extra,
+            } => {
+                let (_, _, period) = self.quota(&key, &plan, day).expect("checked");
+                self.bump(Counter::Extra { key, plan, period }, |n| n + extra, changes);
+                *amount = extra;
+                None
+            }
             Command::InitSettings(s) => {
                 if self.settings().is_none() {
                     self.upsert(revision, Resource::Settings(s), changes);
@@ -335,6 +531,29 @@ impl State {
                     return Err(Rejection::conflict(format!(
                         "{} {id:?} is still referenced by {by}",
                         kind.as_str()
+                    )));
+                }
+                Ok(())
+            }
+            Command::RecordUsage { .. } | Command::ReturnQuota { .. } => Ok(()),
+            Command::LeaseQuota { key, plan, day, .. }
+            | Command::AdjustQuota { key, plan, day, .. } => {
+                let Some(Resource::ApiKey(k)) =
+                    self.get(ResourceKind::ApiKey, key).map(|s| &s.resource)
+                else {
+                    return Err(Rejection::new(
+                        ErrorCode::NotFound,
+                        format!("key {key:?} not found"),
+                    ));
+                };
+                if !k.plans.contains(plan) {
+                    return Err(Rejection::invalid(format!(
+                        "plan: key {key:?} is not on plan {plan:?}"
+                    )));
+                }
+                if self.quota(key, plan, *day).is_none() {
+                    return Err(Rejection::invalid(format!(
+                        "plan: usage plan {plan:?} has no quota"
                     )));
                 }
                 Ok(())
@@ -487,12 +706,12 @@ mod tests {
             throttle: None,
             quota: None,
         });
-        let (r, ch) = s.apply(2, Command::Put(plan));
+        let (r, ch, _) = s.apply(2, Command::Put(plan));
         assert_eq!(r.unwrap_err().code, ErrorCode::InvalidArgument);
         assert!(ch.is_empty());
         assert_eq!(s.changes_since(1), Changes::default());
         assert_eq!(s.changes_since(0).upserts.len(), 1);
-        let (r, _) = s.apply(3, Command::Delete(ResourceKind::Tenant, "acme".into()));
+        let (r, _, _) = s.apply(3, Command::Delete(ResourceKind::Tenant, "acme".into()));
         r.unwrap();
         let c = s.changes_since(1);
         assert_eq!(c.removals, vec![(ResourceKind::Tenant, "acme".to_string())]);

@@ -69,9 +69,9 @@ impl Channels {
                     None => Endpoint::from_shared(addr.to_string()),
                 }
                 .expect("peer addresses are validated URLs")
-                    .connect_timeout(std::time::Duration::from_millis(500))
-                    .tcp_nodelay(true)
-                    .connect_lazy()
+                .connect_timeout(std::time::Duration::from_millis(500))
+                .tcp_nodelay(true)
+                .connect_lazy()
             })
             .clone();
         InterceptedService::new(channel, self.token.clone())

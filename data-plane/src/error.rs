@@ -23,6 +23,15 @@ pub enum ProxyError {
     /// CORS preflight refused.
     #[error("forbidden")]
     Forbidden,
+    /// The key's throttle refused the request (429 with `Retry-After`).
+    #[error("throttled")]
+    Throttled {
+        info: crate::plans::RateInfo,
+        retry_after_s: u64,
+    },
+    /// The key's quota for the period is used up.
+    #[error("quota used up")]
+    QuotaExceeded,
     #[error("request body over the limit")]
     PayloadTooLarge,
     #[error("request URI over the limit")]
@@ -49,6 +58,8 @@ impl ProxyError {
             }
             ProxyError::Unauthorized => (StatusCode::UNAUTHORIZED, "Unauthorized"),
             ProxyError::Forbidden => (StatusCode::FORBIDDEN, "Forbidden"),
+            ProxyError::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests"),
+            ProxyError::QuotaExceeded => (StatusCode::TOO_MANY_REQUESTS, "Limit Exceeded"),
             ProxyError::PayloadTooLarge => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large")
             }
@@ -103,8 +114,23 @@ impl ProxyError {
                     HeaderValue::from_static("Bearer error=\"invalid_token\""),
                 );
             }
+            ProxyError::Throttled {
+                info,
+                retry_after_s,
+            } => {
+                set_rate_headers(h, info);
+                h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_s));
+            }
             _ => {}
         }
         res
     }
+}
+
+/// `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` (seconds
+/// until the bucket is full again).
+pub fn set_rate_headers(h: &mut http::HeaderMap, info: &crate::plans::RateInfo) {
+    h.insert("ratelimit-limit", HeaderValue::from(info.limit));
+    h.insert("ratelimit-remaining", HeaderValue::from(info.remaining));
+    h.insert("ratelimit-reset", HeaderValue::from(info.reset_s));
 }

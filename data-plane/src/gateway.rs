@@ -40,6 +40,8 @@ pub struct Gateway {
     pub stats: Stats,
     /// JWKS fetch timing (cooldown, timeout, max age); changeable at run time.
     pub auth_tuning: Arc<AuthTuning>,
+    /// Throttles, quotas and metering (set once at start).
+    plans: std::sync::OnceLock<Arc<crate::plans::PlanEnforcer>>,
     /// Serialises appliers (the config client is the only one, but tests and
     /// the state-file loader also apply).
     apply_lock: Mutex<()>,
@@ -57,8 +59,17 @@ impl Gateway {
             clients: Clients::new(),
             stats: Stats::default(),
             auth_tuning: Arc::new(AuthTuning::default()),
+            plans: std::sync::OnceLock::new(),
             apply_lock: Mutex::new(()),
         })
+    }
+
+    pub fn set_plans(&self, plans: Arc<crate::plans::PlanEnforcer>) {
+        let _ = self.plans.set(plans);
+    }
+
+    pub fn plans(&self) -> Option<&Arc<crate::plans::PlanEnforcer>> {
+        self.plans.get()
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {

@@ -20,6 +20,7 @@ pub mod error;
 pub mod framing;
 pub mod gateway;
 pub mod metrics;
+pub mod plans;
 pub mod proxy;
 pub mod router;
 pub mod server;
@@ -74,6 +75,9 @@ pub struct DataPlaneHandle {
     pub connection: watch::Receiver<Connection>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    plans_stop: CancellationToken,
+    plans_task: JoinHandle<()>,
+    kill: CancellationToken,
 }
 
 impl DataPlaneHandle {
@@ -84,13 +88,18 @@ impl DataPlaneHandle {
         for t in self.tasks {
             let _ = t.await;
         }
+        self.plans_stop.cancel();
+        let _ = self.plans_task.await;
     }
 
     /// Stop at once, as a crash would: no draining.
     pub fn kill(self) {
+        self.kill.cancel();
+        self.shutdown.cancel();
         for t in &self.tasks {
             t.abort();
         }
+        self.plans_task.abort();
     }
 }
 
@@ -116,8 +125,18 @@ pub async fn start(cfg: DataPlaneConfig) -> anyhow::Result<DataPlaneHandle> {
     let proxy_addr = cfg.proxy_listener.local_addr()?;
     let status_addr = cfg.status_listener.local_addr()?;
     let shutdown = CancellationToken::new();
+    let kill = CancellationToken::new();
     let (conn_tx, conn_rx) = watch::channel(Connection::default());
 
+    let plans = plans::PlanEnforcer::new(
+        &cfg.node_id,
+        plans::link::ControlPlaneLink::new(
+            cfg.control_plane.clone(),
+            &cfg.cluster_token,
+            cfg.cluster_tls.clone(),
+        ),
+    );
+    gateway.set_plans(plans.clone());
     let client = config::ConfigClient {
         endpoints: cfg.control_plane,
         cluster_token: cfg.cluster_token,
@@ -132,6 +151,7 @@ pub async fn start(cfg: DataPlaneConfig) -> anyhow::Result<DataPlaneHandle> {
         tls: cfg.tls,
         grace: cfg.grace,
         workers: 0,
+        kill: kill.clone(),
     };
     let tasks = vec![
         tokio::spawn(server.run(cfg.proxy_listener, shutdown.clone())),
@@ -143,6 +163,10 @@ pub async fn start(cfg: DataPlaneConfig) -> anyhow::Result<DataPlaneHandle> {
         )),
         tokio::spawn(client.run(gateway.clone(), held, conn_tx, shutdown.clone())),
     ];
+    // Usage sync and reports outlive the proxy's drain: the last requests
+    // are metered before the final flush.
+    let plans_stop = CancellationToken::new();
+    let plans_task = tokio::spawn(plans.run(plans_stop.clone()));
     Ok(DataPlaneHandle {
         proxy_addr,
         status_addr,
@@ -150,5 +174,8 @@ pub async fn start(cfg: DataPlaneConfig) -> anyhow::Result<DataPlaneHandle> {
         connection: conn_rx,
         shutdown,
         tasks,
+        plans_stop,
+        plans_task,
+        kill,
     })
 }

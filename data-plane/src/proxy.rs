@@ -25,6 +25,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::auth;
+use tollgate_model::{Resource, ResourceKind};
+
 use crate::body::{self, Holding, ProxyBody};
 use crate::error::ProxyError;
 use crate::gateway::{Gateway, Snapshot};
@@ -164,16 +166,58 @@ async fn guarded(
         .auth
         .authenticate(api, &matched.route().doc, req.headers())
         .await?;
-    if let Some(mock) = &matched.route().doc.mock {
-        return Ok(mock_response(mock));
+    let rate = plan_phase(gw, snapshot, &identity, &api.id).await?;
+    let mut res = if let Some(mock) = &matched.route().doc.mock {
+        mock_response(mock)
+    } else {
+        auth::prepare_upstream_headers(req.headers_mut(), &identity);
+        let pool =
+            matched.api.upstream.clone().ok_or_else(|| {
+                ProxyError::BadGateway("route has neither mock nor upstream".into())
+            })?;
+        forward(gw, conn, limits, id, host, &matched, &pool, req).await?
+    };
+    if let Some(info) = rate {
+        crate::error::set_rate_headers(res.headers_mut(), &info);
     }
-    auth::prepare_upstream_headers(req.headers_mut(), &identity);
-    let pool = matched
-        .api
-        .upstream
-        .clone()
-        .ok_or_else(|| ProxyError::BadGateway("route has neither mock nor upstream".into()))?;
-    forward(gw, conn, limits, id, host, &matched, &pool, req).await
+    Ok(res)
+}
+
+/// Phase 4: the usage plan of a key caller (the first of the key's plans
+/// that grants this API): throttle, quota, metering. Callers without a key
+/// have no plan.
+async fn plan_phase(
+    gw: &Gateway,
+    snapshot: &Snapshot,
+    identity: &auth::Identity,
+    api_id: &str,
+) -> Result<Option<crate::plans::RateInfo>, ProxyError> {
+    let (Some(key_id), Some(plans)) = (&identity.key_id, gw.plans()) else {
+        return Ok(None);
+    };
+    let Some(Resource::ApiKey(key)) = snapshot.config.get(ResourceKind::ApiKey, key_id) else {
+        return Ok(None);
+    };
+    let plan =
+        key.plans
+            .iter()
+            .find_map(|p| match snapshot.config.get(ResourceKind::UsagePlan, p) {
+                Some(Resource::UsagePlan(plan)) if plan.apis.iter().any(|a| a == api_id) => {
+                    Some(plan)
+                }
+                _ => None,
+            });
+    let Some(plan) = plan else { return Ok(None) };
+    plans.admit(key_id, plan).await.map_err(|d| match d {
+        crate::plans::PlanDenied::Throttled {
+            info,
+            retry_after_s,
+        } => ProxyError::Throttled {
+            info,
+            retry_after_s,
+        },
+        crate::plans::PlanDenied::QuotaExceeded => ProxyError::QuotaExceeded,
+    })
 }
 
 /// Phase 1: what hyper's parser accepts but the contract refuses.

@@ -138,6 +138,8 @@ pub struct ProxyServer {
     pub grace: Duration,
     /// Worker threads, each a single-threaded runtime (0 = one per core).
     pub workers: usize,
+    /// Cancelled: drop every connection at once (a crash, for tests).
+    pub kill: CancellationToken,
 }
 
 impl ProxyServer {
@@ -158,7 +160,8 @@ impl ProxyServer {
         let mut senders = Vec::with_capacity(workers);
         let mut finished = Vec::with_capacity(workers);
         for i in 0..workers {
-            let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(std::net::TcpStream, SocketAddr)>();
+            let (tx, rx) =
+                tokio::sync::mpsc::unbounded_channel::<(std::net::TcpStream, SocketAddr)>();
             let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
             let (this, shutdown) = (this.clone(), shutdown.clone());
             std::thread::Builder::new()
@@ -189,7 +192,9 @@ impl ProxyServer {
                     }
                 },
             };
-            let Ok(stream) = stream.into_std() else { continue };
+            let Ok(stream) = stream.into_std() else {
+                continue;
+            };
             let _ = senders[next % workers].send((stream, remote));
             next += 1;
         }
@@ -208,9 +213,11 @@ impl ProxyServer {
         shutdown: CancellationToken,
     ) {
         let tracker = TaskTracker::new();
-        let hard_stop = CancellationToken::new();
+        let hard_stop = self.kill.child_token();
         while let Some((stream, remote)) = incoming.recv().await {
-            let Ok(stream) = TcpStream::from_std(stream) else { continue };
+            let Ok(stream) = TcpStream::from_std(stream) else {
+                continue;
+            };
             let this = self.clone();
             let (shutdown, hard_stop) = (shutdown.clone(), hard_stop.clone());
             tracker.spawn(async move {
@@ -218,7 +225,10 @@ impl ProxyServer {
             });
         }
         tracker.close();
-        if tokio::time::timeout(self.grace, tracker.wait()).await.is_err() {
+        if tokio::time::timeout(self.grace, tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 connections = tracker.len(),
                 "grace period over; closing the connections left"

@@ -10,6 +10,7 @@ pub mod config;
 pub mod docs;
 pub mod key;
 pub mod path;
+pub mod usage;
 pub mod validate;
 
 pub use config::{ConfigDelta, ConfigSet, Resource, ResourceKind};

@@ -37,7 +37,10 @@ pub async fn start_dp_with(
 }
 
 /// A data plane with mutual TLS towards the control plane.
-pub async fn start_dp_mtls(control_plane: Vec<String>, cluster_tls: Option<tollgate_proto::tls::MutualTls>) -> DataPlaneHandle {
+pub async fn start_dp_mtls(
+    control_plane: Vec<String>,
+    cluster_tls: Option<tollgate_proto::tls::MutualTls>,
+) -> DataPlaneHandle {
     start_dp_full(control_plane, None, Limits::default(), None, cluster_tls).await
 }
 

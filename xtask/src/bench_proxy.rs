@@ -12,7 +12,7 @@ use crate::bench::{
     free_addr, percentile, release_binary, spawn, wait_ready, Node, ADMIN_TOKEN, CLUSTER_TOKEN,
 };
 
-struct Proc(Child);
+pub(crate) struct Proc(pub Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -21,10 +21,19 @@ impl Drop for Proc {
     }
 }
 
-fn data_plane(bin: &Path, control_plane: &str) -> anyhow::Result<(Proc, String, String)> {
+pub(crate) fn data_plane(
+    bin: &Path,
+    control_plane: &str,
+) -> anyhow::Result<(Proc, String, String)> {
     let (listen, status) = (free_addr()?, free_addr()?);
     let child = Command::new(bin)
-        .args(["data-plane", "--control-plane", control_plane, "--listen", &listen])
+        .args([
+            "data-plane",
+            "--control-plane",
+            control_plane,
+            "--listen",
+            &listen,
+        ])
         .args(["--status-addr", &status])
         .env("TOLLGATE_CLUSTER_TOKEN", CLUSTER_TOKEN)
         .env("RUST_LOG", "error")
@@ -55,10 +64,26 @@ fn parse_ms(s: &str) -> Option<f64> {
 }
 
 fn wrk(url: &str, connections: usize, seconds: u64) -> anyhow::Result<Wrk> {
-    let out = Command::new("wrk")
-        .args(["-t2", &format!("-c{connections}"), &format!("-d{seconds}s"), "--latency", url])
-        .output()?;
-    anyhow::ensure!(out.status.success(), "wrk failed: {}", String::from_utf8_lossy(&out.stderr));
+    wrk_with(url, connections, seconds, &[])
+}
+
+fn wrk_with(url: &str, connections: usize, seconds: u64, headers: &[&str]) -> anyhow::Result<Wrk> {
+    let mut cmd = Command::new("wrk");
+    cmd.args([
+        "-t2",
+        &format!("-c{connections}"),
+        &format!("-d{seconds}s"),
+        "--latency",
+    ]);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd.arg(url).output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "wrk failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let field = |prefix: &str| {
         text.lines()
@@ -70,7 +95,9 @@ fn wrk(url: &str, connections: usize, seconds: u64) -> anyhow::Result<Wrk> {
         anyhow::bail!("wrk saw non-2xx responses from {url}:\n{text}");
     }
     Ok(Wrk {
-        rps: field("Requests/sec:").and_then(|v| v.parse().ok()).unwrap_or(0.0),
+        rps: field("Requests/sec:")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0),
         p50_ms: field("50%").and_then(|v| parse_ms(&v)).unwrap_or(0.0),
         p99_ms: field("99%").and_then(|v| parse_ms(&v)).unwrap_or(0.0),
     })
@@ -131,13 +158,78 @@ async fn wait_status(client: &reqwest::Client, url: &str, want: u16) -> anyhow::
                 return Ok(t.elapsed());
             }
         }
-        anyhow::ensure!(t.elapsed() < Duration::from_secs(30), "{url} never answered {want}");
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(30),
+            "{url} never answered {want}"
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
-async fn put(client: &reqwest::Client, url: String, body: serde_json::Value) -> anyhow::Result<()> {
-    let r = client.put(&url).bearer_auth(ADMIN_TOKEN).json(&body).send().await?;
+/// An API behind API keys with a plan (throttle, quota, metering); returns
+/// a key's value.
+async fn keyed_api(client: &reqwest::Client, admin: &str, echo: &str) -> anyhow::Result<String> {
+    put(client, format!("{admin}/v1/tenants/bench"), json!({})).await?;
+    put(
+        client,
+        format!("{admin}/v1/apis/keyed"),
+        json!({
+        "base_path": "/keyed", "auth": {"api_key": true},
+        "upstream": {"targets": [{"url": format!("http://{echo}")}]},
+        "routes": [{"id": "all", "path": "/{rest+}"}]}),
+    )
+    .await?;
+    put(
+        client,
+        format!("{admin}/v1/usage-plans/unlimited"),
+        json!({
+        "apis": ["keyed"], "throttle": {"rate": 10_000_000.0, "burst": 10_000_000u32},
+        "quota": {"limit": 1_000_000_000u64, "period": "month"}}),
+    )
+    .await?;
+    let r = client
+        .post(format!("{admin}/v1/keys"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"tenant": "bench", "plans": ["unlimited"]}))
+        .send()
+        .await?;
+    anyhow::ensure!(r.status().as_u16() == 201, "issuing a key: {}", r.status());
+    let v: serde_json::Value = r.json().await?;
+    Ok(v["value"].as_str().unwrap_or_default().to_string())
+}
+
+async fn wait_status_with(
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+    want: u16,
+) -> anyhow::Result<()> {
+    let t = Instant::now();
+    loop {
+        if let Ok(r) = client.get(url).header("x-api-key", key).send().await {
+            if r.status().as_u16() == want {
+                return Ok(());
+            }
+        }
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(30),
+            "{url} never answered {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+pub(crate) async fn put(
+    client: &reqwest::Client,
+    url: String,
+    body: serde_json::Value,
+) -> anyhow::Result<()> {
+    let r = client
+        .put(&url)
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&body)
+        .send()
+        .await?;
     anyhow::ensure!(r.status().is_success(), "PUT {url}: {}", r.status());
     Ok(())
 }
@@ -153,7 +245,9 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
     };
     let connections = 64;
     let bin = release_binary()?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let dir = tempfile::tempdir()?;
         let client = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
@@ -190,6 +284,16 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
         row("upstream directly", &direct);
         let tollgate = wrk(&format!("http://{listen}/bench/x"), connections, seconds)?;
         row("tollgate -> upstream", &tollgate);
+        // The same with an API key and a usage plan: throttle (high enough
+        // not to refuse), quota leases and metering on every request.
+        let key = keyed_api(&client, &admin, &echo_addr).await?;
+        wait_status_with(&client, &format!("http://{listen}/keyed/x"), &key, 200).await?;
+        let keyed = wrk_with(&format!("http://{listen}/keyed/x"), connections, seconds, &[&format!("x-api-key: {key}")])?;
+        row("tollgate + key + plan", &keyed);
+        println!(
+            "key + plan vs plain proxy: throughput {:+.1}%",
+            (keyed.rps / tollgate.rps - 1.0) * 100.0
+        );
         if let Some((_, l)) = &nginx {
             let ng = wrk(&format!("http://{l}/bench/x"), connections, seconds)?;
             row("nginx -> upstream", &ng);

@@ -7,8 +7,11 @@
 //!   real `tollgate control-plane` processes, and leader failover time.
 //! - `bench proxy`: wrk against the upstream, Tollgate and nginx side by
 //!   side; config propagation; one change on top of 10,000 APIs.
+//! - `bench limits`: throttle and quota accuracy across 3 and 5 data
+//!   planes.
 
 mod bench;
+mod bench_limits;
 mod bench_proxy;
 mod chart;
 
@@ -40,8 +43,9 @@ fn main() -> anyhow::Result<()> {
         ["chart"] => chart::run(),
         ["bench", "control-plane", rest @ ..] => bench::control_plane(rest),
         ["bench", "proxy", rest @ ..] => bench_proxy::run(rest),
+        ["bench", "limits", rest @ ..] => bench_limits::run(rest),
         _ => {
-            eprintln!("usage: cargo xtask ci | chart | bench control-plane [--seconds N] | bench proxy [--seconds N]");
+            eprintln!("usage: cargo xtask ci | chart | bench control-plane [--seconds N] | bench proxy [--seconds N] | bench limits [--seconds N]");
             std::process::exit(2);
         }
     }

@@ -15,7 +15,7 @@ use tollgate_model::config::ResourceRef;
 use super::kv::{Batch, Db, Tree};
 use super::typ::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership};
 use super::{storage_err, SnapshotData, TypeConfig};
-use crate::state::{Change, CommandResult, State, Stored};
+use crate::state::{Change, CommandResult, Counter, State, Stored};
 
 /// What the rest of the node reads: the state, and the applied index as a
 /// watch so that readers can wait for a revision.
@@ -62,6 +62,7 @@ struct StoredSnapshot {
 
 const DOC: u8 = b'd';
 const TOMBSTONE: u8 = b't';
+const COUNTER: u8 = b'c';
 const META_KEY: &[u8] = b"m";
 const CURRENT_SNAPSHOT: &[u8] = b"current";
 
@@ -96,13 +97,19 @@ impl StateMachine {
                     .map_err(std::io::Error::other)?,
             );
         }
+        let mut counters = Vec::new();
+        for r in docs.scan_prefix(&[COUNTER]) {
+            counters.push(
+                serde_json::from_slice::<(Counter, u64)>(&r?.1).map_err(std::io::Error::other)?,
+            );
+        }
         let applied = meta.last_applied.map_or(0, |l| l.index);
         Ok(Self {
             db,
             docs,
             snapshots,
             shared: Arc::new(Shared {
-                state: RwLock::new(State::from_parts(stored, tombstones)),
+                state: RwLock::new(State::from_parts(stored, tombstones, counters)),
                 applied: watch::channel(applied).0,
             }),
             meta: Arc::new(RwLock::new(meta)),
@@ -129,6 +136,12 @@ impl StateMachine {
                     let v =
                         serde_json::to_vec(&(key, rev)).map_err(|e| sm_err(ErrorVerb::Write, e))?;
                     batch.insert(doc_key(TOMBSTONE, key), v);
+                }
+                Change::Counter(c, v) => {
+                    let mut k = vec![COUNTER];
+                    k.extend(serde_json::to_vec(c).map_err(|e| sm_err(ErrorVerb::Write, e))?);
+                    let v = serde_json::to_vec(&(c, v)).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+                    batch.insert(k, v);
                 }
             }
         }
@@ -225,11 +238,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             for entry in entries {
                 let index = entry.log_id.index;
                 meta.last_applied = Some(entry.log_id);
+                let mut amount = 0;
                 let outcome = match entry.payload {
                     EntryPayload::Blank => None,
                     EntryPayload::Normal(cmd) => {
-                        let (outcome, changes) = state.apply(index, cmd);
+                        let (outcome, changes, granted) = state.apply(index, cmd);
                         Self::write_changes(&mut batch, &changes)?;
+                        amount = granted;
                         Some(outcome)
                     }
                     EntryPayload::Membership(m) => {
@@ -240,6 +255,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 results.push(CommandResult {
                     revision: index,
                     outcome,
+                    amount,
                 });
             }
         }
@@ -288,6 +304,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 state
                     .tombstones()
                     .map(|(k, r)| Change::Remove(k.clone(), *r)),
+            )
+            .chain(
+                state
+                    .counters()
+                    .map(|(c, v)| Change::Counter(c.clone(), *v)),
             )
             .collect();
         Self::write_changes(&mut batch, &changes)?;

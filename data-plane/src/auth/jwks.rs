@@ -273,3 +273,38 @@ impl RemoteJwks {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unusable_keys_are_skipped_and_candidates_fit_kid_and_alg() {
+        let n = "sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw";
+        let doc = serde_json::json!({"keys": [
+            {"kty": "RSA", "kid": "r1", "alg": "RS256", "use": "sig", "n": n, "e": "AQAB"},
+            {"kty": "RSA", "kid": "r2", "n": n, "e": "AQAB"},
+            {"kty": "RSA", "kid": "enc", "use": "enc", "n": n, "e": "AQAB"},
+            {"kty": "oct", "kid": "sym", "k": "c2VjcmV0"},
+            {"kty": "EC", "kid": "k1", "crv": "secp256k1", "x": "AA", "y": "AA"},
+            {"kty": "RSA", "kid": "bad-alg", "alg": "ES256", "n": n, "e": "AQAB"},
+            {"kty": "unknown"}
+        ]});
+        let set = KeySet::parse(&doc, "test").unwrap();
+        let kids: Vec<_> = set.keys.iter().map(|k| k.kid.clone().unwrap()).collect();
+        assert_eq!(kids, ["r1", "r2"]);
+        let ids = |kid, alg| {
+            set.candidates(kid, alg)
+                .map(|k| k.kid.as_deref().unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(Some("r1"), Algorithm::RS256), ["r1"]);
+        // r1 is pinned to RS256; r2 says nothing, so PS256 may use it.
+        assert!(ids(Some("r1"), Algorithm::PS256).is_empty());
+        assert_eq!(ids(None, Algorithm::PS256), ["r2"]);
+        assert_eq!(ids(None, Algorithm::RS256), ["r1", "r2"]);
+        assert!(ids(Some("r1"), Algorithm::ES256).is_empty());
+        assert!(ids(Some("sym"), Algorithm::HS256).is_empty());
+        assert!(KeySet::parse(&serde_json::json!({"nokeys": []}), "test").is_err());
+    }
+}

@@ -139,9 +139,16 @@ impl AuthIndex {
                 Resource::UsagePlan(p) => out.keys.upsert_plan(p),
                 Resource::Settings(s) => out.keys.set_secret(Some(&s.key_hash_secret)),
                 Resource::Authorizer(a) => {
-                    // Keep fetched keys across changes that leave the key
-                    // source alone.
-                    let previous = self.authorizers.get(&a.id).map(Arc::as_ref);
+                    let previous = self.authorizers.get(&a.id);
+                    if let Some(same) = previous.filter(|p| p.doc == *a) {
+                        // Unchanged (a full resync): keep it whole, with its
+                        // verified-token cache.
+                        out.authorizers.insert(a.id.clone(), same.clone());
+                        continue;
+                    }
+                    // Changed: fetched keys are kept while the key source is
+                    // the same.
+                    let previous = previous.map(Arc::as_ref);
                     let compiled = CompiledAuthorizer::compile(a, previous, ctx)
                         .map_err(|e| format!("authorizer {:?}: {e}", a.id))?;
                     out.authorizers.insert(a.id.clone(), Arc::new(compiled));

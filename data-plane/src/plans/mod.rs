@@ -1,0 +1,437 @@
+//! Usage plans on the data plane: throttling, quotas and metering.
+//!
+//! - **Throttle**: a GCRA bucket per (key, plan), decided locally with no
+//!   network call. The bucket runs at `rate × share`, where `share` is this
+//!   data plane's part of the key's recent demand across the cluster, as
+//!   the control plane's leader computes it from every data plane's reports
+//!   (`sync` loop, every 200 ms). Without the control plane for more than a
+//!   second, the share falls back to `1 / N` (N: the data planes last
+//!   known): never fail open.
+//! - **Quota**: leases. A data plane serves a key's quota from a chunk it
+//!   took from the control plane (a Raft write); when the chunk is used up
+//!   it takes another. The control plane never grants more than is left, so
+//!   the cluster never admits more than the limit; a data plane that dies
+//!   loses its chunk (under-admits). Unused chunks go back on shutdown.
+//! - **Metering**: every admitted request is counted per (key, plan, UTC
+//!   day) and reported in batches tagged (data plane, boot epoch, sequence),
+//!   one batch in flight at a time, retried until acknowledged, so a batch
+//!   is never counted twice and never skipped. Graceful shutdown flushes;
+//!   a crash loses at most one report interval.
+
+pub mod gcra;
+pub mod link;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use tokio_util::sync::CancellationToken;
+use tollgate_model::docs::UsagePlan;
+use tollgate_model::usage::{self, Day};
+use tollgate_proto::{Demand, DemandReport, LeaseRequest, ReleaseRequest, UsageBatch, UsageCount};
+
+use gcra::Gcra;
+use link::ControlPlaneLink;
+
+const SYNC_EVERY: Duration = Duration::from_millis(200);
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+/// Without a successful sync for this long, shares fall back to 1/N.
+const SYNC_STALE: Duration = Duration::from_secs(1);
+const LEASE_TIMEOUT: Duration = Duration::from_secs(2);
+/// After the control plane said a quota is used up, ask again after this.
+const EXHAUSTED_RECHECK: Duration = Duration::from_secs(1);
+
+type KeyPlan = (String, String);
+
+/// What the response should say about the throttle.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateInfo {
+    pub limit: u64,
+    pub remaining: u64,
+    pub reset_s: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PlanDenied {
+    Throttled { info: RateInfo, retry_after_s: u64 },
+    QuotaExceeded,
+}
+
+#[derive(Default)]
+struct Throttle {
+    bucket: Gcra,
+    /// Requests seen (admitted or not) since the last sync.
+    demand: AtomicU64,
+    /// Syncs in a row that found no demand; the key is reported (as 0)
+    /// for a while after its demand stops, so its share moves elsewhere.
+    idle_syncs: AtomicU32,
+}
+
+struct QuotaSlot {
+    period_start: Day,
+    period_end: Day,
+    left: AtomicI64,
+    last_chunk: AtomicU64,
+    refill: tokio::sync::Mutex<()>,
+    /// Monotonic ms (since the enforcer's epoch) until which the quota is
+    /// known to be used up.
+    exhausted_until: AtomicU64,
+}
+
+pub struct PlanEnforcer {
+    node_id: String,
+    /// Distinguishes this boot's usage batches from an earlier boot's.
+    epoch: u64,
+    link: ControlPlaneLink,
+    started: Instant,
+    throttles: DashMap<KeyPlan, Arc<Throttle>>,
+    shares: DashMap<KeyPlan, f64>,
+    /// Data planes in the cluster, as last heard.
+    data_planes: AtomicU32,
+    /// ms since `started` of the last successful sync (0: never).
+    last_sync_ms: AtomicU64,
+    quotas: DashMap<KeyPlan, Arc<QuotaSlot>>,
+    pending: Mutex<HashMap<(String, String, Day), u64>>,
+    /// (seq, batch) sent but not yet acknowledged.
+    in_flight: tokio::sync::Mutex<(u64, Option<UsageBatch>)>,
+    /// Requests refused by the throttle or the quota (not billed).
+    pub throttled: AtomicU64,
+    pub over_quota: AtomicU64,
+    stopped: AtomicBool,
+}
+
+impl PlanEnforcer {
+    pub fn new(node_id: &str, link: ControlPlaneLink) -> Arc<Self> {
+        Arc::new(Self {
+            node_id: node_id.to_string(),
+            epoch: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
+            link,
+            started: Instant::now(),
+            throttles: DashMap::new(),
+            shares: DashMap::new(),
+            data_planes: AtomicU32::new(1),
+            last_sync_ms: AtomicU64::new(0),
+            quotas: DashMap::new(),
+            pending: Mutex::new(HashMap::new()),
+            in_flight: tokio::sync::Mutex::new((0, None)),
+            throttled: AtomicU64::new(0),
+            over_quota: AtomicU64::new(0),
+            stopped: AtomicBool::new(false),
+        })
+    }
+
+    /// Data planes in the cluster as last heard, and whether the last sync
+    /// is recent enough to trust the shares.
+    pub fn cluster_view(&self) -> (u32, bool) {
+        let last = self.last_sync_ms.load(Ordering::Acquire);
+        let fresh = last > 0 && self.now_ms() - last < SYNC_STALE.as_millis() as u64;
+        (self.data_planes.load(Ordering::Acquire), fresh)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64 + 1
+    }
+
+    /// This data plane's part of a key's rate.
+    fn share(&self, kp: &KeyPlan) -> f64 {
+        let (n, fresh) = self.cluster_view();
+        let n = f64::from(n.max(1));
+        if fresh {
+            self.shares.get(kp).map_or(1.0 / n, |s| *s)
+        } else {
+            1.0 / n
+        }
+    }
+
+    /// Run the plan's checks for one request of `key`; on success the
+    /// request is metered.
+    pub async fn admit(&self, key: &str, plan: &UsagePlan) -> Result<Option<RateInfo>, PlanDenied> {
+        let kp: KeyPlan = (key.to_string(), plan.id.clone());
+        let mut info = None;
+        if let Some(t) = &plan.throttle {
+            let throttle = self.throttles.entry(kp.clone()).or_default().clone();
+            throttle.demand.fetch_add(1, Ordering::Relaxed);
+            let share = self.share(&kp).clamp(0.001, 1.0);
+            let burst = (f64::from(t.burst) * share).max(1.0);
+            let v = throttle.bucket.check(
+                self.started.elapsed().as_nanos() as u64,
+                t.rate * share,
+                burst,
+            );
+            let rate_info = RateInfo {
+                limit: u64::from(t.burst.max(1)),
+                remaining: v.remaining,
+                reset_s: v.reset_ns.div_ceil(1_000_000_000),
+            };
+            if !v.allowed {
+                self.throttled.fetch_add(1, Ordering::Relaxed);
+                return Err(PlanDenied::Throttled {
+                    info: rate_info,
+                    retry_after_s: v.retry_after_ns.div_ceil(1_000_000_000).max(1),
+                });
+            }
+            info = Some(rate_info);
+        }
+        if plan.quota.is_some() {
+            if let Err(e) = self.take_quota(&kp, plan).await {
+                self.over_quota.fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+        }
+        self.meter(kp, usage::today());
+        Ok(info)
+    }
+
+    fn meter(&self, (key, plan): KeyPlan, day: Day) {
+        *self
+            .pending
+            .lock()
+            .expect("meter lock")
+            .entry((key, plan, day))
+            .or_default() += 1;
+    }
+
+    async fn take_quota(&self, kp: &KeyPlan, plan: &UsagePlan) -> Result<(), PlanDenied> {
+        let q = plan.quota.as_ref().expect("checked");
+        let today = usage::today();
+        let slot = {
+            let current = self.quotas.get(kp).map(|s| s.clone());
+            match current {
+                Some(s) if s.period_start <= today && today < s.period_end => s,
+                _ => {
+                    let s = Arc::new(QuotaSlot {
+                        period_start: usage::period_start(q.period, today),
+                        period_end: usage::period_end(q.period, today),
+                        left: AtomicI64::new(0),
+                        last_chunk: AtomicU64::new(0),
+                        refill: tokio::sync::Mutex::new(()),
+                        exhausted_until: AtomicU64::new(0),
+                    });
+                    self.quotas.insert(kp.clone(), s.clone());
+                    s
+                }
+            }
+        };
+        loop {
+            // Take one unit from the chunk, if any is left.
+            let mut left = slot.left.load(Ordering::Acquire);
+            while left > 0 {
+                match slot.left.compare_exchange_weak(
+                    left,
+                    left - 1,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => return Ok(()),
+                    Err(actual) => left = actual,
+                }
+            }
+            if self.now_ms() < slot.exhausted_until.load(Ordering::Acquire) {
+                return Err(PlanDenied::QuotaExceeded);
+            }
+            // One lease request at a time per key; the others wait for it.
+            let _refilling = slot.refill.lock().await;
+            if slot.left.load(Ordering::Acquire) > 0 {
+                continue;
+            }
+            if self.now_ms() < slot.exhausted_until.load(Ordering::Acquire) {
+                return Err(PlanDenied::QuotaExceeded);
+            }
+            let last = slot.last_chunk.load(Ordering::Relaxed);
+            let want = (last * 2).clamp(10, 10_000);
+            match self.lease(kp, today, want).await {
+                Some(granted) if granted > 0 => {
+                    slot.last_chunk.store(granted, Ordering::Relaxed);
+                    slot.left.fetch_add(granted as i64, Ordering::AcqRel);
+                }
+                // Used up, or no control plane to ask: refuse (never fail open).
+                _ => {
+                    slot.exhausted_until.store(
+                        self.now_ms() + EXHAUSTED_RECHECK.as_millis() as u64,
+                        Ordering::Release,
+                    );
+                    return Err(PlanDenied::QuotaExceeded);
+                }
+            }
+        }
+    }
+
+    async fn lease(&self, (key, plan): &KeyPlan, day: Day, want: u64) -> Option<u64> {
+        for _ in 0..2 {
+            let mut client = self.link.client()?;
+            let mut req = tonic::Request::new(LeaseRequest {
+                data_plane: self.node_id.clone(),
+                key_id: key.clone(),
+                plan_id: plan.clone(),
+                day,
+                want,
+            });
+            req.set_timeout(LEASE_TIMEOUT);
+            match client.lease(req).await {
+                Ok(r) => return Some(r.into_inner().granted),
+                Err(s)
+                    if s.code() == tonic::Code::InvalidArgument
+                        || s.code() == tonic::Code::NotFound =>
+                {
+                    tracing::warn!(key_id = %key, plan = %plan, reason = %s.message(), "quota lease refused");
+                    return Some(0);
+                }
+                Err(s) => {
+                    tracing::debug!(reason = %s.message(), "quota lease failed; trying another node");
+                    self.link.failed();
+                }
+            }
+        }
+        None
+    }
+
+    /// Share demand with the control plane and learn this data plane's
+    /// share of each key's rate.
+    async fn sync_once(&self, window: Duration) {
+        let items: Vec<Demand> = self
+            .throttles
+            .iter()
+            .filter_map(|e| {
+                let t = e.value();
+                let n = t.demand.swap(0, Ordering::AcqRel);
+                let idle = if n > 0 {
+                    t.idle_syncs.store(0, Ordering::Relaxed);
+                    0
+                } else {
+                    t.idle_syncs.fetch_add(1, Ordering::Relaxed) + 1
+                };
+                (idle <= 10).then(|| Demand {
+                    key_id: e.key().0.clone(),
+                    plan_id: e.key().1.clone(),
+                    requests: n,
+                })
+            })
+            .collect();
+        let Some(mut client) = self.link.client() else {
+            return;
+        };
+        let mut req = tonic::Request::new(DemandReport {
+            data_plane: self.node_id.clone(),
+            window_ms: window.as_millis() as u64,
+            items,
+        });
+        req.set_timeout(Duration::from_millis(500));
+        match client.sync(req).await {
+            Ok(r) => {
+                let r = r.into_inner();
+                self.data_planes
+                    .store(r.data_planes.max(1), Ordering::Release);
+                for s in r.shares {
+                    self.shares.insert((s.key_id, s.plan_id), s.share);
+                }
+                self.last_sync_ms.store(self.now_ms(), Ordering::Release);
+            }
+            Err(s) => {
+                tracing::debug!(reason = %s.message(), "usage sync failed");
+                self.link.failed();
+            }
+        }
+    }
+
+    /// Send the batch in flight, or the next one. Returns true when nothing
+    /// is left unreported.
+    async fn report_once(&self) -> bool {
+        let mut in_flight = self.in_flight.lock().await;
+        if in_flight.1.is_none() {
+            let pending = std::mem::take(&mut *self.pending.lock().expect("meter lock"));
+            if pending.is_empty() {
+                return true;
+            }
+            in_flight.0 += 1;
+            in_flight.1 = Some(UsageBatch {
+                data_plane: self.node_id.clone(),
+                epoch: self.epoch,
+                seq: in_flight.0,
+                items: pending
+                    .into_iter()
+                    .map(|((key_id, plan_id, day), count)| UsageCount {
+                        key_id,
+                        plan_id,
+                        day,
+                        count,
+                    })
+                    .collect(),
+            });
+        }
+        let batch = in_flight.1.clone().expect("set above");
+        let Some(mut client) = self.link.client() else {
+            return false;
+        };
+        let mut req = tonic::Request::new(batch);
+        req.set_timeout(Duration::from_secs(3));
+        match client.report(req).await {
+            Ok(_) => {
+                in_flight.1 = None;
+                self.pending.lock().expect("meter lock").is_empty()
+            }
+            Err(s) => {
+                tracing::debug!(reason = %s.message(), "usage report failed; will retry the same batch");
+                self.link.failed();
+                false
+            }
+        }
+    }
+
+    /// The sync and report loops, until `shutdown`; then flush usage and
+    /// give unused quota back.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut sync = tokio::time::interval(SYNC_EVERY);
+        let mut report = tokio::time::interval(REPORT_EVERY);
+        sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_sync = Instant::now();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = sync.tick() => {
+                    let window = last_sync.elapsed();
+                    last_sync = Instant::now();
+                    self.sync_once(window).await;
+                }
+                _ = report.tick() => { self.report_once().await; }
+            }
+        }
+        self.stopped.store(true, Ordering::Release);
+        self.flush().await;
+    }
+
+    /// Report everything metered and return unused quota (graceful stop).
+    pub async fn flush(&self) {
+        for _ in 0..5 {
+            if self.report_once().await {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let slots: Vec<(KeyPlan, Arc<QuotaSlot>)> = self
+            .quotas
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        for ((key, plan), slot) in slots {
+            let left = slot.left.swap(0, Ordering::AcqRel);
+            if left <= 0 {
+                continue;
+            }
+            if let Some(mut client) = self.link.client() {
+                let _ = client
+                    .release(ReleaseRequest {
+                        key_id: key,
+                        plan_id: plan,
+                        period_start: slot.period_start,
+                        amount: left as u64,
+                    })
+                    .await;
+            }
+        }
+    }
+}
