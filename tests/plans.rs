@@ -481,3 +481,79 @@ async fn without_a_control_plane_each_data_plane_enforces_its_part() {
     assert!((1..=10).contains(&ok), "served {ok} from a lease of 10");
     assert_eq!(ok + refused, 30);
 }
+
+/// Send `n` requests back to back; count the 200s.
+async fn burst_of(dp: &DataPlaneHandle, key: &str, n: usize) -> usize {
+    let http = http();
+    let mut ok = 0;
+    for _ in 0..n {
+        let r = http
+            .get(format!("http://{}/orders/x", dp.proxy_addr))
+            .header("x-api-key", key)
+            .send()
+            .await
+            .unwrap();
+        ok += usize::from(r.status() == 200);
+    }
+    ok
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn plan_changes_apply_within_a_second() {
+    init_tracing();
+    let cluster = Cluster::start(1).await;
+    let upstream = TestUpstream::start("up").await;
+    let admin = cluster.nodes[0].client();
+    admin.must_put("/v1/tenants/acme", json!({})).await;
+    admin
+        .must_put(
+            "/v1/apis/orders",
+            json!({"base_path": "/orders", "auth": {"api_key": true},
+                   "upstream": {"targets": [{"url": upstream.url()}]},
+                   "routes": [{"id": "all", "path": "/{rest+}"}]}),
+        )
+        .await;
+    admin
+        .must_put("/v1/usage-plans/slow", json!({"apis": ["orders"], "throttle": {"rate": 1, "burst": 2}}))
+        .await;
+    admin
+        .must_put("/v1/usage-plans/small", json!({"apis": ["orders"], "quota": {"limit": 1000, "period": "day"}}))
+        .await;
+    let dp = start_dp(vec![cluster.nodes[0].grpc_url()], None).await;
+    let (key_id, key) = issue_key(&admin, "slow").await;
+    warm(std::slice::from_ref(&dp), &key).await;
+    assert!(burst_of(&dp, &key, 10).await <= 2);
+
+    // A faster rate is in force within a second.
+    admin
+        .must_put("/v1/usage-plans/slow", json!({"apis": ["orders"], "throttle": {"rate": 1000, "burst": 1000}}))
+        .await;
+    let t = Instant::now();
+    common::dp::eventually("the new rate", Duration::from_secs(1), || async { burst_of(&dp, &key, 10).await == 10 }).await;
+    println!("rate change in force after {:?}", t.elapsed());
+
+    // The key moves to the quota plan; then the limit drops below what was
+    // used: refused within a second.
+    let (s, v) = admin.call("PATCH", &format!("/v1/keys/{key_id}"), Some(json!({"plans": ["small"]}))).await;
+    assert_eq!(s, 200, "{v}");
+    common::dp::eventually("the key's new plan", Duration::from_secs(1), || async {
+        // The old plan had no quota; under the new one the first lease shows.
+        burst_of(&dp, &key, 1).await == 1
+    })
+    .await;
+    assert_eq!(burst_of(&dp, &key, 5).await, 5);
+    admin
+        .must_put("/v1/usage-plans/small", json!({"apis": ["orders"], "quota": {"limit": 3, "period": "day"}}))
+        .await;
+    let t = Instant::now();
+    common::dp::eventually("the lower limit", Duration::from_secs(1), || async { burst_of(&dp, &key, 1).await == 0 }).await;
+    println!("limit change in force after {:?}", t.elapsed());
+    // A higher limit again: served, without resetting what was used.
+    admin
+        .must_put("/v1/usage-plans/small", json!({"apis": ["orders"], "quota": {"limit": 20, "period": "day"}}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let more = burst_of(&dp, &key, 30).await;
+    assert!(more <= 20 - 6 && more >= 5, "after raising the limit to 20 with 6 used: {more} more");
+    let _ = cluster;
+}

@@ -70,6 +70,9 @@ struct Throttle {
 }
 
 struct QuotaSlot {
+    /// The plan's quota when the slot was made: a changed quota starts a
+    /// new slot (its leftover goes back), so a new limit applies at once.
+    quota: tollgate_model::docs::Quota,
     period_start: Day,
     period_end: Day,
     left: AtomicI64,
@@ -201,9 +204,13 @@ impl PlanEnforcer {
         let slot = {
             let current = self.quotas.get(kp).map(|s| s.clone());
             match current {
-                Some(s) if s.period_start <= today && today < s.period_end => s,
-                _ => {
+                Some(s) if s.quota == *q && s.period_start <= today && today < s.period_end => s,
+                old => {
+                    if let Some(old) = old.filter(|o| o.period_start <= today && today < o.period_end) {
+                        self.give_back(kp.clone(), &old);
+                    }
                     let s = Arc::new(QuotaSlot {
+                        quota: *q,
                         period_start: usage::period_start(q.period, today),
                         period_end: usage::period_end(q.period, today),
                         left: AtomicI64::new(0),
@@ -257,6 +264,25 @@ impl PlanEnforcer {
                     return Err(PlanDenied::QuotaExceeded);
                 }
             }
+        }
+    }
+
+    /// Return a replaced slot's unused units in the background.
+    fn give_back(&self, (key, plan): KeyPlan, slot: &QuotaSlot) {
+        let left = slot.left.swap(0, Ordering::AcqRel);
+        if left <= 0 {
+            return;
+        }
+        if let Some(mut client) = self.link.client() {
+            let req = ReleaseRequest {
+                key_id: key,
+                plan_id: plan,
+                period_start: slot.period_start,
+                amount: left as u64,
+            };
+            tokio::spawn(async move {
+                let _ = client.release(req).await;
+            });
         }
     }
 
