@@ -87,3 +87,52 @@ async fn cluster_traffic_needs_a_certificate_from_the_cluster_ca() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_without_the_cluster_ca_cannot_join_raft() {
+    init_tracing();
+    let ca = Ca::new();
+    let c = Cluster::start_tls(3, ca.member()).await;
+    let leader = c.leader().await;
+    let dir = tempfile::tempdir().unwrap();
+    for (id, tls) in [(7u64, Some(Ca::new().member())), (8, None)] {
+        // The node runs (its own gRPC port, with another CA's certificate
+        // or none), and asks to be added.
+        let node = common::start_node(
+            id,
+            &dir.path().join(id.to_string()),
+            "127.0.0.1:0",
+            "127.0.0.1:0",
+            tollgate_control_plane::Membership::Resume,
+            common::tuning(),
+            tls,
+        )
+        .await;
+        let t = std::time::Instant::now();
+        let (s, v) = c.nodes[leader]
+            .client()
+            .post(
+                "/v1/cluster/members",
+                json!({"id": id, "grpc_addr": node.grpc_addr, "admin_addr": node.admin_addr}),
+            )
+            .await;
+        assert_eq!(s, 503, "node {id}: {v}");
+        assert!(t.elapsed() < Duration::from_secs(10));
+        // It is not a member, and the cluster still works.
+        let (_, cluster) = c.nodes[leader].client().get("/v1/cluster").await;
+        let members = cluster["members"].as_array().unwrap();
+        assert_eq!(members.len(), 3, "{cluster}");
+        assert!(node
+            .control
+            .raft
+            .metrics()
+            .borrow()
+            .current_leader
+            .is_none());
+        node.shutdown().await;
+    }
+    c.nodes[leader]
+        .client()
+        .must_put("/v1/tenants/still-works", json!({}))
+        .await;
+}

@@ -11,6 +11,7 @@
 //! - `transport`: bearer-token auth and the per-peer channel cache.
 //! - `node`: start and stop a node.
 
+pub mod backup;
 pub mod config_stream;
 pub mod declarative;
 pub mod grpc;

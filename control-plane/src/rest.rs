@@ -65,7 +65,8 @@ pub fn router(cp: Arc<ControlPlane>, admin_token: &str) -> Router {
         .route("/v1/keys/{id}/usage", get(key_usage))
         .route("/v1/keys/{id}/quota-adjustments", post(adjust_quota))
         .route("/v1/usage-plans/{id}/usage", get(plan_usage))
-        .route("/v1/usage/export", get(usage_export));
+        .route("/v1/usage/export", get(usage_export))
+        .route("/v1/snapshot", get(export_backup).post(import_backup));
     for (path, kind) in [
         ("apis", ResourceKind::Api),
         ("authorizers", ResourceKind::Authorizer),
@@ -373,5 +374,20 @@ async fn adjust_quota(State(s): State<AppState>, Path(id): Path<String>, body: B
         StatusCode::CREATED,
         json!({"key_id": id, "plan": a.plan, "amount": a.amount,
                "period_start": tollgate_model::usage::format_day(period), "revision": revision}),
+    )
+}
+
+// ---------------------------------------------------------------- backup
+
+async fn export_backup(State(s): State<AppState>) -> Reply {
+    let b = s.cp.export_backup().await?;
+    Ok(Json(b).into_response())
+}
+
+async fn import_backup(State(s): State<AppState>, body: Bytes) -> Reply {
+    let revision = s.cp.import_backup(&body).await?;
+    ok(
+        StatusCode::OK,
+        json!({"restored": true, "revision": revision}),
     )
 }

@@ -421,10 +421,38 @@ impl ControlPlane {
         if m.membership().voter_ids().any(|v| v == id) {
             return Ok(());
         }
-        self.raft
+        // A node the leader cannot replicate to (wrong address, or a
+        // certificate from another CA) never catches up: give up after the
+        // request timeout and take it out again, rather than make it a
+        // voter that only weakens the quorum.
+        let added = self
+            .raft
             .add_learner(id, node, true)
             .await
             .map_err(|e| ApiError::Unavailable(format!("adding learner {id}: {e}")))?;
+        let target = added.log_id.index;
+        let mut metrics = self.raft.metrics();
+        let caught_up = tokio::time::timeout(
+            self.request_timeout,
+            metrics.wait_for(|m| {
+                m.replication
+                    .as_ref()
+                    .and_then(|r| r.get(&id).cloned().flatten())
+                    .is_some_and(|matched| matched.index >= target)
+            }),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok());
+        if !caught_up {
+            let _ = self
+                .raft
+                .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+                .await;
+            return Err(ApiError::Unavailable(format!(
+                "node {id} did not catch up within {:?}; is it reachable from the leader, with a certificate from the cluster CA?",
+                self.request_timeout
+            )));
+        }
         self.raft
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
             .await

@@ -50,6 +50,13 @@ pub enum Command {
         period: Day,
         amount: u64,
     },
+    /// Replace every document and counter with a backup's
+    /// (`POST /v1/snapshot`). Documents not in the backup are deleted, so
+    /// data planes converge on the backup too.
+    Restore {
+        docs: Vec<Resource>,
+        counters: Vec<(Counter, u64)>,
+    },
     /// Extra quota for a key in the period holding `day`.
     AdjustQuota {
         key: String,
@@ -365,6 +372,29 @@ impl State {
         amount: &mut u64,
     ) -> Option<Resource> {
         match cmd {
+            Command::Restore { docs, counters } => {
+                let keep: BTreeSet<ResourceRef> = docs.iter().map(Resource::key).collect();
+                let gone: Vec<ResourceRef> = self
+                    .resources
+                    .keys()
+                    .filter(|k| !keep.contains(*k))
+                    .cloned()
+                    .collect();
+                for key in gone {
+                    self.remove(revision, key, changes);
+                }
+                for r in docs {
+                    self.upsert(revision, r, changes);
+                }
+                let old: Vec<Counter> = self.counters.keys().cloned().collect();
+                for c in old {
+                    self.bump(c, |_| 0, changes);
+                }
+                for (c, v) in counters {
+                    self.bump(c, |_| v, changes);
+                }
+                None
+            }
             Command::RecordUsage {
                 reporter,
                 epoch,
@@ -438,16 +468,7 @@ impl State {
                 self.upsert(revision, r.clone(), changes);
                 Some(r)
             }
-            Command::Delete(kind, id) => {
-                let key = (kind, id);
-                let old = self.resources.remove(&key).expect("checked");
-                self.index(&old.resource, false);
-                self.by_revision.remove(&(old.revision, key.clone()));
-                self.by_revision.insert((revision, key.clone()));
-                self.tombstones.insert(key.clone(), revision);
-                changes.push(Change::Remove(key, revision));
-                Some(old.resource)
-            }
+            Command::Delete(kind, id) => self.remove(revision, (kind, id), changes),
             Command::PatchKey { id, patch } => {
                 let Some(Resource::ApiKey(mut k)) = self
                     .get(ResourceKind::ApiKey, &id)
@@ -469,6 +490,21 @@ impl State {
                 Some(r)
             }
         }
+    }
+
+    fn remove(
+        &mut self,
+        revision: u64,
+        key: ResourceRef,
+        changes: &mut Vec<Change>,
+    ) -> Option<Resource> {
+        let old = self.resources.remove(&key)?;
+        self.index(&old.resource, false);
+        self.by_revision.remove(&(old.revision, key.clone()));
+        self.by_revision.insert((revision, key.clone()));
+        self.tombstones.insert(key.clone(), revision);
+        changes.push(Change::Remove(key, revision));
+        Some(old.resource)
     }
 
     fn upsert(&mut self, revision: u64, resource: Resource, changes: &mut Vec<Change>) {
@@ -520,6 +556,14 @@ impl State {
         match cmd {
             Command::InitSettings(_) => Ok(()),
             Command::Put(r) => self.check_put(r),
+            Command::Restore { docs, .. } => {
+                for r in docs {
+                    r.validate().map_err(|e| {
+                        Rejection::invalid(format!("{} {:?}: {e}", r.kind().as_str(), r.id()))
+                    })?;
+                }
+                Ok(())
+            }
             Command::Delete(kind, id) => {
                 if !self.exists(*kind, id) {
                     return Err(Rejection::new(
