@@ -514,10 +514,16 @@ async fn plan_changes_apply_within_a_second() {
         )
         .await;
     admin
-        .must_put("/v1/usage-plans/slow", json!({"apis": ["orders"], "throttle": {"rate": 1, "burst": 2}}))
+        .must_put(
+            "/v1/usage-plans/slow",
+            json!({"apis": ["orders"], "throttle": {"rate": 1, "burst": 2}}),
+        )
         .await;
     admin
-        .must_put("/v1/usage-plans/small", json!({"apis": ["orders"], "quota": {"limit": 1000, "period": "day"}}))
+        .must_put(
+            "/v1/usage-plans/small",
+            json!({"apis": ["orders"], "quota": {"limit": 1000, "period": "day"}}),
+        )
         .await;
     let dp = start_dp(vec![cluster.nodes[0].grpc_url()], None).await;
     let (key_id, key) = issue_key(&admin, "slow").await;
@@ -526,15 +532,27 @@ async fn plan_changes_apply_within_a_second() {
 
     // A faster rate is in force within a second.
     admin
-        .must_put("/v1/usage-plans/slow", json!({"apis": ["orders"], "throttle": {"rate": 1000, "burst": 1000}}))
+        .must_put(
+            "/v1/usage-plans/slow",
+            json!({"apis": ["orders"], "throttle": {"rate": 1000, "burst": 1000}}),
+        )
         .await;
     let t = Instant::now();
-    common::dp::eventually("the new rate", Duration::from_secs(1), || async { burst_of(&dp, &key, 10).await == 10 }).await;
+    common::dp::eventually("the new rate", Duration::from_secs(1), || async {
+        burst_of(&dp, &key, 10).await == 10
+    })
+    .await;
     println!("rate change in force after {:?}", t.elapsed());
 
     // The key moves to the quota plan; then the limit drops below what was
     // used: refused within a second.
-    let (s, v) = admin.call("PATCH", &format!("/v1/keys/{key_id}"), Some(json!({"plans": ["small"]}))).await;
+    let (s, v) = admin
+        .call(
+            "PATCH",
+            &format!("/v1/keys/{key_id}"),
+            Some(json!({"plans": ["small"]})),
+        )
+        .await;
     assert_eq!(s, 200, "{v}");
     common::dp::eventually("the key's new plan", Duration::from_secs(1), || async {
         // The old plan had no quota; under the new one the first lease shows.
@@ -543,17 +561,29 @@ async fn plan_changes_apply_within_a_second() {
     .await;
     assert_eq!(burst_of(&dp, &key, 5).await, 5);
     admin
-        .must_put("/v1/usage-plans/small", json!({"apis": ["orders"], "quota": {"limit": 3, "period": "day"}}))
+        .must_put(
+            "/v1/usage-plans/small",
+            json!({"apis": ["orders"], "quota": {"limit": 3, "period": "day"}}),
+        )
         .await;
     let t = Instant::now();
-    common::dp::eventually("the lower limit", Duration::from_secs(1), || async { burst_of(&dp, &key, 1).await == 0 }).await;
+    common::dp::eventually("the lower limit", Duration::from_secs(1), || async {
+        burst_of(&dp, &key, 1).await == 0
+    })
+    .await;
     println!("limit change in force after {:?}", t.elapsed());
     // A higher limit again: served, without resetting what was used.
     admin
-        .must_put("/v1/usage-plans/small", json!({"apis": ["orders"], "quota": {"limit": 20, "period": "day"}}))
+        .must_put(
+            "/v1/usage-plans/small",
+            json!({"apis": ["orders"], "quota": {"limit": 20, "period": "day"}}),
+        )
         .await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let more = burst_of(&dp, &key, 30).await;
-    assert!(more <= 20 - 6 && more >= 5, "after raising the limit to 20 with 6 used: {more} more");
+    assert!(
+        more <= 20 - 6 && more >= 5,
+        "after raising the limit to 20 with 6 used: {more} more"
+    );
     let _ = cluster;
 }

@@ -206,7 +206,9 @@ impl PlanEnforcer {
             match current {
                 Some(s) if s.quota == *q && s.period_start <= today && today < s.period_end => s,
                 old => {
-                    if let Some(old) = old.filter(|o| o.period_start <= today && today < o.period_end) {
+                    if let Some(old) =
+                        old.filter(|o| o.period_start <= today && today < o.period_end)
+                    {
                         self.give_back(kp.clone(), &old);
                     }
                     let s = Arc::new(QuotaSlot {
