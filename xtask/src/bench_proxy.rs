@@ -183,7 +183,7 @@ async fn keyed_api(client: &reqwest::Client, admin: &str, echo: &str) -> anyhow:
         client,
         format!("{admin}/v1/usage-plans/unlimited"),
         json!({
-        "apis": ["keyed"], "throttle": {"rate": 10_000_000.0, "burst": 10_000_000u32},
+        "apis": ["keyed"], "throttle": {"rate": 1_000_000.0, "burst": 1_000_000u32},
         "quota": {"limit": 1_000_000_000u64, "period": "month"}}),
     )
     .await?;
