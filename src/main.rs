@@ -78,7 +78,7 @@ enum Command {
         /// Keep the last good config here, to start without a control plane.
         #[arg(long, env = "TOLLGATE_STATE_DIR")]
         state_dir: Option<PathBuf>,
-        /// Defaults to the host name.
+        /// Unique per data plane; defaults to `<host name>:<proxy port>`.
         #[arg(long, env = "TOLLGATE_NODE_ID")]
         node_id: Option<String>,
         /// File holding the cluster token (else TOLLGATE_CLUSTER_TOKEN).
@@ -306,13 +306,19 @@ async fn main() -> anyhow::Result<()> {
                 (Some(c), Some(k)) => Some(tollgate_data_plane::server::tls_config(c, k)?),
                 _ => None,
             };
-            let node_id = node_id.unwrap_or_else(default_node_id);
+            let proxy_listener = bind(&listen).await?;
+            // Unique per process: the control plane tells data planes apart
+            // by id (cluster listing, throttle shares, usage batches).
+            let node_id = node_id.unwrap_or_else(|| {
+                let port = proxy_listener.local_addr().map_or(0, |a| a.port());
+                format!("{}:{port}", default_node_id())
+            });
             let dp = tollgate_data_plane::start(tollgate_data_plane::DataPlaneConfig {
                 node_id,
                 control_plane,
                 cluster_token,
                 cluster_tls: mutual_tls(cluster_tls_cert, cluster_tls_key, cluster_tls_ca)?,
-                proxy_listener: bind(&listen).await?,
+                proxy_listener,
                 status_listener: bind(&status_addr).await?,
                 state_dir,
                 tls,

@@ -94,7 +94,7 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
             "upstream": {"targets": [{"url": format!("http://{echo}")}]},
             "routes": [{"id": "all", "path": "/{rest+}"}]})).await?;
         let (rate, burst) = (200.0, 50.0);
-        put(&client, format!("{first}/v1/usage-plans/rate"), json!({"apis": ["limited"], "throttle": {"rate": rate, "burst": burst}})).await?;
+        put(&client, format!("{first}/v1/usage-plans/rate"), json!({"apis": ["limited"], "throttle": {"rate": rate, "burst": burst as u32}})).await?;
         put(&client, format!("{first}/v1/usage-plans/quota"), json!({"apis": ["limited"], "quota": {"limit": 1000, "period": "day"}})).await?;
         let grpc: Vec<String> = nodes.iter().map(|n| n.grpc.clone()).collect();
         println!("3-node control plane; throttle rate {rate}/s burst {burst}, driven at 3x for {seconds} s; quota 1000/day driven hard");
