@@ -68,8 +68,15 @@ impl DemandTable {
                 since: now,
                 per_dp: HashMap::new(),
             });
-            kd.per_dp
-                .insert(r.data_plane.clone(), (d.requests as f64 / window, now));
+            // Smooth each data plane's rate a little: shares are ratios of
+            // noisy 200 ms samples taken at different moments, and noise in
+            // a ratio costs admitted requests.
+            let sample = d.requests as f64 / window;
+            let rate = match kd.per_dp.get(&r.data_plane) {
+                Some((prev, at)) if now.duration_since(*at) < PRESENT_FOR => 0.5 * prev + 0.5 * sample,
+                _ => sample,
+            };
+            kd.per_dp.insert(r.data_plane.clone(), (rate, now));
             kd.per_dp
                 .retain(|_, (_, at)| now.duration_since(*at) < PRESENT_FOR);
             let known: Vec<f64> = kd.per_dp.values().map(|(rate, _)| *rate).collect();
