@@ -290,9 +290,15 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
         wait_status_with(&client, &format!("http://{listen}/keyed/x"), &key, 200).await?;
         let keyed = wrk_with(&format!("http://{listen}/keyed/x"), connections, seconds, &[&format!("x-api-key: {key}")])?;
         row("tollgate + key + plan", &keyed);
+        let jwt = jwt_api(&client, &admin, &echo_addr).await?;
+        let bearer = format!("authorization: Bearer {jwt}");
+        wait_status_with_header(&client, &format!("http://{listen}/jwt/x"), ("authorization", &format!("Bearer {jwt}")), 200).await?;
+        let jwt_row = wrk_with(&format!("http://{listen}/jwt/x"), connections, seconds, &[&bearer])?;
+        row("tollgate + JWT RS256", &jwt_row);
         println!(
-            "key + plan vs plain proxy: throughput {:+.1}%",
-            (keyed.rps / tollgate.rps - 1.0) * 100.0
+            "against the plain proxy: key + plan {:+.1}%, JWT {:+.1}% throughput",
+            (keyed.rps / tollgate.rps - 1.0) * 100.0,
+            (jwt_row.rps / tollgate.rps - 1.0) * 100.0
         );
         if let Some((_, l)) = &nginx {
             let ng = wrk(&format!("http://{l}/bench/x"), connections, seconds)?;
@@ -376,4 +382,48 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
         );
         Ok(())
     })
+}
+
+/// An API behind an RS256 authorizer (inline JWKS from a key made here);
+/// returns a token valid for an hour.
+async fn jwt_api(client: &reqwest::Client, admin: &str, echo: &str) -> anyhow::Result<String> {
+    use base64::Engine;
+    use rsa::pkcs1::EncodeRsaPrivateKey;
+    use rsa::traits::PublicKeyParts;
+    let key = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048)?;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let jwk = json!({"kty": "RSA", "kid": "bench", "use": "sig", "alg": "RS256",
+                     "n": b64.encode(key.n().to_bytes_be()), "e": b64.encode(key.e().to_bytes_be())});
+    put(client, format!("{admin}/v1/authorizers/bench-jwt"), json!({
+        "issuer": "https://bench.test", "audiences": ["bench"], "algorithms": ["RS256"],
+        "jwks": {"keys": [jwk]}})).await?;
+    put(client, format!("{admin}/v1/apis/jwt"), json!({
+        "base_path": "/jwt", "auth": {"authorizer": "bench-jwt"},
+        "upstream": {"targets": [{"url": format!("http://{echo}")}]},
+        "routes": [{"id": "all", "path": "/{rest+}"}]})).await?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some("bench".into());
+    let claims = json!({"iss": "https://bench.test", "aud": "bench", "sub": "bench-user",
+                        "iat": now, "exp": now + 3600});
+    let der = key.to_pkcs1_der()?;
+    Ok(jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_rsa_der(der.as_bytes()))?)
+}
+
+async fn wait_status_with_header(
+    client: &reqwest::Client,
+    url: &str,
+    (name, value): (&str, &str),
+    want: u16,
+) -> anyhow::Result<()> {
+    let t = Instant::now();
+    loop {
+        if let Ok(r) = client.get(url).header(name, value).send().await {
+            if r.status().as_u16() == want {
+                return Ok(());
+            }
+        }
+        anyhow::ensure!(t.elapsed() < Duration::from_secs(30), "{url} never answered {want}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
