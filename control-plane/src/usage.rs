@@ -22,6 +22,8 @@ use crate::state::Command;
 
 /// A data plane counts as present for this long after its last sync.
 const PRESENT_FOR: Duration = Duration::from_secs(2);
+/// A data plane that has not synced for this long gets no assumed demand.
+const QUIET_AFTER: Duration = Duration::from_millis(600);
 
 /// Recent demand per (key, plan) per data plane, on the leader.
 #[derive(Default)]
@@ -78,7 +80,7 @@ impl DemandTable {
             };
             kd.per_dp.insert(r.data_plane.clone(), (rate, now));
             kd.per_dp
-                .retain(|_, (_, at)| now.duration_since(*at) < PRESENT_FOR);
+                .retain(|_, (_, at)| now.duration_since(*at) < QUIET_AFTER);
             let known: Vec<f64> = kd.per_dp.values().map(|(rate, _)| *rate).collect();
             let mean = known.iter().sum::<f64>() / known.len().max(1) as f64;
             // Present data planes that have not spoken about this key since
@@ -87,7 +89,13 @@ impl DemandTable {
             let unknown = t
                 .seen
                 .iter()
-                .filter(|(dp, at)| !kd.per_dp.contains_key(*dp) && **at <= kd.since)
+                .filter(|(dp, at)| {
+                    !kd.per_dp.contains_key(*dp)
+                        && **at <= kd.since
+                        // Syncs come every 200 ms: one silent for longer has
+                        // probably stopped, and must not hold a share.
+                        && now.duration_since(**at) < QUIET_AFTER
+                })
                 .count();
             let total: f64 = known.iter().sum::<f64>() + mean * unknown as f64;
             let mine = kd.per_dp.get(&r.data_plane).map_or(0.0, |(rate, _)| *rate);
