@@ -53,6 +53,24 @@ impl FramingGuard {
         while !data.is_empty() {
             match &mut self.state {
                 State::Off => return,
+                State::Head(buf) if buf.is_empty() => {
+                    // The common case: the whole head arrived in one read;
+                    // parse it in place, without copying.
+                    if data.starts_with(H2_PREFACE) {
+                        self.state = State::Off;
+                        return;
+                    }
+                    match find(data, b"\r\n\r\n") {
+                        Some(i) => {
+                            self.state = self.after_head(&data[..i + 4]);
+                            data = &data[i + 4..];
+                        }
+                        None => buf.extend_from_slice(data),
+                    }
+                    if data.is_empty() || matches!(self.state, State::Head(ref b) if !b.is_empty()) {
+                        return;
+                    }
+                }
                 State::Head(buf) => {
                     let start = buf.len().saturating_sub(3);
                     buf.extend_from_slice(data);
