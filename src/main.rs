@@ -58,6 +58,9 @@ enum Command {
         /// Where the demo echo upstream listens; "off" to not start it.
         #[arg(long, env = "TOLLGATE_ECHO_ADDR", default_value = "127.0.0.1:8081")]
         echo_addr: String,
+        /// The access log: off, stdout, or a file path (appended).
+        #[arg(long, env = "TOLLGATE_ACCESS_LOG", default_value = "stdout")]
+        access_log: tollgate_data_plane::AccessLogTarget,
         #[command(flatten)]
         tokens: Tokens,
     },
@@ -160,17 +163,9 @@ struct ProxyFlags {
     /// Seconds in-flight requests get to finish on SIGTERM.
     #[arg(long, env = "TOLLGATE_GRACE_S", default_value_t = 30)]
     grace_s: u64,
-}
-
-fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,openraft=warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    /// The access log: off, stdout, or a file path (appended).
+    #[arg(long, env = "TOLLGATE_ACCESS_LOG", default_value = "stdout")]
+    access_log: tollgate_data_plane::AccessLogTarget,
 }
 
 /// A secret from a file, else an environment variable, else generated and
@@ -221,8 +216,21 @@ async fn wait_for_shutdown() {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(&cli.log_format);
-    match cli.command {
+    anyhow::ensure!(
+        matches!(cli.log_format.as_str(), "text" | "json"),
+        "--log-format: {:?} is not text or json",
+        cli.log_format
+    );
+    // Logs as --log-format and RUST_LOG say; traces over OTLP only when
+    // OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    let telemetry = tollgate_data_plane::telemetry::init(&cli.log_format)?;
+    let result = run(cli.command).await;
+    telemetry.shutdown();
+    result
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Dev {
             config,
             data_dir,
@@ -231,6 +239,7 @@ async fn main() -> anyhow::Result<()> {
             listen,
             status_addr,
             echo_addr,
+            access_log,
             tokens,
         } => {
             let shutdown = tokio_util::sync::CancellationToken::new();
@@ -267,6 +276,7 @@ async fn main() -> anyhow::Result<()> {
                 tls: None,
                 limits: tollgate_data_plane::Limits::default(),
                 grace: Duration::from_secs(5),
+                access_log,
             })
             .await?;
             println!(
@@ -327,6 +337,7 @@ async fn main() -> anyhow::Result<()> {
                     ..Default::default()
                 },
                 grace: Duration::from_secs(proxy.grace_s),
+                access_log: proxy.access_log.clone(),
             })
             .await?;
             println!(

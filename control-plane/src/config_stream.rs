@@ -133,6 +133,7 @@ fn proto_kind(k: ResourceKind) -> tollgate_proto::ResourceKind {
         ResourceKind::UsagePlan => P::UsagePlan,
         ResourceKind::ApiKey => P::ApiKey,
         ResourceKind::Settings => P::Settings,
+        ResourceKind::CacheFlush => P::CacheFlush,
     }
 }
 

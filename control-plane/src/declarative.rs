@@ -57,6 +57,7 @@ pub fn rest_collection(kind: ResourceKind) -> &'static str {
         ResourceKind::UsagePlan => "usage-plans",
         ResourceKind::ApiKey => "keys",
         ResourceKind::Settings => "settings",
+        ResourceKind::CacheFlush => "cache-flushes",
     }
 }
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -22,6 +22,14 @@ use crate::service::{parse_json, ApiError, ControlPlane};
 struct AppState {
     cp: Arc<ControlPlane>,
     admin_token: Arc<str>,
+    requests: Arc<AdminRequests>,
+}
+
+/// Admin requests by method, matched route template (never the raw path)
+/// and status. The admin API is not a hot path: a mutex is fine here.
+#[derive(Default)]
+struct AdminRequests {
+    counts: std::sync::Mutex<std::collections::BTreeMap<(String, String, u16), u64>>,
 }
 
 /// The one place an `ApiError` becomes an HTTP response.
@@ -52,6 +60,7 @@ pub fn router(cp: Arc<ControlPlane>, admin_token: &str) -> Router {
     let state = AppState {
         cp,
         admin_token: admin_token.into(),
+        requests: Arc::new(AdminRequests::default()),
     };
     let mut v1 = Router::new()
         .route("/v1/cluster", get(cluster))
@@ -65,6 +74,7 @@ pub fn router(cp: Arc<ControlPlane>, admin_token: &str) -> Router {
         .route("/v1/keys/{id}/usage", get(key_usage))
         .route("/v1/keys/{id}/quota-adjustments", post(adjust_quota))
         .route("/v1/usage-plans/{id}/usage", get(plan_usage))
+        .route("/v1/apis/{id}/cache", delete(flush_cache))
         .route("/v1/usage/export", get(usage_export))
         .route("/v1/snapshot", get(export_backup).post(import_backup));
     for (path, kind) in [
@@ -100,7 +110,29 @@ pub fn router(cp: Arc<ControlPlane>, admin_token: &str) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(v1)
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// A span per admin request, and the request counted by route template.
+async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    use tracing::Instrument;
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = req.method().as_str().to_string();
+    let span = tracing::debug_span!("admin", method = %method, route = %route, status = tracing::field::Empty);
+    let res = next.run(req).instrument(span.clone()).await;
+    let status = res.status().as_u16();
+    span.record("status", status);
+    *s.requests
+        .counts
+        .lock()
+        .expect("admin metrics lock")
+        .entry((method, route, status))
+        .or_default() += 1;
+    res
 }
 
 async fn require_admin_token(
@@ -128,29 +160,130 @@ async fn readyz(State(s): State<AppState>) -> Response {
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
+    use std::fmt::Write;
     let m = s.cp.raft.metrics().borrow().clone();
-    let is_leader = u8::from(m.current_leader == Some(s.cp.id));
-    let connected =
-        s.cp.data_planes
-            .local()
+    let applied = m.last_applied.map_or(0, |l| l.index);
+    let is_leader = m.current_leader == Some(s.cp.id);
+    // openraft 0.9 does not publish the commit index. On the leader it is
+    // the highest index a quorum of voters holds; elsewhere, what this node
+    // applied (committed by definition) is the best lower bound.
+    let commit = if is_leader {
+        let voters: Vec<_> = m.membership_config.membership().voter_ids().collect();
+        let mut matched: Vec<u64> = voters
             .iter()
-            .filter(|d| d.connected)
-            .count();
-    let text = format!(
-        "# TYPE tollgate_raft_term gauge\ntollgate_raft_term {}\n\
-         # TYPE tollgate_raft_is_leader gauge\ntollgate_raft_is_leader {is_leader}\n\
-         # TYPE tollgate_raft_leader_id gauge\ntollgate_raft_leader_id {}\n\
-         # TYPE tollgate_raft_last_log_index gauge\ntollgate_raft_last_log_index {}\n\
-         # TYPE tollgate_raft_applied_index gauge\ntollgate_raft_applied_index {}\n\
-         # TYPE tollgate_raft_log_entries gauge\ntollgate_raft_log_entries {}\n\
-         # TYPE tollgate_data_planes_connected gauge\ntollgate_data_planes_connected {connected}\n",
+            .map(|v| {
+                if *v == s.cp.id {
+                    m.last_log_index.unwrap_or(0)
+                } else {
+                    m.replication
+                        .as_ref()
+                        .and_then(|r| r.get(v).cloned().flatten())
+                        .map_or(0, |l| l.index)
+                }
+            })
+            .collect();
+        matched.sort_unstable_by(|a, b| b.cmp(a));
+        matched
+            .get(voters.len() / 2)
+            .copied()
+            .unwrap_or(applied)
+            .max(applied)
+    } else {
+        applied
+    };
+    let dps = s.cp.data_planes.local();
+    let connected = dps.iter().filter(|d| d.connected).count();
+    let usage_batches: u64 = s.cp.shared.read(|st| {
+        st.counters()
+            .filter_map(|(c, v)| matches!(c, crate::state::Counter::ReportSeq { .. }).then_some(*v))
+            .sum()
+    });
+    let mut out = String::with_capacity(4096);
+    let mut gauge = |name: &str, help: &str, v: u64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+    };
+    gauge(
+        "tollgate_raft_term",
+        "The Raft term this node is in.",
         m.current_term,
-        m.current_leader.unwrap_or(0),
-        m.last_log_index.unwrap_or(0),
-        m.last_applied.map_or(0, |l| l.index),
-        s.cp.log_store.len(),
     );
-    ([("content-type", "text/plain; version=0.0.4")], text).into_response()
+    gauge(
+        "tollgate_raft_is_leader",
+        "1 on the leader.",
+        u64::from(is_leader),
+    );
+    gauge(
+        "tollgate_raft_leader_id",
+        "The leader's node id (0: none known).",
+        m.current_leader.unwrap_or(0),
+    );
+    gauge(
+        "tollgate_raft_last_log_index",
+        "The last index in this node's log.",
+        m.last_log_index.unwrap_or(0),
+    );
+    gauge(
+        "tollgate_raft_commit_index",
+        "The commit index (the leader's quorum index; a follower's applied index).",
+        commit,
+    );
+    gauge(
+        "tollgate_raft_applied_index",
+        "The last index this node applied.",
+        applied,
+    );
+    gauge(
+        "tollgate_raft_log_entries",
+        "Entries in this node's log (after compaction).",
+        s.cp.log_store.len() as u64,
+    );
+    gauge(
+        "tollgate_data_planes_connected",
+        "Data planes streaming config from this node.",
+        connected as u64,
+    );
+    let _ = writeln!(
+        out,
+        "# HELP tollgate_data_plane_revision_lag Revisions a data plane streaming from this node is behind this node's applied index.\n\
+         # TYPE tollgate_data_plane_revision_lag gauge"
+    );
+    let mut dps = dps;
+    dps.sort_by(|a, b| a.id.cmp(&b.id));
+    for d in dps.iter().filter(|d| d.connected) {
+        let _ = writeln!(
+            out,
+            "tollgate_data_plane_revision_lag{{data_plane=\"{}\"}} {}",
+            label(&d.id),
+            applied.saturating_sub(d.revision)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP tollgate_usage_batches_applied_total Usage batches from data planes applied to the cluster's state (retries not counted).\n\
+         # TYPE tollgate_usage_batches_applied_total counter\n\
+         tollgate_usage_batches_applied_total {usage_batches}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP tollgate_admin_requests_total Admin API requests by method, route template and status.\n\
+         # TYPE tollgate_admin_requests_total counter"
+    );
+    for ((method, route, status), n) in s.requests.counts.lock().expect("admin metrics lock").iter()
+    {
+        let _ = writeln!(
+            out,
+            "tollgate_admin_requests_total{{method=\"{method}\",route=\"{}\",status=\"{status}\"}} {n}",
+            label(route)
+        );
+    }
+    ([("content-type", "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// A label value, escaped for the Prometheus text format.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 async fn cluster(State(s): State<AppState>) -> Reply {
@@ -234,6 +367,14 @@ async fn delete_doc(
 ) -> Reply {
     let rev = s.cp.delete(kind, &id).await?;
     ok(StatusCode::OK, json!({"id": id, "revision": rev}))
+}
+
+async fn flush_cache(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
+    let revision = s.cp.flush_cache(&id).await?;
+    ok(
+        StatusCode::OK,
+        json!({"api": id, "flushed": true, "epoch": revision, "revision": revision}),
+    )
 }
 
 async fn issue_key(State(s): State<AppState>, body: Bytes) -> Reply {

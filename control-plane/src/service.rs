@@ -198,7 +198,10 @@ impl ControlPlane {
 
     /// `write`, also returning the command's `amount` (quota granted).
     pub async fn write_result(&self, cmd: Command) -> Result<(u64, Option<Resource>, u64)> {
+        use tracing::Instrument;
+        let span = tracing::debug_span!("raft_write", command = cmd.name());
         let result = tokio::time::timeout(self.request_timeout, self.write_with_retry(cmd))
+            .instrument(span)
             .await
             .map_err(|_| {
                 ApiError::Unavailable("no quorum: the write was not acknowledged in time".into())
@@ -253,6 +256,7 @@ impl ControlPlane {
     /// call began (unless `stale`), so a read after an acknowledged write on
     /// any node sees it.
     pub async fn read_barrier(&self, stale: bool) -> Result<()> {
+        use tracing::Instrument;
         if stale {
             return Ok(());
         }
@@ -271,6 +275,7 @@ impl ControlPlane {
                 }
             }
         })
+        .instrument(tracing::debug_span!("raft_read_barrier"))
         .await
         .map_err(|_| {
             ApiError::Unavailable(
@@ -335,6 +340,19 @@ impl ControlPlane {
 
     pub async fn delete(&self, kind: ResourceKind, id: &str) -> Result<u64> {
         Ok(self.write(Command::Delete(kind, id.to_string())).await?.0)
+    }
+
+    /// Flush an API's cached responses on every data plane: a new flush
+    /// epoch (the write's revision), streamed like any document. Returns
+    /// the revision, which is also the epoch.
+    pub async fn flush_cache(&self, api: &str) -> Result<u64> {
+        tollgate_model::validate::id("id", api)?;
+        let (rev, _) = self
+            .write(Command::FlushCache {
+                api: api.to_string(),
+            })
+            .await?;
+        Ok(rev)
     }
 
     // ------------------------------------------------------------ keys
@@ -577,7 +595,7 @@ pub fn parse_document(kind: ResourceKind, id: &str, body: &[u8]) -> Result<Resou
         ResourceKind::Authorizer => Resource::Authorizer(parse_json(&bytes)?),
         ResourceKind::Tenant => Resource::Tenant(parse_json(&bytes)?),
         ResourceKind::UsagePlan => Resource::UsagePlan(parse_json(&bytes)?),
-        ResourceKind::ApiKey | ResourceKind::Settings => {
+        ResourceKind::ApiKey | ResourceKind::Settings | ResourceKind::CacheFlush => {
             return Err(ApiError::InvalidArgument(format!(
                 "kind: {} cannot be written here",
                 kind.as_str()

@@ -57,6 +57,13 @@ pub enum Command {
         docs: Vec<Resource>,
         counters: Vec<(Counter, u64)>,
     },
+    /// Start a new cache flush epoch for an API (`DELETE
+    /// /v1/apis/{id}/cache`): its `CacheFlush` resource is set to this
+    /// command's revision, and streams to every data plane like any
+    /// document, so one that is offline flushes when it reconnects.
+    FlushCache {
+        api: String,
+    },
     /// Extra quota for a key in the period holding `day`.
     AdjustQuota {
         key: String,
@@ -64,6 +71,24 @@ pub enum Command {
         day: Day,
         amount: u64,
     },
+}
+
+impl Command {
+    /// The command's name, for traces.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::InitSettings(_) => "init_settings",
+            Command::Put(_) => "put",
+            Command::Delete(..) => "delete",
+            Command::PatchKey { .. } => "patch_key",
+            Command::RecordUsage { .. } => "record_usage",
+            Command::LeaseQuota { .. } => "lease_quota",
+            Command::ReturnQuota { .. } => "return_quota",
+            Command::Restore { .. } => "restore",
+            Command::FlushCache { .. } => "flush_cache",
+            Command::AdjustQuota { .. } => "adjust_quota",
+        }
+    }
 }
 
 /// Usage and quota bookkeeping. Not documents: never streamed to data
@@ -468,6 +493,19 @@ impl State {
                 self.upsert(revision, r.clone(), changes);
                 Some(r)
             }
+            Command::FlushCache { api } => {
+                let r = Resource::CacheFlush(tollgate_model::config::CacheFlush {
+                    api,
+                    epoch: revision,
+                });
+                self.upsert(revision, r.clone(), changes);
+                Some(r)
+            }
+            Command::Delete(ResourceKind::Api, id) => {
+                // The API's flush epoch goes with it.
+                self.remove(revision, (ResourceKind::CacheFlush, id.clone()), changes);
+                self.remove(revision, (ResourceKind::Api, id), changes)
+            }
             Command::Delete(kind, id) => self.remove(revision, (kind, id), changes),
             Command::PatchKey { id, patch } => {
                 let Some(Resource::ApiKey(mut k)) = self
@@ -580,6 +618,15 @@ impl State {
                 Ok(())
             }
             Command::RecordUsage { .. } | Command::ReturnQuota { .. } => Ok(()),
+            Command::FlushCache { api } => {
+                if !self.exists(ResourceKind::Api, api) {
+                    return Err(Rejection::new(
+                        ErrorCode::NotFound,
+                        format!("api {api:?} not found"),
+                    ));
+                }
+                Ok(())
+            }
             Command::LeaseQuota { key, plan, day, .. }
             | Command::AdjustQuota { key, plan, day, .. } => {
                 let Some(Resource::ApiKey(k)) =
@@ -665,6 +712,15 @@ impl State {
                 Ok(())
             }
             Resource::ApiKey(k) => self.check_key(k),
+            Resource::CacheFlush(f) => {
+                if !self.exists(ResourceKind::Api, &f.api) {
+                    return Err(Rejection::invalid(format!(
+                        "api: api {:?} does not exist",
+                        f.api
+                    )));
+                }
+                Ok(())
+            }
             Resource::Authorizer(_) | Resource::Tenant(_) | Resource::Settings(_) => Ok(()),
         }
     }
@@ -722,7 +778,7 @@ impl State {
                         _ => None,
                     })
             }
-            ResourceKind::ApiKey | ResourceKind::Settings => None,
+            ResourceKind::ApiKey | ResourceKind::Settings | ResourceKind::CacheFlush => None,
         };
         found
     }

@@ -75,7 +75,9 @@ impl DemandTable {
             // a ratio costs admitted requests.
             let sample = d.requests as f64 / window;
             let rate = match kd.per_dp.get(&r.data_plane) {
-                Some((prev, at)) if now.duration_since(*at) < PRESENT_FOR => 0.5 * prev + 0.5 * sample,
+                Some((prev, at)) if now.duration_since(*at) < PRESENT_FOR => {
+                    0.5 * prev + 0.5 * sample
+                }
                 _ => sample,
             };
             kd.per_dp.insert(r.data_plane.clone(), (rate, now));

@@ -7,7 +7,7 @@ use http::{Method, Response, StatusCode};
 
 use crate::body::{full, ProxyBody};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ProxyError {
     /// Ambiguous or malformed framing; the connection is closed after it.
     #[error("bad request framing: {0}")]
@@ -81,6 +81,26 @@ impl ProxyError {
 
     pub fn status(&self) -> StatusCode {
         self.status_and_message().0
+    }
+
+    /// Why the gateway refused or failed the request, for the access log.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProxyError::BadFraming(_) => "bad_framing",
+            ProxyError::NotFound => "no_route",
+            ProxyError::MethodNotAllowed { .. } => "method_not_allowed",
+            ProxyError::Unauthorized => "unauthorized",
+            ProxyError::Forbidden => "forbidden",
+            ProxyError::Throttled { .. } => "throttled",
+            ProxyError::QuotaExceeded => "quota_exceeded",
+            ProxyError::PayloadTooLarge => "body_too_large",
+            ProxyError::UriTooLong => "uri_too_long",
+            ProxyError::HeadersTooLarge => "headers_too_large",
+            ProxyError::BadGateway(_) => "bad_gateway",
+            ProxyError::NoHealthyUpstream => "no_healthy_upstream",
+            ProxyError::GatewayTimeout => "upstream_timeout",
+            ProxyError::ShuttingDown => "shutting_down",
+        }
     }
 
     /// The response for this error: a JSON `{"message": ...}` body.

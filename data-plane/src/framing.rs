@@ -67,7 +67,8 @@ impl FramingGuard {
                         }
                         None => buf.extend_from_slice(data),
                     }
-                    if data.is_empty() || matches!(self.state, State::Head(ref b) if !b.is_empty()) {
+                    if data.is_empty() || matches!(self.state, State::Head(ref b) if !b.is_empty())
+                    {
                         return;
                     }
                 }

@@ -12,8 +12,10 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use tollgate_model::{ConfigDelta, ConfigSet, Resource, ResourceKind};
 
+use crate::access_log::AccessLog;
 use crate::auth::{AuthContext, AuthIndex, AuthTuning};
-use crate::metrics::Stats;
+use crate::cache::ResponseCache;
+use crate::metrics::Metrics;
 use crate::router::{CompiledApi, RouteTable};
 use crate::upstream::{Clients, UpstreamPool};
 use crate::ConfigApplier;
@@ -24,6 +26,8 @@ pub struct Snapshot {
     pub routes: RouteTable,
     /// API keys, plans, authorizers and IP lists.
     pub auth: AuthIndex,
+    /// Cache flush epoch per API (absent: 0), part of every cache key.
+    pub cache_epochs: im::HashMap<String, u64>,
     /// When this snapshot was swapped in.
     pub applied_at: SystemTime,
 }
@@ -32,12 +36,21 @@ impl Snapshot {
     pub fn revision(&self) -> u64 {
         self.config.revision
     }
+
+    pub fn cache_epoch(&self, api: &str) -> u64 {
+        self.cache_epochs.get(api).copied().unwrap_or(0)
+    }
 }
 
 pub struct Gateway {
     snapshot: ArcSwap<Snapshot>,
     pub clients: Clients,
-    pub stats: Stats,
+    /// Per-route counters and histograms for the status port.
+    pub metrics: Metrics,
+    /// Cached upstream responses.
+    pub cache: ResponseCache,
+    /// Where access log lines go (unset: off).
+    access_log: std::sync::OnceLock<Arc<AccessLog>>,
     /// JWKS fetch timing (cooldown, timeout, max age); changeable at run time.
     pub auth_tuning: Arc<AuthTuning>,
     /// Throttles, quotas and metering (set once at start).
@@ -54,10 +67,13 @@ impl Gateway {
                 config: ConfigSet::default(),
                 routes: RouteTable::default(),
                 auth: AuthIndex::default(),
+                cache_epochs: im::HashMap::new(),
                 applied_at: SystemTime::now(),
             }),
             clients: Clients::new(),
-            stats: Stats::default(),
+            metrics: Metrics::default(),
+            cache: ResponseCache::default(),
+            access_log: std::sync::OnceLock::new(),
             auth_tuning: Arc::new(AuthTuning::default()),
             plans: std::sync::OnceLock::new(),
             apply_lock: Mutex::new(()),
@@ -70,6 +86,14 @@ impl Gateway {
 
     pub fn plans(&self) -> Option<&Arc<crate::plans::PlanEnforcer>> {
         self.plans.get()
+    }
+
+    pub fn set_access_log(&self, log: Arc<AccessLog>) {
+        let _ = self.access_log.set(log);
+    }
+
+    pub fn access_log(&self) -> Option<&Arc<AccessLog>> {
+        self.access_log.get()
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -102,7 +126,38 @@ impl Gateway {
                 _ => Some(UpstreamPool::new(&api.id, up.clone(), &self.clients)?),
             },
         };
-        Ok(Arc::new(CompiledApi::new(api.clone(), upstream)?))
+        let mut compiled = CompiledApi::new(api.clone(), upstream)?;
+        for r in &mut compiled.routes {
+            r.metrics = self.metrics.route(&api.id, &r.doc.id);
+        }
+        Ok(Arc::new(compiled))
+    }
+
+    /// APIs whose cached responses must go: a new flush epoch, a changed
+    /// or removed API document. In proportion to the delta, unless it is a
+    /// full one.
+    fn stale_caches(current: &ConfigSet, next: &ConfigSet, delta: &ConfigDelta) -> Vec<String> {
+        let relevant = |k: ResourceKind| matches!(k, ResourceKind::Api | ResourceKind::CacheFlush);
+        let mut touched: Vec<(ResourceKind, &str)> = if delta.full {
+            [ResourceKind::Api, ResourceKind::CacheFlush]
+                .into_iter()
+                .flat_map(|k| current.of_kind(k).chain(next.of_kind(k)))
+                .map(|r| (r.kind(), r.id()))
+                .collect()
+        } else {
+            delta
+                .upserts
+                .iter()
+                .map(|r| (r.kind(), r.id()))
+                .chain(delta.removals.iter().map(|(k, id)| (*k, id.as_str())))
+                .filter(|(k, _)| relevant(*k))
+                .collect()
+        };
+        touched.retain(|(k, id)| current.get(*k, id) != next.get(*k, id));
+        let mut apis: Vec<String> = touched.into_iter().map(|(_, id)| id.to_string()).collect();
+        apis.sort();
+        apis.dedup();
+        apis
     }
 }
 
@@ -160,12 +215,37 @@ impl ConfigApplier for Gateway {
             },
         )?;
         let routes = current.routes.with_changes(upserts, removals);
+        let cache_epochs = next
+            .of_kind(ResourceKind::CacheFlush)
+            .filter_map(|r| match r {
+                Resource::CacheFlush(f) => Some((f.api.clone(), f.epoch)),
+                _ => None,
+            })
+            .collect();
+        let stale = Self::stale_caches(&current.config, next, delta);
         self.snapshot.store(Arc::new(Snapshot {
             config: next.clone(),
             routes,
             auth,
+            cache_epochs,
             applied_at: SystemTime::now(),
         }));
+        // Entries under an old flush epoch are unreachable already; this
+        // gives their memory back (and drops entries of changed APIs).
+        for api in &stale {
+            self.cache.invalidate_api(api);
+            tracing::debug!(api = %api, "cached responses flushed");
+        }
+        let apis_changed = delta.full
+            || delta.upserts.iter().any(|r| r.kind() == ResourceKind::Api)
+            || delta.removals.iter().any(|(k, _)| *k == ResourceKind::Api);
+        if apis_changed {
+            self.metrics
+                .retain(|api, route| match next.get(ResourceKind::Api, api) {
+                    Some(Resource::Api(a)) => a.routes.iter().any(|r| r.id == route),
+                    _ => false,
+                });
+        }
         tracing::info!(
             revision = next.revision,
             apis = next.count(ResourceKind::Api),

@@ -10,10 +10,16 @@
 //!   gateway makes itself.
 //! - `server`: connections, TLS, limits, graceful shutdown; `framing`: the
 //!   smuggling guard.
-//! - `status`, `metrics`: the status port. `echo`: the demo upstream.
+//! - `cache`: the response cache.
+//! - `status`, `metrics`: the status port; `access_log`: one JSON line per
+//!   request, written off the request path; `trace`: W3C trace context;
+//!   `telemetry`: log format and the OTLP trace exporter.
+//! - `echo`: the demo upstream.
 
+pub mod access_log;
 pub mod auth;
 pub mod body;
+pub mod cache;
 pub mod config;
 pub mod echo;
 pub mod error;
@@ -25,6 +31,8 @@ pub mod proxy;
 pub mod router;
 pub mod server;
 pub mod status;
+pub mod telemetry;
+pub mod trace;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -38,6 +46,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tollgate_model::{ConfigDelta, ConfigSet};
 
+pub use access_log::AccessLogTarget;
 pub use config::Connection;
 pub use gateway::Gateway;
 pub use proxy::Limits;
@@ -66,6 +75,8 @@ pub struct DataPlaneConfig {
     pub limits: Limits,
     /// How long in-flight requests may run after shutdown begins.
     pub grace: Duration,
+    /// Where the access log goes (`--access-log`).
+    pub access_log: AccessLogTarget,
 }
 
 pub struct DataPlaneHandle {
@@ -90,6 +101,9 @@ impl DataPlaneHandle {
         }
         self.plans_stop.cancel();
         let _ = self.plans_task.await;
+        if let Some(log) = self.gateway.access_log() {
+            log.drain(Duration::from_secs(2));
+        }
     }
 
     /// Stop at once, as a crash would: no draining.
@@ -107,6 +121,11 @@ impl DataPlaneHandle {
 /// the config client.
 pub async fn start(cfg: DataPlaneConfig) -> anyhow::Result<DataPlaneHandle> {
     let gateway = Gateway::new();
+    if let Some(log) = access_log::AccessLog::open(&cfg.access_log)
+        .map_err(|e| anyhow::anyhow!("opening the access log {:?}: {e}", cfg.access_log))?
+    {
+        gateway.set_access_log(log);
+    }
     let mut held = ConfigSet::default();
     let state = cfg.state_dir.as_ref().map(|dir| {
         match config::state_file::load(dir) {

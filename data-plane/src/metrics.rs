@@ -1,30 +1,379 @@
-//! Request counters for the status port. Labels are bounded by design: a
-//! status class, never a path or a key.
+//! Metrics for the status port, in the Prometheus text format.
+//!
+//! The request path only ever touches atomics: every route gets its own
+//! `RouteMetrics` when its API is compiled (off the request path), and the
+//! compiled route holds it, so recording a request is a handful of relaxed
+//! `fetch_add`s with no lookup, lock or allocation. Labels are bounded by
+//! design: API id, route id, method (eight values), status class, cache
+//! result — never a path, a key or a caller.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 
-#[derive(Default)]
-pub struct Stats {
-    /// Responses by status class, 1xx to 5xx.
-    responses: [AtomicU64; 5],
+use http::Method;
+
+/// The methods counted by name; anything else is `OTHER`.
+pub const METHODS: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "OTHER",
+];
+
+pub fn method_index(m: &Method) -> usize {
+    match *m {
+        Method::GET => 0,
+        Method::HEAD => 1,
+        Method::POST => 2,
+        Method::PUT => 3,
+        Method::DELETE => 4,
+        Method::PATCH => 5,
+        Method::OPTIONS => 6,
+        _ => 7,
+    }
 }
 
-impl Stats {
-    pub fn record(&self, status: http::StatusCode) {
-        let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
-        self.responses[class].fetch_add(1, Ordering::Relaxed);
+/// Upper bounds of the latency buckets, in microseconds.
+const BUCKETS_US: [u64; 14] = [
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 5_000_000, 10_000_000,
+];
+
+/// A latency histogram. Buckets are stored non-cumulative (one increment
+/// per observation) and summed when rendered.
+#[derive(Default)]
+pub struct Histogram {
+    /// One per bound, then +Inf.
+    buckets: [AtomicU64; 15],
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe_us(&self, us: u64) {
+        let i = BUCKETS_US.partition_point(|&b| b < us);
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(us, Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut acc = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            acc += b.load(Relaxed);
+            match BUCKETS_US.get(i) {
+                Some(le) => {
+                    let _ = writeln!(
+                        out,
+                        "{name}_bucket{{{labels},le=\"{}\"}} {acc}",
+                        *le as f64 / 1e6
+                    );
+                }
+                None => {
+                    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {acc}");
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
+            "{name}_sum{{{labels}}} {}",
+            self.sum_us.load(Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count{{{labels}}} {acc}");
+    }
+
+    fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Relaxed)).sum()
+    }
+}
+
+/// What the response cache did with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    Hit,
+    Miss,
+    Bypass,
+}
+
+impl CacheStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "Hit",
+            CacheStatus::Miss => "Miss",
+            CacheStatus::Bypass => "Bypass",
+        }
+    }
+}
+
+/// Why authentication refused a request.
+#[derive(Debug, Clone, Copy)]
+pub enum AuthFailure {
+    Unauthorized,
+    Forbidden,
+}
+
+/// Everything counted for one route (or for requests no route matched).
+pub struct RouteMetrics {
+    /// `api="…",route="…"`, rendered once.
+    labels: String,
+    /// By method, then status class (1xx to 5xx).
+    requests: [[AtomicU64; 5]; 8],
+    latency: Histogram,
+    upstream_latency: Histogram,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    /// Hit, miss, bypass.
+    cache: [AtomicU64; 3],
+    /// Unauthorized, forbidden.
+    auth_failures: [AtomicU64; 2],
+}
+
+impl RouteMetrics {
+    pub fn new(api: &str, route: &str) -> Self {
+        Self {
+            labels: format!("api=\"{}\",route=\"{}\"", escape(api), escape(route)),
+            requests: Default::default(),
+            latency: Histogram::default(),
+            upstream_latency: Histogram::default(),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            cache: Default::default(),
+            auth_failures: Default::default(),
+        }
+    }
+
+    /// One response: its status, total latency, and the upstream's
+    /// latency if the upstream was called.
+    pub fn record(&self, method: usize, status: u16, total_us: u64, upstream_us: Option<u64>) {
+        let class = (status / 100).clamp(1, 5) as usize - 1;
+        self.requests[method.min(7)][class].fetch_add(1, Relaxed);
+        self.latency.observe_us(total_us);
+        if let Some(us) = upstream_us {
+            self.upstream_latency.observe_us(us);
+        }
+    }
+
+    pub fn add_bytes_in(&self, n: u64) {
+        if n > 0 {
+            self.bytes_in.fetch_add(n, Relaxed);
+        }
+    }
+
+    pub fn add_bytes_out(&self, n: u64) {
+        if n > 0 {
+            self.bytes_out.fetch_add(n, Relaxed);
+        }
+    }
+
+    pub fn cache(&self, s: CacheStatus) {
+        let i = match s {
+            CacheStatus::Hit => 0,
+            CacheStatus::Miss => 1,
+            CacheStatus::Bypass => 2,
+        };
+        self.cache[i].fetch_add(1, Relaxed);
+    }
+
+    pub fn auth_failure(&self, f: AuthFailure) {
+        let i = match f {
+            AuthFailure::Unauthorized => 0,
+            AuthFailure::Forbidden => 1,
+        };
+        self.auth_failures[i].fetch_add(1, Relaxed);
+    }
+
+    /// Requests counted, all methods and statuses.
+    pub fn requests(&self) -> u64 {
+        self.latency.count()
+    }
+}
+
+/// Every route's metrics, by (API id, route id). Routes get theirs when
+/// their API is compiled; a route that survives a config change keeps its
+/// counters.
+pub struct Metrics {
+    routes: Mutex<BTreeMap<(String, String), Arc<RouteMetrics>>>,
+    /// Requests that matched no route (404/405), and CORS preflights.
+    pub unmatched: Arc<RouteMetrics>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            routes: Mutex::new(BTreeMap::new()),
+            unmatched: Arc::new(RouteMetrics::new("", "")),
+        }
+    }
+}
+
+impl Metrics {
+    /// The metrics of a route, made on first use.
+    pub fn route(&self, api: &str, route: &str) -> Arc<RouteMetrics> {
+        self.routes
+            .lock()
+            .expect("metrics lock")
+            .entry((api.to_string(), route.to_string()))
+            .or_insert_with(|| Arc::new(RouteMetrics::new(api, route)))
+            .clone()
+    }
+
+    /// Forget routes the config no longer has.
+    pub fn retain(&self, mut keep: impl FnMut(&str, &str) -> bool) {
+        self.routes
+            .lock()
+            .expect("metrics lock")
+            .retain(|(a, r), _| keep(a, r));
+    }
+
+    fn all(&self) -> Vec<Arc<RouteMetrics>> {
+        let mut v: Vec<_> = self
+            .routes
+            .lock()
+            .expect("metrics lock")
+            .values()
+            .cloned()
+            .collect();
+        v.push(self.unmatched.clone());
+        v
     }
 
     pub fn render(&self, out: &mut String) {
-        let _ = writeln!(out, "# TYPE tollgate_requests_total counter");
-        for (i, c) in self.responses.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "tollgate_requests_total{{status_class=\"{}xx\"}} {}",
-                i + 1,
-                c.load(Ordering::Relaxed)
-            );
+        let all = self.all();
+        family(
+            out,
+            "tollgate_requests_total",
+            "counter",
+            "Responses by API, route, method and status class.",
+        );
+        for m in &all {
+            for (mi, row) in m.requests.iter().enumerate() {
+                for (ci, c) in row.iter().enumerate() {
+                    let n = c.load(Relaxed);
+                    if n > 0 {
+                        let _ = writeln!(
+                            out,
+                            "tollgate_requests_total{{{},method=\"{}\",status_class=\"{}xx\"}} {n}",
+                            m.labels,
+                            METHODS[mi],
+                            ci + 1
+                        );
+                    }
+                }
+            }
         }
+        family(
+            out,
+            "tollgate_request_duration_seconds",
+            "histogram",
+            "Time from the request to the response head, by API and route.",
+        );
+        for m in &all {
+            m.latency
+                .render(out, "tollgate_request_duration_seconds", &m.labels);
+        }
+        family(
+            out,
+            "tollgate_upstream_duration_seconds",
+            "histogram",
+            "Time the upstream took to send its response head, by API and route.",
+        );
+        for m in &all {
+            m.upstream_latency
+                .render(out, "tollgate_upstream_duration_seconds", &m.labels);
+        }
+        for (name, help, pick) in [
+            (
+                "tollgate_request_bytes_total",
+                "Request body bytes received.",
+                (|m: &RouteMetrics| &m.bytes_in) as fn(&RouteMetrics) -> &AtomicU64,
+            ),
+            (
+                "tollgate_response_bytes_total",
+                "Response body bytes sent.",
+                |m: &RouteMetrics| &m.bytes_out,
+            ),
+        ] {
+            family(out, name, "counter", help);
+            for m in &all {
+                let _ = writeln!(out, "{name}{{{}}} {}", m.labels, pick(m).load(Relaxed));
+            }
+        }
+        family(
+            out,
+            "tollgate_cache_requests_total",
+            "counter",
+            "Requests on cached routes by cache result (hit, miss, bypass).",
+        );
+        for m in &all {
+            for (i, result) in ["hit", "miss", "bypass"].iter().enumerate() {
+                let n = m.cache[i].load(Relaxed);
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "tollgate_cache_requests_total{{{},result=\"{result}\"}} {n}",
+                        m.labels
+                    );
+                }
+            }
+        }
+        family(
+            out,
+            "tollgate_auth_failures_total",
+            "counter",
+            "Requests refused by authentication (401 unauthorized, 403 forbidden).",
+        );
+        for m in &all {
+            for (i, reason) in ["unauthorized", "forbidden"].iter().enumerate() {
+                let n = m.auth_failures[i].load(Relaxed);
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "tollgate_auth_failures_total{{{},reason=\"{reason}\"}} {n}",
+                        m.labels
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// `# HELP` and `# TYPE` lines of a metric family.
+pub fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// A label value, escaped for the text format.
+pub fn escape(v: &str) -> std::borrow::Cow<'_, str> {
+    if !v.contains(['\\', '"', '\n']) {
+        return v.into();
+    }
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+        .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let h = Histogram::default();
+        h.observe_us(400);
+        h.observe_us(1_000);
+        h.observe_us(20_000_000);
+        let mut out = String::new();
+        h.render(&mut out, "x", "a=\"b\"");
+        assert!(out.contains("x_bucket{a=\"b\",le=\"0.0005\"} 1\n"), "{out}");
+        assert!(out.contains("x_bucket{a=\"b\",le=\"0.001\"} 2\n"), "{out}");
+        assert!(out.contains("x_bucket{a=\"b\",le=\"10\"} 2\n"), "{out}");
+        assert!(out.contains("x_bucket{a=\"b\",le=\"+Inf\"} 3\n"), "{out}");
+        assert!(out.contains("x_count{a=\"b\"} 3\n"), "{out}");
+    }
+
+    #[test]
+    fn labels_are_escaped() {
+        assert_eq!(escape("a\"b\\c"), "a\\\"b\\\\c");
+        let m = RouteMetrics::new("a\"", "r");
+        assert_eq!(m.labels, "api=\"a\\\"\",route=\"r\"");
     }
 }

@@ -4,33 +4,48 @@
 //! 2. `route`: host, longest base path, template, method (404/405).
 //! 3. `auth::cors`: CORS preflights are answered by the gateway; then the
 //!    API's IP lists and the route's auth policy (`auth`). Identity headers
-//!    replace whatever the client said about itself. (Plan and cache phases
-//!    plug in after auth.)
-//! 4. `mock` routes answer here.
-//! 5. `forward`: pick a target, send with a deadline, retry what is safe to
+//!    replace whatever the client said about itself.
+//! 4. `plan_phase`: the caller's usage plan (throttle, quota, metering).
+//! 5. `mock` routes answer here.
+//! 6. `cached` (routes with `cache`): a stored response, or one upstream
+//!    fetch shared by every concurrent miss of the key (`cache`). After the
+//!    plan phase, so a hit is still authorised, throttled and billed.
+//! 7. `forward`: pick a target, send with a deadline, retry what is safe to
 //!    retry, pass the response (or the WebSocket upgrade) back.
 //!
-//! Every response, error or not, carries `x-request-id`.
+//! Every response, error or not, carries `x-request-id`. Each request has a
+//! `Trail` (what it matched, who called, which target, how long it took);
+//! `finish` turns it into the route's metrics and the access log line.
+//! Each phase runs in a debug-level `tracing` span under the `request`
+//! span, which joins the caller's W3C trace (`trace`).
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tracing::Instrument;
 
 use crate::auth;
 use tollgate_model::{Resource, ResourceKind};
 
-use crate::body::{self, Holding, ProxyBody};
+use crate::access_log::{AccessLog, LineWriter};
+use crate::body::{self, BoxError, Holding, ProxyBody};
+use crate::cache::{self, FillError, X_CACHE};
 use crate::error::ProxyError;
 use crate::gateway::{Gateway, Snapshot};
-use crate::router::{RouteError, RouteMatch};
+use crate::metrics::{method_index, AuthFailure, CacheStatus, RouteMetrics};
+use crate::router::{CompiledApi, RouteError, RouteMatch};
+use crate::trace::{self, TraceCtx};
 use crate::upstream::UpstreamPool;
 
 /// Limits for hostile or broken clients.
@@ -86,6 +101,94 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
         })
 }
 
+/// What the request path learned about one request, for the metrics and
+/// the access log.
+pub struct Trail {
+    start: Instant,
+    at: SystemTime,
+    method: Method,
+    uri: Uri,
+    trace: TraceCtx,
+    /// The API and route index, once matched.
+    route: Option<(Arc<CompiledApi>, usize)>,
+    identity: Option<auth::Identity>,
+    /// The target of the last upstream attempt.
+    upstream: Option<(Arc<UpstreamPool>, usize)>,
+    upstream_us: Option<u64>,
+    cache: Option<CacheStatus>,
+    reason: Option<&'static str>,
+    bytes_in: u64,
+}
+
+impl Trail {
+    fn new<B>(req: &Request<B>) -> Self {
+        Self {
+            start: Instant::now(),
+            at: SystemTime::now(),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            trace: TraceCtx::from_header(req.headers().get(&TRACEPARENT)),
+            route: None,
+            identity: None,
+            upstream: None,
+            upstream_us: None,
+            cache: None,
+            reason: None,
+            bytes_in: 0,
+        }
+    }
+
+    /// The response for an error, noting why.
+    fn fail(&mut self, e: ProxyError, id: &HeaderValue) -> Response<ProxyBody> {
+        if e.status().is_server_error() {
+            tracing::debug!(request_id = ?id, error = %e, "request failed");
+        }
+        self.reason = Some(e.reason());
+        e.into_response()
+    }
+
+    fn metrics<'a>(&'a self, gw: &'a Gateway) -> &'a Arc<RouteMetrics> {
+        match &self.route {
+            Some((api, i)) => &api.routes[*i].metrics,
+            None => &gw.metrics.unmatched,
+        }
+    }
+
+    /// The access log line.
+    fn line(&self, id: &HeaderValue, status: u16, total_us: u64, bytes_out: u64) -> String {
+        let mut w = LineWriter::new();
+        let (api, route) = match &self.route {
+            Some((a, i)) => (Some(a.doc.id.as_str()), Some(a.routes[*i].doc.id.as_str())),
+            None => (None, None),
+        };
+        let who = self.identity.as_ref();
+        w.time("time", self.at)
+            .str("request_id", id.to_str().unwrap_or(""))
+            .hex128("trace_id", self.trace.trace_id)
+            .opt_str("api", api)
+            .opt_str("route", route)
+            .str("method", self.method.as_str())
+            .str("path", self.uri.path())
+            .u64("status", u64::from(status))
+            .opt_str("key_id", who.and_then(|i| i.key_id.as_deref()))
+            .opt_str("subject", who.and_then(|i| i.subject.as_deref()))
+            .opt_str("tenant", who.and_then(|i| i.tenant.as_deref()))
+            .opt_str(
+                "upstream",
+                self.upstream
+                    .as_ref()
+                    .map(|(p, i)| p.targets[*i].url.as_str()),
+            )
+            .ms("latency_ms", Some(total_us))
+            .ms("upstream_latency_ms", self.upstream_us)
+            .u64("bytes_in", self.bytes_in)
+            .u64("bytes_out", bytes_out)
+            .opt_str("cache", self.cache.map(CacheStatus::as_str))
+            .opt_str("reason", self.reason);
+        w.finish()
+    }
+}
+
 /// Serve one request. Never fails: errors become responses.
 pub async fn serve(
     gw: Arc<Gateway>,
@@ -94,18 +197,145 @@ pub async fn serve(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, std::convert::Infallible> {
     let id = request_id(req.headers());
-    let mut res = match handle(&gw, &conn, &limits, &id, req).await {
+    let mut trail = Trail::new(&req);
+    let span = tracing::debug_span!(
+        "request",
+        method = %req.method(),
+        path = %req.uri().path(),
+        api = tracing::field::Empty,
+        route = tracing::field::Empty,
+        status = tracing::field::Empty,
+    );
+    trail.trace.link(&span);
+    let res = handle(&gw, &conn, &limits, &id, &mut trail, req)
+        .instrument(span.clone())
+        .await;
+    let mut res = match res {
         Ok(res) => res,
-        Err(e) => {
-            if e.status().is_server_error() {
-                tracing::debug!(request_id = ?id, error = %e, "request failed");
-            }
-            e.into_response()
-        }
+        Err(e) => trail.fail(e, &id),
     };
+    if let Some(c) = trail.cache {
+        res.headers_mut()
+            .insert(X_CACHE.clone(), HeaderValue::from_static(c.as_str()));
+    }
+    span.record("status", res.status().as_u16());
+    let mut res = finish(&gw, trail, &id, res);
     res.headers_mut().insert(X_REQUEST_ID.clone(), id);
-    gw.stats.record(res.status());
     Ok(res)
+}
+
+/// Count the request and log it: now if the body's size is known, else
+/// when the body has been sent (or dropped).
+fn finish(
+    gw: &Gateway,
+    trail: Trail,
+    id: &HeaderValue,
+    res: Response<ProxyBody>,
+) -> Response<ProxyBody> {
+    let total_us = trail.start.elapsed().as_micros() as u64;
+    let status = res.status().as_u16();
+    let m = trail.metrics(gw);
+    m.record(
+        method_index(&trail.method),
+        status,
+        total_us,
+        trail.upstream_us,
+    );
+    m.add_bytes_in(trail.bytes_in);
+    if let Some(c) = trail.cache {
+        m.cache(c);
+    }
+    match res.body().size_hint().exact() {
+        Some(n) => {
+            m.add_bytes_out(n);
+            if let Some(log) = gw.access_log() {
+                log.send(trail.line(id, status, total_us, n));
+            }
+            res
+        }
+        None => {
+            let (m, log) = (m.clone(), gw.access_log().cloned());
+            let (parts, inner) = res.into_parts();
+            let body = Counted {
+                inner,
+                sent: 0,
+                done: Some(Box::new(Pending {
+                    trail,
+                    id: id.clone(),
+                    status,
+                    total_us,
+                    metrics: m,
+                    log,
+                })),
+            };
+            Response::from_parts(parts, http_body_util::BodyExt::boxed(body))
+        }
+    }
+}
+
+/// What is left to record once a streamed body ends.
+struct Pending {
+    trail: Trail,
+    id: HeaderValue,
+    status: u16,
+    total_us: u64,
+    metrics: Arc<RouteMetrics>,
+    log: Option<Arc<AccessLog>>,
+}
+
+/// A response body of unknown size: counts the bytes sent, then records.
+struct Counted {
+    inner: ProxyBody,
+    sent: u64,
+    done: Option<Box<Pending>>,
+}
+
+impl Counted {
+    fn record(&mut self) {
+        if let Some(p) = self.done.take() {
+            p.metrics.add_bytes_out(self.sent);
+            if let Some(log) = &p.log {
+                log.send(p.trail.line(&p.id, p.status, p.total_us, self.sent));
+            }
+        }
+    }
+}
+
+impl Body for Counted {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    this.sent += d.len() as u64;
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => this.record(),
+            Poll::Pending => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.record();
+    }
 }
 
 async fn handle(
@@ -113,42 +343,45 @@ async fn handle(
     conn: &ConnInfo,
     limits: &Limits,
     id: &HeaderValue,
+    trail: &mut Trail,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     admit(conn, limits, &req)?;
     let snapshot = gw.snapshot();
     let host = request_host(&req).unwrap_or_default();
-    if let Some(res) = auth::cors::answer_preflight(&snapshot.routes, &host, &req) {
-        return Ok(res);
-    }
-    let matched = snapshot
-        .routes
-        .find(&host, req.uri().path(), req.method())
-        .map_err(|e| match e {
-            RouteError::NotFound => ProxyError::NotFound,
-            RouteError::MethodNotAllowed { allow } => ProxyError::MethodNotAllowed { allow },
-        })?;
+    let matched = {
+        let _route = tracing::debug_span!("route").entered();
+        if let Some(res) = auth::cors::answer_preflight(&snapshot.routes, &host, &req) {
+            return Ok(res);
+        }
+        snapshot
+            .routes
+            .find(&host, req.uri().path(), req.method())
+            .map_err(|e| match e {
+                RouteError::NotFound => ProxyError::NotFound,
+                RouteError::MethodNotAllowed { allow } => ProxyError::MethodNotAllowed { allow },
+            })?
+    };
     let api = matched.api.clone();
+    trail.route = Some((api.clone(), matched.route));
+    let span = tracing::Span::current();
+    span.record("api", api.doc.id.as_str());
+    span.record("route", matched.route().doc.id.as_str());
     let Some(cors) = &api.doc.cors else {
-        return guarded(gw, &snapshot, conn, limits, id, &host, matched, req).await;
+        return guarded(gw, &snapshot, conn, limits, id, &host, matched, req, trail).await;
     };
     // CORS headers go on every response of the API, errors included.
     let origin = req.headers().get(header::ORIGIN).cloned();
-    let mut res = match guarded(gw, &snapshot, conn, limits, id, &host, matched, req).await {
+    let mut res = match guarded(gw, &snapshot, conn, limits, id, &host, matched, req, trail).await {
         Ok(res) => res,
-        Err(e) => {
-            if e.status().is_server_error() {
-                tracing::debug!(request_id = ?id, error = %e, "request failed");
-            }
-            e.into_response()
-        }
+        Err(e) => trail.fail(e, id),
     };
     auth::cors::decorate(cors, origin.as_ref(), &mut res);
     Ok(res)
 }
 
-/// The phases after the route matched: IP lists, authentication, then a
-/// mock answer or the upstream.
+/// The phases after the route matched: IP lists, authentication, the
+/// plan, then a mock answer, the cache or the upstream.
 #[allow(clippy::too_many_arguments)]
 async fn guarded(
     gw: &Gateway,
@@ -159,28 +392,220 @@ async fn guarded(
     host: &str,
     matched: RouteMatch,
     mut req: Request<Incoming>,
+    trail: &mut Trail,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let api = &matched.api.doc;
-    snapshot.auth.check_ip(&api.id, conn.remote.ip())?;
-    let identity = snapshot
-        .auth
-        .authenticate(api, &matched.route().doc, req.headers())
-        .await?;
-    let rate = plan_phase(gw, snapshot, &identity, &api.id).await?;
-    let mut res = if let Some(mock) = &matched.route().doc.mock {
+    let route = matched.route();
+    trail.bytes_in = declared_length(req.headers()).unwrap_or(0);
+    let identity = async {
+        snapshot.auth.check_ip(&api.id, conn.remote.ip())?;
+        snapshot
+            .auth
+            .authenticate(api, &route.doc, req.headers())
+            .await
+    }
+    .instrument(tracing::debug_span!("auth"))
+    .await;
+    let identity = match identity {
+        Ok(i) => i,
+        Err(e) => {
+            match e {
+                ProxyError::Unauthorized => route.metrics.auth_failure(AuthFailure::Unauthorized),
+                ProxyError::Forbidden => route.metrics.auth_failure(AuthFailure::Forbidden),
+                _ => {}
+            }
+            return Err(e);
+        }
+    };
+    let rate = plan_phase(gw, snapshot, &identity, &api.id)
+        .instrument(tracing::debug_span!("plan"))
+        .await;
+    let rate = match rate {
+        Ok(r) => r,
+        Err(e) => {
+            trail.identity = Some(identity);
+            return Err(e);
+        }
+    };
+    let mut res = if let Some(mock) = &route.doc.mock {
+        trail.identity = Some(identity);
         mock_response(mock)
     } else {
-        auth::prepare_upstream_headers(req.headers_mut(), &identity);
         let pool =
             matched.api.upstream.clone().ok_or_else(|| {
                 ProxyError::BadGateway("route has neither mock nor upstream".into())
             })?;
-        forward(gw, conn, limits, id, host, &matched, &pool, req).await?
+        let caching = route.doc.cache.as_ref().filter(|c| c.ttl_s > 0);
+        let plan = caching.map(|cfg| {
+            let policy = route.doc.auth.as_ref().unwrap_or(&api.auth);
+            let epoch = snapshot.cache_epoch(&api.id);
+            cache::plan(
+                cfg,
+                policy,
+                &api.id,
+                epoch,
+                &route.doc.id,
+                host,
+                &req,
+                &identity,
+            )
+        });
+        auth::prepare_upstream_headers(req.headers_mut(), &identity);
+        trail.identity = Some(identity);
+        match (caching, plan) {
+            (Some(cfg), Some(cache::Plan::Lookup { key, refresh })) => {
+                let ctx = Upstream {
+                    gw,
+                    conn,
+                    limits,
+                    id,
+                    host,
+                    matched: &matched,
+                    pool: &pool,
+                };
+                cached(&ctx, cfg, key, refresh, req, trail).await?
+            }
+            (Some(_), _) => {
+                trail.cache = Some(CacheStatus::Bypass);
+                forward(gw, conn, limits, id, host, &matched, &pool, req, trail).await?
+            }
+            _ => forward(gw, conn, limits, id, host, &matched, &pool, req, trail).await?,
+        }
     };
     if let Some(info) = rate {
         crate::error::set_rate_headers(res.headers_mut(), &info);
     }
     Ok(res)
+}
+
+/// What `forward` needs besides the request, for the cache phase.
+struct Upstream<'a> {
+    gw: &'a Gateway,
+    conn: &'a ConnInfo,
+    limits: &'a Limits,
+    id: &'a HeaderValue,
+    host: &'a str,
+    matched: &'a RouteMatch,
+    pool: &'a Arc<UpstreamPool>,
+}
+
+impl Upstream<'_> {
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        trail: &mut Trail,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        forward(
+            self.gw,
+            self.conn,
+            self.limits,
+            self.id,
+            self.host,
+            self.matched,
+            self.pool,
+            req,
+            trail,
+        )
+        .await
+    }
+
+    /// Read a response into a cache entry, if it may be stored. Callers
+    /// may be waiting on it, so the body gets the upstream's timeout too.
+    async fn collect(
+        &self,
+        res: Response<ProxyBody>,
+        cfg: &tollgate_model::docs::CacheConfig,
+    ) -> Result<Arc<cache::CachedResponse>, FillError> {
+        let limit = Duration::from_millis(self.pool.config.timeout_ms);
+        tokio::time::timeout(limit, cache::collect(res, cfg))
+            .await
+            .unwrap_or(Err(FillError::Failed(ProxyError::GatewayTimeout)))
+    }
+}
+
+/// Phase 6: serve from the cache, or fetch once for every concurrent miss
+/// of `key` and store what may be stored.
+async fn cached(
+    up: &Upstream<'_>,
+    cfg: &tollgate_model::docs::CacheConfig,
+    key: Arc<str>,
+    refresh: bool,
+    req: Request<Incoming>,
+    trail: &mut Trail,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let cache = &up.gw.cache;
+    let span = tracing::debug_span!("cache", result = tracing::field::Empty);
+    if refresh {
+        // The client asked for a fresh answer and the route allows it.
+        trail.cache = Some(CacheStatus::Miss);
+        span.record("result", "refresh");
+        let res = up.forward(req, trail).await?;
+        return match up.collect(res, cfg).await {
+            Ok(entry) => {
+                cache.insert(key, entry.clone()).await;
+                Ok(entry.respond(false))
+            }
+            Err(FillError::Unstorable(slot)) => Ok(take_response(&slot)),
+            Err(FillError::Failed(e)) => Err(e),
+        };
+    }
+    if let Some(hit) = cache.get(&key).instrument(span.clone()).await {
+        trail.cache = Some(CacheStatus::Hit);
+        span.record("result", "hit");
+        return Ok(hit.respond(true));
+    }
+    let leader = AtomicBool::new(false);
+    let mut slot = Some(req);
+    let filled = {
+        let fill = async {
+            leader.store(true, Ordering::Relaxed);
+            let req = slot.take().expect("only one fill per call");
+            let res = up.forward(req, trail).await.map_err(FillError::Failed)?;
+            up.collect(res, cfg).await
+        };
+        cache.get_or_fill(key, fill).instrument(span.clone()).await
+    };
+    let leader = leader.load(Ordering::Relaxed);
+    match filled {
+        Ok((entry, _)) => {
+            // A caller that waited for another's fetch got a hit.
+            let status = if leader {
+                CacheStatus::Miss
+            } else {
+                CacheStatus::Hit
+            };
+            trail.cache = Some(status);
+            span.record("result", status.as_str());
+            Ok(entry.respond(!leader))
+        }
+        Err(e) => {
+            trail.cache = Some(CacheStatus::Miss);
+            span.record("result", "miss");
+            match &*e {
+                FillError::Failed(err) => Err(err.clone()),
+                FillError::Unstorable(slot_res) if leader => Ok(take_response(slot_res)),
+                // Another caller fetched a response that may not be
+                // shared: fetch our own.
+                FillError::Unstorable(_) => {
+                    let req = slot.take().expect("a waiter still has its request");
+                    up.forward(req, trail).await
+                }
+            }
+        }
+    }
+}
+
+fn take_response(slot: &std::sync::Mutex<Option<Response<ProxyBody>>>) -> Response<ProxyBody> {
+    slot.lock()
+        .expect("response slot")
+        .take()
+        .unwrap_or_else(|| ProxyError::BadGateway("response already taken".into()).into_response())
+}
+
+fn declared_length(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
 }
 
 /// Phase 4: the usage plan of a key caller (the first of the key's plans
@@ -367,7 +792,14 @@ async fn forward(
     matched: &RouteMatch,
     pool: &Arc<UpstreamPool>,
     mut req: Request<Incoming>,
+    trail: &mut Trail,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    // Its span id is the parent id the upstream sees in `traceparent`.
+    let span = tracing::debug_span!(
+        "upstream",
+        target = tracing::field::Empty,
+        status = tracing::field::Empty
+    );
     let upgrade = wanted_upgrade(&req);
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let grpc = req.version() == Version::HTTP_2
@@ -393,14 +825,10 @@ async fn forward(
         }
     }
     headers.insert(X_REQUEST_ID.clone(), id.clone());
-    if !headers.contains_key(&TRACEPARENT) {
-        let (t, s): (u128, u64) = (rand::random(), rand::random());
-        let tp = format!("00-{t:032x}-{:016x}-01", s | 1);
-        headers.insert(
-            TRACEPARENT.clone(),
-            HeaderValue::from_str(&tp).expect("hex"),
-        );
-    }
+    headers.insert(
+        TRACEPARENT.clone(),
+        trail.trace.header(trace::child_span_id(&span)),
+    );
     if let Some(up) = &upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, up.clone());
@@ -421,6 +849,7 @@ async fn forward(
             }
             Err(e) => return Err(ProxyError::BadGateway(format!("reading request body: {e}"))),
         });
+        trail.bytes_in = buffered.as_ref().map_or(0, |b| b.len() as u64);
     } else {
         streaming = Some(body::boxed(limited));
     }
@@ -431,12 +860,15 @@ async fn forward(
     let attempts = if replayable { retries + 1 } else { 1 };
     let mut tried = Vec::new();
     let mut last_err = ProxyError::NoHealthyUpstream;
+    let sent_at = Instant::now();
     for attempt in 0..attempts {
         let Some(lease) = pool.pick(&tried) else {
             return Err(last_err);
         };
         tried.push(lease.index);
+        trail.upstream = Some((pool.clone(), lease.index));
         let target = lease.target();
+        span.record("target", target.url.as_str());
         let mut path_and_query = format!("{}{}", target.base_path, matched.upstream_path);
         if let Some(q) = query {
             path_and_query.push('?');
@@ -461,7 +893,11 @@ async fn forward(
             *up.version_mut() = Version::HTTP_2;
         }
         let last = attempt + 1 == attempts;
-        match tokio::time::timeout_at(deadline, client.request(up)).await {
+        let outcome = tokio::time::timeout_at(deadline, client.request(up))
+            .instrument(span.clone())
+            .await;
+        trail.upstream_us = Some(sent_at.elapsed().as_micros() as u64);
+        match outcome {
             Err(_) => {
                 lease.record(false);
                 return Err(ProxyError::GatewayTimeout);
@@ -479,6 +915,7 @@ async fn forward(
             }
             Ok(Ok(mut res)) => {
                 let status = res.status();
+                span.record("status", status.as_u16());
                 let failed = matches!(
                     status,
                     StatusCode::BAD_GATEWAY

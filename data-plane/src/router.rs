@@ -20,6 +20,9 @@ pub struct CompiledRoute {
     rewrite: Option<PathTemplate>,
     /// Empty means every method.
     methods: Vec<Method>,
+    /// This route's counters (the gateway hands out the registered ones, so
+    /// they outlive config changes).
+    pub metrics: Arc<crate::metrics::RouteMetrics>,
 }
 
 impl CompiledRoute {
@@ -62,6 +65,7 @@ impl CompiledApi {
                 })
                 .collect::<Result<_, _>>()?;
             routes.push(CompiledRoute {
+                metrics: Arc::new(crate::metrics::RouteMetrics::new(&doc.id, &r.id)),
                 doc: r.clone(),
                 template,
                 rewrite,

@@ -165,6 +165,11 @@ impl TargetState {
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Acquire)
     }
+
+    /// Requests to this target under way.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
 }
 
 pub struct UpstreamPool {
@@ -203,6 +208,11 @@ impl Drop for Lease {
 }
 
 impl UpstreamPool {
+    /// Whether target `i`'s circuit breaker is open (refusing requests).
+    pub fn breaker_open(&self, i: usize) -> bool {
+        self.targets[i].breaker.is_open(now_ms(self.epoch))
+    }
+
     /// Build a pool and start its health checks (if configured).
     pub fn new(api_id: &str, config: Upstream, clients: &Clients) -> Result<Arc<Self>, String> {
         let targets = config

@@ -16,16 +16,21 @@ pub enum ResourceKind {
     UsagePlan,
     ApiKey,
     Settings,
+    /// An API's response-cache flush epoch (`DELETE /v1/apis/{id}/cache`).
+    /// Not a document operators write: the control plane keeps it, and data
+    /// planes flush the API's cached responses when it changes.
+    CacheFlush,
 }
 
 impl ResourceKind {
-    pub const ALL: [ResourceKind; 6] = [
+    pub const ALL: [ResourceKind; 7] = [
         ResourceKind::Api,
         ResourceKind::Authorizer,
         ResourceKind::Tenant,
         ResourceKind::UsagePlan,
         ResourceKind::ApiKey,
         ResourceKind::Settings,
+        ResourceKind::CacheFlush,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -36,6 +41,7 @@ impl ResourceKind {
             ResourceKind::UsagePlan => "usage_plan",
             ResourceKind::ApiKey => "api_key",
             ResourceKind::Settings => "settings",
+            ResourceKind::CacheFlush => "cache_flush",
         }
     }
 
@@ -58,6 +64,7 @@ impl ResourceKind {
             ResourceKind::UsagePlan => "UsagePlan",
             ResourceKind::ApiKey => "ApiKey",
             ResourceKind::Settings => "Settings",
+            ResourceKind::CacheFlush => "CacheFlush",
         }
     }
 }
@@ -71,6 +78,18 @@ pub enum Resource {
     UsagePlan(UsagePlan),
     ApiKey(ApiKeyRecord),
     Settings(Settings),
+    CacheFlush(CacheFlush),
+}
+
+/// The flush epoch of one API's response cache. `epoch` is the revision of
+/// the last `DELETE /v1/apis/{id}/cache`; a data plane keys its cached
+/// responses by it, so a new epoch (seen live or on reconnect) leaves every
+/// older entry of the API unreachable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheFlush {
+    pub api: String,
+    pub epoch: u64,
 }
 
 impl Resource {
@@ -82,6 +101,7 @@ impl Resource {
             Resource::UsagePlan(_) => ResourceKind::UsagePlan,
             Resource::ApiKey(_) => ResourceKind::ApiKey,
             Resource::Settings(_) => ResourceKind::Settings,
+            Resource::CacheFlush(_) => ResourceKind::CacheFlush,
         }
     }
 
@@ -93,6 +113,7 @@ impl Resource {
             Resource::UsagePlan(p) => &p.id,
             Resource::ApiKey(k) => &k.id,
             Resource::Settings(_) => "cluster",
+            Resource::CacheFlush(f) => &f.api,
         }
     }
 
@@ -109,6 +130,7 @@ impl Resource {
             Resource::UsagePlan(p) => serde_json::to_value(p),
             Resource::ApiKey(k) => serde_json::to_value(k),
             Resource::Settings(s) => serde_json::to_value(s),
+            Resource::CacheFlush(f) => serde_json::to_value(f),
         };
         v.expect("documents serialize")
     }
@@ -122,6 +144,7 @@ impl Resource {
             Resource::Tenant(t) => t.validate(),
             Resource::UsagePlan(p) => p.validate(),
             Resource::ApiKey(_) | Resource::Settings(_) => Ok(()),
+            Resource::CacheFlush(f) => crate::validate::id("api", &f.api),
         }
     }
 
@@ -134,6 +157,7 @@ impl Resource {
             ResourceKind::UsagePlan => Resource::UsagePlan(serde_json::from_slice(json)?),
             ResourceKind::ApiKey => Resource::ApiKey(serde_json::from_slice(json)?),
             ResourceKind::Settings => Resource::Settings(serde_json::from_slice(json)?),
+            ResourceKind::CacheFlush => Resource::CacheFlush(serde_json::from_slice(json)?),
         })
     }
 }
@@ -217,6 +241,14 @@ impl ConfigSet {
         match self.get(ResourceKind::Settings, "cluster") {
             Some(Resource::Settings(s)) => Some(s),
             _ => None,
+        }
+    }
+
+    /// The cache flush epoch of an API (0: never flushed).
+    pub fn cache_epoch(&self, api: &str) -> u64 {
+        match self.get(ResourceKind::CacheFlush, api) {
+            Some(Resource::CacheFlush(f)) => f.epoch,
+            _ => 0,
         }
     }
 }

@@ -62,6 +62,7 @@ async fn start_dp_full(
         tls,
         limits,
         grace: Duration::from_secs(5),
+        access_log: tollgate_data_plane::AccessLogTarget::Off,
     })
     .await
     .expect("data plane starts")

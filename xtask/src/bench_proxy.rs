@@ -394,20 +394,36 @@ async fn jwt_api(client: &reqwest::Client, admin: &str, echo: &str) -> anyhow::R
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let jwk = json!({"kty": "RSA", "kid": "bench", "use": "sig", "alg": "RS256",
                      "n": b64.encode(key.n().to_bytes_be()), "e": b64.encode(key.e().to_bytes_be())});
-    put(client, format!("{admin}/v1/authorizers/bench-jwt"), json!({
+    put(
+        client,
+        format!("{admin}/v1/authorizers/bench-jwt"),
+        json!({
         "issuer": "https://bench.test", "audiences": ["bench"], "algorithms": ["RS256"],
-        "jwks": {"keys": [jwk]}})).await?;
-    put(client, format!("{admin}/v1/apis/jwt"), json!({
+        "jwks": {"keys": [jwk]}}),
+    )
+    .await?;
+    put(
+        client,
+        format!("{admin}/v1/apis/jwt"),
+        json!({
         "base_path": "/jwt", "auth": {"authorizer": "bench-jwt"},
         "upstream": {"targets": [{"url": format!("http://{echo}")}]},
-        "routes": [{"id": "all", "path": "/{rest+}"}]})).await?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+        "routes": [{"id": "all", "path": "/{rest+}"}]}),
+    )
+    .await?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     header.kid = Some("bench".into());
     let claims = json!({"iss": "https://bench.test", "aud": "bench", "sub": "bench-user",
                         "iat": now, "exp": now + 3600});
     let der = key.to_pkcs1_der()?;
-    Ok(jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_rsa_der(der.as_bytes()))?)
+    Ok(jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_rsa_der(der.as_bytes()),
+    )?)
 }
 
 async fn wait_status_with_header(
@@ -423,7 +439,10 @@ async fn wait_status_with_header(
                 return Ok(());
             }
         }
-        anyhow::ensure!(t.elapsed() < Duration::from_secs(30), "{url} never answered {want}");
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(30),
+            "{url} never answered {want}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

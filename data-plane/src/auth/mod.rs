@@ -129,7 +129,7 @@ impl AuthIndex {
                     ResourceKind::Api => {
                         out.ip_rules.remove(id);
                     }
-                    ResourceKind::Tenant => {}
+                    ResourceKind::Tenant | ResourceKind::CacheFlush => {}
                 }
             }
         }
@@ -161,7 +161,7 @@ impl AuthIndex {
                         None => out.ip_rules.remove(&api.id),
                     };
                 }
-                Resource::Tenant(_) => {}
+                Resource::Tenant(_) | Resource::CacheFlush(_) => {}
             }
         }
         Ok(out)

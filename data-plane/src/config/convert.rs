@@ -36,6 +36,7 @@ fn kind(what: impl FnOnce() -> String, value: i32) -> Result<ResourceKind, Conve
         Ok(P::UsagePlan) => Ok(ResourceKind::UsagePlan),
         Ok(P::ApiKey) => Ok(ResourceKind::ApiKey),
         Ok(P::Settings) => Ok(ResourceKind::Settings),
+        Ok(P::CacheFlush) => Ok(ResourceKind::CacheFlush),
         Ok(P::Unspecified) | Err(_) => Err(ConvertError::UnknownKind {
             what: what(),
             value,
