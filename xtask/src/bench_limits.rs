@@ -101,7 +101,7 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
         for n in [3usize, 5] {
             let mut dps: Vec<(Proc, String, String)> = Vec::new();
             for _ in 0..n {
-                dps.push(data_plane(&bin, &grpc.join(","))?);
+                dps.push(data_plane(&bin, &grpc.join(","), "off")?);
             }
             let addrs: Vec<String> = dps.iter().map(|(_, l, _)| l.clone()).collect();
             for (name, weights) in [("even", vec![1.0; n]), ("90/5/5…", {

@@ -21,9 +21,11 @@ impl Drop for Proc {
     }
 }
 
+/// A data plane process; `access_log` is `off`, `stdout` or a file path.
 pub(crate) fn data_plane(
     bin: &Path,
     control_plane: &str,
+    access_log: &str,
 ) -> anyhow::Result<(Proc, String, String)> {
     let (listen, status) = (free_addr()?, free_addr()?);
     let child = Command::new(bin)
@@ -34,7 +36,7 @@ pub(crate) fn data_plane(
             "--listen",
             &listen,
         ])
-        .args(["--status-addr", &status])
+        .args(["--status-addr", &status, "--access-log", access_log])
         .env("TOLLGATE_CLUSTER_TOKEN", CLUSTER_TOKEN)
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
@@ -198,27 +200,6 @@ async fn keyed_api(client: &reqwest::Client, admin: &str, echo: &str) -> anyhow:
     Ok(v["value"].as_str().unwrap_or_default().to_string())
 }
 
-async fn wait_status_with(
-    client: &reqwest::Client,
-    url: &str,
-    key: &str,
-    want: u16,
-) -> anyhow::Result<()> {
-    let t = Instant::now();
-    loop {
-        if let Ok(r) = client.get(url).header("x-api-key", key).send().await {
-            if r.status().as_u16() == want {
-                return Ok(());
-            }
-        }
-        anyhow::ensure!(
-            t.elapsed() < Duration::from_secs(30),
-            "{url} never answered {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 pub(crate) async fn put(
     client: &reqwest::Client,
     url: String,
@@ -244,6 +225,10 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
         _ => 10,
     };
     let connections = 64;
+    anyhow::ensure!(
+        Command::new("wrk").arg("-v").output().is_ok(),
+        "wrk is not installed (apt-get install wrk)"
+    );
     let bin = release_binary()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -264,7 +249,7 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
         let mut nodes: Vec<Node> = vec![spawn(&bin, 1, dir.path(), None)?];
         wait_ready(&client, &nodes[0].admin).await?;
         let admin = nodes[0].admin.clone();
-        let (_dp, listen, _) = data_plane(&bin, &nodes[0].grpc)?;
+        let (_dp, listen, status) = data_plane(&bin, &nodes[0].grpc, "off")?;
         put(&client, format!("{admin}/v1/apis/bench"), json!({
             "base_path": "/", "upstream": {"targets": [{"url": format!("http://{echo_addr}")}]},
             "routes": [{"id": "all", "path": "/{rest+}"}]})).await?;
@@ -287,7 +272,7 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
         // The same with an API key and a usage plan: throttle (high enough
         // not to refuse), quota leases and metering on every request.
         let key = keyed_api(&client, &admin, &echo_addr).await?;
-        wait_status_with(&client, &format!("http://{listen}/keyed/x"), &key, 200).await?;
+        wait_status_with_header(&client, &format!("http://{listen}/keyed/x"), ("x-api-key", &key), 200).await?;
         let keyed = wrk_with(&format!("http://{listen}/keyed/x"), connections, seconds, &[&format!("x-api-key: {key}")])?;
         row("tollgate + key + plan", &keyed);
         let jwt = jwt_api(&client, &admin, &echo_addr).await?;
@@ -299,6 +284,29 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
             "against the plain proxy: key + plan {:+.1}%, JWT {:+.1}% throughput",
             (keyed.rps / tollgate.rps - 1.0) * 100.0,
             (jwt_row.rps / tollgate.rps - 1.0) * 100.0
+        );
+        // A cached route: one upstream request per TTL, the rest from memory.
+        let cached = cached_row(&client, &admin, &echo_addr, &listen, &status, connections, seconds).await?;
+        row("tollgate, cached route", &cached.wrk);
+        println!(
+            "cached route: {:.2}x the plain proxy; the upstream saw {} requests in {seconds} s (TTL {} s)",
+            cached.wrk.rps / tollgate.rps,
+            cached.upstream_requests,
+            CACHE_TTL_S
+        );
+        // The access log's cost: a second data plane writing one JSON line
+        // per request to a file, against the plain row (log off).
+        let log_path = dir.path().join("access.log");
+        let (_logging_dp, logging_listen, _) =
+            data_plane(&bin, &nodes[0].grpc, &log_path.display().to_string())?;
+        wait_status(&client, &format!("http://{logging_listen}/bench/x"), 200).await?;
+        let logged = wrk(&format!("http://{logging_listen}/bench/x"), connections, seconds)?;
+        row("tollgate, access log to file", &logged);
+        let lines = std::fs::read_to_string(&log_path).map_or(0, |t| t.lines().count());
+        println!(
+            "access log on against off: {:+.1}% throughput, p99 {:+.2} ms ({lines} lines written)",
+            (logged.rps / tollgate.rps - 1.0) * 100.0,
+            logged.p99_ms - tollgate.p99_ms
         );
         if let Some((_, l)) = &nginx {
             let ng = wrk(&format!("http://{l}/bench/x"), connections, seconds)?;
@@ -321,7 +329,7 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
         }
         let mut dps = Vec::new();
         for n in &nodes {
-            dps.push(data_plane(&bin, &n.grpc)?);
+            dps.push(data_plane(&bin, &n.grpc, "off")?);
         }
         put(&client, format!("{first}/v1/apis/warm"), mock_api("warm")).await?;
         for (_, l, _) in &dps {
@@ -445,4 +453,60 @@ async fn wait_status_with_header(
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+const CACHE_TTL_S: u64 = 5;
+
+struct CachedRow {
+    wrk: Wrk,
+    /// Cache misses while wrk ran: the requests that reached the upstream.
+    upstream_requests: u64,
+}
+
+/// The plain API's twin with a response cache on its route, under wrk; the
+/// upstream requests are read from the data plane's cache-miss counter.
+async fn cached_row(
+    client: &reqwest::Client,
+    admin: &str,
+    echo: &str,
+    listen: &str,
+    status: &str,
+    connections: usize,
+    seconds: u64,
+) -> anyhow::Result<CachedRow> {
+    put(
+        client,
+        format!("{admin}/v1/apis/cached"),
+        json!({
+        "base_path": "/cached", "upstream": {"targets": [{"url": format!("http://{echo}")}]},
+        "routes": [{"id": "all", "path": "/{rest+}", "cache": {"ttl_s": CACHE_TTL_S}}]}),
+    )
+    .await?;
+    let url = format!("http://{listen}/cached/x");
+    wait_status(client, &url, 200).await?;
+    let misses = || async {
+        let text = client
+            .get(format!("http://{status}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        anyhow::Ok(
+            text.lines()
+                .filter(|l| {
+                    l.starts_with("tollgate_cache_requests_total{")
+                        && l.contains("api=\"cached\"")
+                        && l.contains("result=\"miss\"")
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .sum::<u64>(),
+        )
+    };
+    let before = misses().await?;
+    let w = wrk(&url, connections, seconds)?;
+    let after = misses().await?;
+    Ok(CachedRow {
+        wrk: w,
+        upstream_requests: after - before,
+    })
 }
