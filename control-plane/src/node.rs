@@ -29,7 +29,9 @@ pub struct RaftTuning {
     pub heartbeat_ms: u64,
     pub election_min_ms: u64,
     pub election_max_ms: u64,
-    /// Build a snapshot (and purge the log behind it) every N entries.
+    /// Build a snapshot (and purge the log behind it) once the log since
+    /// the last one holds at least this many entries and at least as many
+    /// as the state holds documents (see `raft::compaction`).
     pub snapshot_every: u64,
     /// Entries kept in the log behind the last snapshot.
     pub keep_behind_snapshot: u64,
@@ -123,7 +125,9 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<NodeHandle> {
         heartbeat_interval: t.heartbeat_ms,
         election_timeout_min: t.election_min_ms,
         election_timeout_max: t.election_max_ms,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(t.snapshot_every),
+        // Snapshots are triggered by `raft::compaction`, which scales the
+        // interval with the state's size.
+        snapshot_policy: openraft::SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: t.keep_behind_snapshot,
         purge_batch_size: 1,
         ..Default::default()
@@ -152,7 +156,12 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<NodeHandle> {
     });
 
     let cancel = CancellationToken::new();
-    let mut tasks = Vec::new();
+    let mut tasks = vec![tokio::spawn(crate::raft::compaction::run(
+        raft.clone(),
+        shared.clone(),
+        t.snapshot_every,
+        cancel.clone(),
+    ))];
 
     // gRPC: Raft, cluster and config streaming take the cluster token; the
     // admin service takes the admin token.

@@ -280,6 +280,11 @@ impl State {
         self.tombstones.iter()
     }
 
+    /// Documents, tombstones and counters: what a snapshot holds.
+    pub fn entries(&self) -> usize {
+        self.resources.len() + self.tombstones.len() + self.counters.len()
+    }
+
     pub fn counters(&self) -> impl Iterator<Item = (&Counter, &u64)> {
         self.counters.iter()
     }

@@ -5,6 +5,7 @@
 // function must return it, so boxing on our side would only add copies.
 #![allow(clippy::result_large_err)]
 
+pub mod compaction;
 pub mod kv;
 pub mod log_store;
 pub mod network;
