@@ -655,7 +655,7 @@ fn admit(conn: &ConnInfo, limits: &Limits, req: &Request<Incoming>) -> Result<()
     if req.headers().get_all(header::HOST).iter().count() > 1 {
         return Err(ProxyError::BadFraming("more than one Host header"));
     }
-    if req.uri().to_string().len() > limits.max_uri_bytes {
+    if uri_len(req.uri()) > limits.max_uri_bytes {
         return Err(ProxyError::UriTooLong);
     }
     let header_bytes: usize = req
@@ -675,6 +675,16 @@ fn admit(conn: &ConnInfo, limits: &Limits, req: &Request<Incoming>) -> Result<()
         return Err(ProxyError::PayloadTooLarge);
     }
     Ok(())
+}
+
+/// The length of the URI as sent, without formatting it.
+fn uri_len(uri: &Uri) -> usize {
+    let pq = uri.path_and_query().map_or(0, |p| p.as_str().len());
+    match (uri.scheme_str(), uri.authority()) {
+        (Some(s), Some(a)) => s.len() + "://".len() + a.as_str().len() + pq,
+        (None, Some(a)) => a.as_str().len() + pq,
+        _ => pq,
+    }
 }
 
 fn request_host(req: &Request<Incoming>) -> Option<String> {
@@ -841,7 +851,10 @@ async fn forward(
     let replayable = is_idempotent(&method) && retries > 0 && upgrade.is_none();
     let mut buffered: Option<Bytes> = None;
     let mut streaming = None;
-    if replayable {
+    if replayable && limited.is_end_stream() {
+        // No body (most GETs): nothing to read or keep.
+        buffered = Some(Bytes::new());
+    } else if replayable {
         buffered = Some(match limited.collect().await {
             Ok(c) => c.to_bytes(),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
@@ -885,14 +898,19 @@ async fn forward(
             (None, Some(s)) => s,
             (None, None) => body::empty(),
         };
+        let last = attempt + 1 == attempts;
         let mut up = Request::new(body);
         *up.method_mut() = method.clone();
         *up.uri_mut() = uri;
-        *up.headers_mut() = headers.clone();
+        // The last attempt takes the headers; earlier ones need a copy.
+        *up.headers_mut() = if last {
+            std::mem::take(&mut headers)
+        } else {
+            headers.clone()
+        };
         if grpc {
             *up.version_mut() = Version::HTTP_2;
         }
-        let last = attempt + 1 == attempts;
         let outcome = tokio::time::timeout_at(deadline, client.request(up))
             .instrument(span.clone())
             .await;

@@ -47,6 +47,7 @@ pub(crate) fn data_plane(
 
 struct Wrk {
     rps: f64,
+    requests: u64,
     p50_ms: f64,
     p99_ms: f64,
 }
@@ -96,13 +97,54 @@ fn wrk_with(url: &str, connections: usize, seconds: u64, headers: &[&str]) -> an
     if text.contains("Non-2xx") {
         anyhow::bail!("wrk saw non-2xx responses from {url}:\n{text}");
     }
+    let requests = text
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
     Ok(Wrk {
+        requests,
         rps: field("Requests/sec:")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0),
         p50_ms: field("50%").and_then(|v| parse_ms(&v)).unwrap_or(0.0),
         p99_ms: field("99%").and_then(|v| parse_ms(&v)).unwrap_or(0.0),
     })
+}
+
+/// CPU time (user + system, in clock ticks) used so far by a process, its
+/// threads and its child processes (nginx's workers). Linux only; 0
+/// elsewhere.
+fn cpu_ticks(pid: u32) -> u64 {
+    let own: u64 = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+        .map(|stat| {
+            // Fields after the command name, which is in parentheses.
+            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let at = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            at(11) + at(12) // utime, stime
+        })
+        .sum();
+    let children: u64 = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|c| c.parse().ok())
+        .map(cpu_ticks)
+        .sum();
+    own + children
+}
+
+/// wrk against `url`, and the CPU the process `pid` spent per request.
+fn wrk_cpu(url: &str, connections: usize, seconds: u64, pid: u32) -> anyhow::Result<(Wrk, f64)> {
+    let before = cpu_ticks(pid);
+    let w = wrk(url, connections, seconds)?;
+    // Linux reports 100 ticks a second.
+    let us = (cpu_ticks(pid) - before) as f64 * 10_000.0 / w.requests.max(1) as f64;
+    Ok((w, us))
 }
 
 fn start_nginx(dir: &Path, upstream: &str) -> anyhow::Result<Option<(Proc, String)>> {
@@ -249,7 +291,7 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
         let mut nodes: Vec<Node> = vec![spawn(&bin, 1, dir.path(), None)?];
         wait_ready(&client, &nodes[0].admin).await?;
         let admin = nodes[0].admin.clone();
-        let (_dp, listen, status) = data_plane(&bin, &nodes[0].grpc, "off")?;
+        let (dp, listen, status) = data_plane(&bin, &nodes[0].grpc, "off")?;
         put(&client, format!("{admin}/v1/apis/bench"), json!({
             "base_path": "/", "upstream": {"targets": [{"url": format!("http://{echo_addr}")}]},
             "routes": [{"id": "all", "path": "/{rest+}"}]})).await?;
@@ -267,7 +309,8 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
         };
         let direct = wrk(&format!("http://{echo_addr}/bench/x"), connections, seconds)?;
         row("upstream directly", &direct);
-        let tollgate = wrk(&format!("http://{listen}/bench/x"), connections, seconds)?;
+        let (tollgate, tollgate_cpu) =
+            wrk_cpu(&format!("http://{listen}/bench/x"), connections, seconds, dp.0.id())?;
         row("tollgate -> upstream", &tollgate);
         // The same with an API key and a usage plan: throttle (high enough
         // not to refuse), quota leases and metering on every request.
@@ -308,13 +351,17 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
             (logged.rps / tollgate.rps - 1.0) * 100.0,
             logged.p99_ms - tollgate.p99_ms
         );
-        if let Some((_, l)) = &nginx {
-            let ng = wrk(&format!("http://{l}/bench/x"), connections, seconds)?;
+        if let Some((ng_proc, l)) = &nginx {
+            let (ng, ng_cpu) = wrk_cpu(&format!("http://{l}/bench/x"), connections, seconds, ng_proc.0.id())?;
             row("nginx -> upstream", &ng);
             println!(
                 "tollgate/nginx: throughput {:.2}x, p99 {:.2}x (lower is better)",
                 tollgate.rps / ng.rps,
                 tollgate.p99_ms / ng.p99_ms
+            );
+            println!(
+                "proxy CPU per request (user + system): tollgate {tollgate_cpu:.1} us, nginx {ng_cpu:.1} us ({:.2}x)",
+                tollgate_cpu / ng_cpu
             );
         }
         drop(nginx);
