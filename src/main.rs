@@ -166,6 +166,10 @@ struct ProxyFlags {
     /// The access log: off, stdout, or a file path (appended).
     #[arg(long, env = "TOLLGATE_ACCESS_LOG", default_value = "stdout")]
     access_log: tollgate_data_plane::AccessLogTarget,
+    /// Memory cap of the response cache, in bytes (entries are weighted by
+    /// size; the least useful go first).
+    #[arg(long, env = "TOLLGATE_CACHE_MAX_BYTES", default_value_t = tollgate_data_plane::cache::DEFAULT_CAPACITY_BYTES)]
+    cache_max_bytes: u64,
 }
 
 /// A secret from a file, else an environment variable, else generated and
@@ -277,6 +281,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 limits: tollgate_data_plane::Limits::default(),
                 grace: Duration::from_secs(5),
                 access_log,
+                cache_max_bytes: tollgate_data_plane::cache::DEFAULT_CAPACITY_BYTES,
             })
             .await?;
             println!(
@@ -338,6 +343,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 },
                 grace: Duration::from_secs(proxy.grace_s),
                 access_log: proxy.access_log.clone(),
+                cache_max_bytes: proxy.cache_max_bytes,
             })
             .await?;
             println!(

@@ -639,4 +639,26 @@ mod tests {
             Plan::Bypass
         ));
     }
+
+    #[tokio::test]
+    async fn memory_stays_under_the_cap() {
+        let cap = 64 * 1024;
+        let cache = ResponseCache::new(cap);
+        for i in 0..100 {
+            let body = Bytes::from(vec![b'x'; 4096]);
+            let entry = Arc::new(CachedResponse {
+                status: StatusCode::OK,
+                headers: HeaderMap::new(),
+                weight: body.len() as u32 + 256,
+                body,
+                stored_at: Instant::now(),
+                ttl: Duration::from_secs(60),
+            });
+            cache.insert(format!("api\n{i}").into(), entry).await;
+        }
+        cache.sync().await;
+        let (entries, bytes) = cache.usage();
+        assert!(bytes <= cap, "{bytes} bytes held, cap {cap}");
+        assert!(entries > 0 && entries < 100, "{entries} entries");
+    }
 }

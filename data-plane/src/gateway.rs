@@ -62,6 +62,11 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new() -> Arc<Self> {
+        Self::with_cache_capacity(crate::cache::DEFAULT_CAPACITY_BYTES)
+    }
+
+    /// A gateway whose response cache holds at most `cache_bytes`.
+    pub fn with_cache_capacity(cache_bytes: u64) -> Arc<Self> {
         Arc::new(Self {
             snapshot: ArcSwap::from_pointee(Snapshot {
                 config: ConfigSet::default(),
@@ -72,7 +77,7 @@ impl Gateway {
             }),
             clients: Clients::new(),
             metrics: Metrics::default(),
-            cache: ResponseCache::default(),
+            cache: ResponseCache::new(cache_bytes),
             access_log: std::sync::OnceLock::new(),
             auth_tuning: Arc::new(AuthTuning::default()),
             plans: std::sync::OnceLock::new(),

@@ -77,6 +77,8 @@ pub struct DataPlaneConfig {
     pub grace: Duration,
     /// Where the access log goes (`--access-log`).
     pub access_log: AccessLogTarget,
+    /// The response cache's memory cap, in bytes (`--cache-max-bytes`).
+    pub cache_max_bytes: u64,
 }
 
 pub struct DataPlaneHandle {
@@ -120,7 +122,7 @@ impl DataPlaneHandle {
 /// Load the state file (if any), then start the proxy, the status port and
 /// the config client.
 pub async fn start(cfg: DataPlaneConfig) -> anyhow::Result<DataPlaneHandle> {
-    let gateway = Gateway::new();
+    let gateway = Gateway::with_cache_capacity(cfg.cache_max_bytes);
     if let Some(log) = access_log::AccessLog::open(&cfg.access_log)
         .map_err(|e| anyhow::anyhow!("opening the access log {:?}: {e}", cfg.access_log))?
     {

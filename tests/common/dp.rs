@@ -63,6 +63,7 @@ async fn start_dp_full(
         limits,
         grace: Duration::from_secs(5),
         access_log: tollgate_data_plane::AccessLogTarget::Off,
+        cache_max_bytes: tollgate_data_plane::cache::DEFAULT_CAPACITY_BYTES,
     })
     .await
     .expect("data plane starts")

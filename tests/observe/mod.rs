@@ -358,6 +358,7 @@ pub async fn start_dp_at(
         limits: Limits::default(),
         grace: Duration::from_secs(5),
         access_log,
+        cache_max_bytes: tollgate_data_plane::cache::DEFAULT_CAPACITY_BYTES,
     })
     .await
     .expect("data plane starts")
