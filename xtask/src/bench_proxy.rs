@@ -47,7 +47,8 @@ pub(crate) fn data_plane(
 
 struct Wrk {
     rps: f64,
-    requests: u64,
+    /// CPU (user + system) the measured process spent per request, in µs.
+    cpu_us: f64,
     p50_ms: f64,
     p99_ms: f64,
 }
@@ -66,11 +67,19 @@ fn parse_ms(s: &str) -> Option<f64> {
     num.parse::<f64>().ok().map(|n| n * mult)
 }
 
-fn wrk(url: &str, connections: usize, seconds: u64) -> anyhow::Result<Wrk> {
-    wrk_with(url, connections, seconds, &[])
+/// wrk against `url`, and the CPU the process `pid` spent per request.
+fn wrk(url: &str, connections: usize, seconds: u64, pid: u32) -> anyhow::Result<Wrk> {
+    wrk_with(url, connections, seconds, &[], pid)
 }
 
-fn wrk_with(url: &str, connections: usize, seconds: u64, headers: &[&str]) -> anyhow::Result<Wrk> {
+fn wrk_with(
+    url: &str,
+    connections: usize,
+    seconds: u64,
+    headers: &[&str],
+    pid: u32,
+) -> anyhow::Result<Wrk> {
+    let cpu_before = cpu_ticks(pid);
     let mut cmd = Command::new("wrk");
     cmd.args([
         "-t2",
@@ -82,6 +91,7 @@ fn wrk_with(url: &str, connections: usize, seconds: u64, headers: &[&str]) -> an
         cmd.args(["-H", h]);
     }
     let out = cmd.arg(url).output()?;
+    let cpu_ticks_used = cpu_ticks(pid).saturating_sub(cpu_before);
     anyhow::ensure!(
         out.status.success(),
         "wrk failed: {}",
@@ -97,13 +107,14 @@ fn wrk_with(url: &str, connections: usize, seconds: u64, headers: &[&str]) -> an
     if text.contains("Non-2xx") {
         anyhow::bail!("wrk saw non-2xx responses from {url}:\n{text}");
     }
-    let requests = text
+    let requests: u64 = text
         .lines()
         .find(|l| l.contains("requests in"))
         .and_then(|l| l.split_whitespace().next()?.parse().ok())
         .unwrap_or(0);
     Ok(Wrk {
-        requests,
+        // Linux counts 100 ticks a second.
+        cpu_us: cpu_ticks_used as f64 * 10_000.0 / requests.max(1) as f64,
         rps: field("Requests/sec:")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0),
@@ -136,15 +147,6 @@ fn cpu_ticks(pid: u32) -> u64 {
         .map(cpu_ticks)
         .sum();
     own + children
-}
-
-/// wrk against `url`, and the CPU the process `pid` spent per request.
-fn wrk_cpu(url: &str, connections: usize, seconds: u64, pid: u32) -> anyhow::Result<(Wrk, f64)> {
-    let before = cpu_ticks(pid);
-    let w = wrk(url, connections, seconds)?;
-    // Linux reports 100 ticks a second.
-    let us = (cpu_ticks(pid) - before) as f64 * 10_000.0 / w.requests.max(1) as f64;
-    Ok((w, us))
 }
 
 fn start_nginx(dir: &Path, upstream: &str) -> anyhow::Result<Option<(Proc, String)>> {
@@ -281,7 +283,7 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
 
         // The upstream.
         let echo_addr = free_addr()?;
-        let _echo = Proc(
+        let echo = Proc(
             Command::new(&bin)
                 .args(["echo", "--listen", &echo_addr])
                 .stdout(Stdio::null())
@@ -303,33 +305,43 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
         }
 
         println!("wrk -t2 -c{connections} -d{seconds}s, GET /bench/x, upstream `tollgate echo`, all on this machine");
-        println!("{:<28} {:>10} {:>9} {:>9}", "target", "req/s", "p50 ms", "p99 ms");
+        println!(
+            "{:<28} {:>10} {:>9} {:>9} {:>14}",
+            "target", "req/s", "p50 ms", "p99 ms", "CPU us/req"
+        );
         let row = |name: &str, w: &Wrk| {
-            println!("{name:<28} {:>10.0} {:>9.2} {:>9.2}", w.rps, w.p50_ms, w.p99_ms);
+            println!(
+                "{name:<28} {:>10.0} {:>9.2} {:>9.2} {:>14.1}",
+                w.rps, w.p50_ms, w.p99_ms, w.cpu_us
+            );
         };
-        let direct = wrk(&format!("http://{echo_addr}/bench/x"), connections, seconds)?;
+        let dp_pid = dp.0.id();
+        let direct = wrk(&format!("http://{echo_addr}/bench/x"), connections, seconds, echo.0.id())?;
         row("upstream directly", &direct);
-        let (tollgate, tollgate_cpu) =
-            wrk_cpu(&format!("http://{listen}/bench/x"), connections, seconds, dp.0.id())?;
+        let tollgate = wrk(&format!("http://{listen}/bench/x"), connections, seconds, dp_pid)?;
         row("tollgate -> upstream", &tollgate);
         // The same with an API key and a usage plan: throttle (high enough
         // not to refuse), quota leases and metering on every request.
         let key = keyed_api(&client, &admin, &echo_addr).await?;
         wait_status_with_header(&client, &format!("http://{listen}/keyed/x"), ("x-api-key", &key), 200).await?;
-        let keyed = wrk_with(&format!("http://{listen}/keyed/x"), connections, seconds, &[&format!("x-api-key: {key}")])?;
+        let keyed = wrk_with(&format!("http://{listen}/keyed/x"), connections, seconds, &[&format!("x-api-key: {key}")], dp_pid)?;
         row("tollgate + key + plan", &keyed);
         let jwt = jwt_api(&client, &admin, &echo_addr).await?;
         let bearer = format!("authorization: Bearer {jwt}");
         wait_status_with_header(&client, &format!("http://{listen}/jwt/x"), ("authorization", &format!("Bearer {jwt}")), 200).await?;
-        let jwt_row = wrk_with(&format!("http://{listen}/jwt/x"), connections, seconds, &[&bearer])?;
+        let jwt_row = wrk_with(&format!("http://{listen}/jwt/x"), connections, seconds, &[&bearer], dp_pid)?;
         row("tollgate + JWT RS256", &jwt_row);
+        // Throughput moves with everything else on the machine; the proxy's
+        // own CPU per request is the steadier measure of what a phase costs.
         println!(
-            "against the plain proxy: key + plan {:+.1}%, JWT {:+.1}% throughput",
+            "against the plain proxy: key + plan {:+.1}% throughput, {:+.1}% CPU/req; JWT {:+.1}% throughput, {:+.1}% CPU/req",
             (keyed.rps / tollgate.rps - 1.0) * 100.0,
-            (jwt_row.rps / tollgate.rps - 1.0) * 100.0
+            (keyed.cpu_us / tollgate.cpu_us - 1.0) * 100.0,
+            (jwt_row.rps / tollgate.rps - 1.0) * 100.0,
+            (jwt_row.cpu_us / tollgate.cpu_us - 1.0) * 100.0
         );
         // A cached route: one upstream request per TTL, the rest from memory.
-        let cached = cached_row(&client, &admin, &echo_addr, &listen, &status, connections, seconds).await?;
+        let cached = cached_row(&client, &admin, &echo_addr, (&listen, &status, dp_pid), connections, seconds).await?;
         row("tollgate, cached route", &cached.wrk);
         println!(
             "cached route: {:.2}x the plain proxy; the upstream saw {} requests in {seconds} s (TTL {} s)",
@@ -340,19 +352,20 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
         // The access log's cost: a second data plane writing one JSON line
         // per request to a file, against the plain row (log off).
         let log_path = dir.path().join("access.log");
-        let (_logging_dp, logging_listen, _) =
+        let (logging_dp, logging_listen, _) =
             data_plane(&bin, &nodes[0].grpc, &log_path.display().to_string())?;
         wait_status(&client, &format!("http://{logging_listen}/bench/x"), 200).await?;
-        let logged = wrk(&format!("http://{logging_listen}/bench/x"), connections, seconds)?;
+        let logged = wrk(&format!("http://{logging_listen}/bench/x"), connections, seconds, logging_dp.0.id())?;
         row("tollgate, access log to file", &logged);
         let lines = std::fs::read_to_string(&log_path).map_or(0, |t| t.lines().count());
         println!(
-            "access log on against off: {:+.1}% throughput, p99 {:+.2} ms ({lines} lines written)",
+            "access log on against off: {:+.1}% throughput, {:+.1}% CPU/req, p99 {:+.2} ms ({lines} lines written)",
             (logged.rps / tollgate.rps - 1.0) * 100.0,
+            (logged.cpu_us / tollgate.cpu_us - 1.0) * 100.0,
             logged.p99_ms - tollgate.p99_ms
         );
         if let Some((ng_proc, l)) = &nginx {
-            let (ng, ng_cpu) = wrk_cpu(&format!("http://{l}/bench/x"), connections, seconds, ng_proc.0.id())?;
+            let ng = wrk(&format!("http://{l}/bench/x"), connections, seconds, ng_proc.0.id())?;
             row("nginx -> upstream", &ng);
             println!(
                 "tollgate/nginx: throughput {:.2}x, p99 {:.2}x (lower is better)",
@@ -360,8 +373,10 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
                 tollgate.p99_ms / ng.p99_ms
             );
             println!(
-                "proxy CPU per request (user + system): tollgate {tollgate_cpu:.1} us, nginx {ng_cpu:.1} us ({:.2}x)",
-                tollgate_cpu / ng_cpu
+                "proxy CPU per request (user + system): tollgate {:.1} us, nginx {:.1} us ({:.2}x)",
+                tollgate.cpu_us,
+                ng.cpu_us,
+                tollgate.cpu_us / ng.cpu_us
             );
         }
         drop(nginx);
@@ -516,8 +531,7 @@ async fn cached_row(
     client: &reqwest::Client,
     admin: &str,
     echo: &str,
-    listen: &str,
-    status: &str,
+    (listen, status, pid): (&str, &str, u32),
     connections: usize,
     seconds: u64,
 ) -> anyhow::Result<CachedRow> {
@@ -550,7 +564,7 @@ async fn cached_row(
         )
     };
     let before = misses().await?;
-    let w = wrk(&url, connections, seconds)?;
+    let w = wrk(&url, connections, seconds, pid)?;
     let after = misses().await?;
     Ok(CachedRow {
         wrk: w,
