@@ -150,7 +150,11 @@ impl ProxyError {
 /// `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` (seconds
 /// until the bucket is full again).
 pub fn set_rate_headers(h: &mut http::HeaderMap, info: &crate::plans::RateInfo) {
-    h.insert("ratelimit-limit", HeaderValue::from(info.limit));
-    h.insert("ratelimit-remaining", HeaderValue::from(info.remaining));
-    h.insert("ratelimit-reset", HeaderValue::from(info.reset_s));
+    // Static names: parsing a name from a `&str` allocates on every call.
+    static LIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit-limit");
+    static REMAINING: http::HeaderName = http::HeaderName::from_static("ratelimit-remaining");
+    static RESET: http::HeaderName = http::HeaderName::from_static("ratelimit-reset");
+    h.insert(LIMIT.clone(), HeaderValue::from(info.limit));
+    h.insert(REMAINING.clone(), HeaderValue::from(info.remaining));
+    h.insert(RESET.clone(), HeaderValue::from(info.reset_s));
 }

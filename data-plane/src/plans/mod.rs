@@ -156,7 +156,10 @@ impl PlanEnforcer {
         let kp: KeyPlan = (key.to_string(), plan.id.clone());
         let mut info = None;
         if let Some(t) = &plan.throttle {
-            let throttle = self.throttles.entry(kp.clone()).or_default().clone();
+            // A lookup first: `entry` needs an owned key (an allocation).
+            let found = self.throttles.get(&kp).map(|t| t.clone());
+            let throttle =
+                found.unwrap_or_else(|| self.throttles.entry(kp.clone()).or_default().clone());
             throttle.demand.fetch_add(1, Ordering::Relaxed);
             let share = self.share(&kp).clamp(0.001, 1.0);
             let burst = (f64::from(t.burst) * share).max(1.0);
