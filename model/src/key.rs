@@ -95,10 +95,35 @@ pub fn display_prefix(value: &str) -> String {
 
 /// Keyed hash (HMAC-SHA256, hex) of a key value.
 pub fn hash(secret_hex: &str, value: &str) -> String {
-    let secret = hex::decode(secret_hex).unwrap_or_else(|_| secret_hex.as_bytes().to_vec());
-    let mut mac = Hmac::<Sha256>::new_from_slice(&secret).expect("HMAC takes any key length");
-    mac.update(value.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
+    KeyHasher::new(secret_hex).hash(value)
+}
+
+/// The keyed hash with its secret already absorbed: the HMAC's padded-key
+/// blocks are hashed once here, not on every request.
+#[derive(Clone)]
+pub struct KeyHasher {
+    mac: Hmac<Sha256>,
+}
+
+impl KeyHasher {
+    pub fn new(secret_hex: &str) -> Self {
+        let secret = hex::decode(secret_hex).unwrap_or_else(|_| secret_hex.as_bytes().to_vec());
+        Self {
+            mac: Hmac::<Sha256>::new_from_slice(&secret).expect("HMAC takes any key length"),
+        }
+    }
+
+    pub fn hash(&self, value: &str) -> String {
+        let mut mac = self.mac.clone();
+        mac.update(value.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+}
+
+impl std::fmt::Debug for KeyHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyHasher(..)") // never the secret
+    }
 }
 
 /// Compare two secrets or hashes without leaking where they differ.

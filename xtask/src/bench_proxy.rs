@@ -53,6 +53,23 @@ struct Wrk {
     p99_ms: f64,
 }
 
+impl Wrk {
+    /// Each figure's median over several runs.
+    fn median(runs: &[Wrk]) -> Wrk {
+        let mid = |f: fn(&Wrk) -> f64| {
+            let mut v: Vec<f64> = runs.iter().map(f).collect();
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(0.0)
+        };
+        Wrk {
+            rps: mid(|w| w.rps),
+            p50_ms: mid(|w| w.p50_ms),
+            p99_ms: mid(|w| w.p99_ms),
+            cpu_us: mid(|w| w.cpu_us),
+        }
+    }
+}
+
 /// wrk's latency figures come as "1.23ms", "456.00us" or "1.01s".
 fn parse_ms(s: &str) -> Option<f64> {
     let (num, mult) = if let Some(v) = s.strip_suffix("us") {
@@ -264,10 +281,18 @@ fn mock_api(id: &str) -> serde_json::Value {
 }
 
 pub fn run(args: &[&str]) -> anyhow::Result<()> {
-    let seconds: u64 = match args {
-        ["--seconds", n] => n.parse()?,
-        _ => 10,
-    };
+    let (mut seconds, mut rounds) = (5u64, 3usize);
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))?;
+        match *flag {
+            "--seconds" => seconds = value.parse()?,
+            "--rounds" => rounds = value.parse()?,
+            other => anyhow::bail!("unknown flag {other} (--seconds N, --rounds N)"),
+        }
+    }
     let connections = 64;
     anyhow::ensure!(
         Command::new("wrk").arg("-v").output().is_ok(),
@@ -304,7 +329,47 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
             wait_status(&client, &format!("http://{l}/bench/x"), 200).await?;
         }
 
-        println!("wrk -t2 -c{connections} -d{seconds}s, GET /bench/x, upstream `tollgate echo`, all on this machine");
+        // Every row's routes and processes first, so rows can run in
+        // interleaved rounds: throughput on a shared two-core machine drifts
+        // by ±15 % over a minute, and interleaving spreads the drift evenly.
+        let dp_pid = dp.0.id();
+        let key = keyed_api(&client, &admin, &echo_addr).await?;
+        let key_header = format!("x-api-key: {key}");
+        wait_status_with_header(&client, &format!("http://{listen}/keyed/x"), ("x-api-key", &key), 200).await?;
+        let jwt = jwt_api(&client, &admin, &echo_addr).await?;
+        let bearer = format!("authorization: Bearer {jwt}");
+        wait_status_with_header(&client, &format!("http://{listen}/jwt/x"), ("authorization", &format!("Bearer {jwt}")), 200).await?;
+        let log_path = dir.path().join("access.log");
+        let (logging_dp, logging_listen, _) =
+            data_plane(&bin, &nodes[0].grpc, &log_path.display().to_string())?;
+        wait_status(&client, &format!("http://{logging_listen}/bench/x"), 200).await?;
+
+        struct Row<'a> {
+            name: &'static str,
+            url: String,
+            headers: Vec<&'a str>,
+            pid: u32,
+            runs: Vec<Wrk>,
+        }
+        let mut rows = vec![
+            Row { name: "upstream directly", url: format!("http://{echo_addr}/bench/x"), headers: vec![], pid: echo.0.id(), runs: vec![] },
+            Row { name: "tollgate -> upstream", url: format!("http://{listen}/bench/x"), headers: vec![], pid: dp_pid, runs: vec![] },
+            // An API key and a usage plan: throttle (high enough not to
+            // refuse), quota leases and metering on every request.
+            Row { name: "tollgate + key + plan", url: format!("http://{listen}/keyed/x"), headers: vec![&key_header], pid: dp_pid, runs: vec![] },
+            Row { name: "tollgate + JWT RS256", url: format!("http://{listen}/jwt/x"), headers: vec![&bearer], pid: dp_pid, runs: vec![] },
+            // A second data plane, writing one JSON line per request to a file.
+            Row { name: "tollgate, access log to file", url: format!("http://{logging_listen}/bench/x"), headers: vec![], pid: logging_dp.0.id(), runs: vec![] },
+        ];
+        if let Some((ng_proc, l)) = &nginx {
+            rows.push(Row { name: "nginx -> upstream", url: format!("http://{l}/bench/x"), headers: vec![], pid: ng_proc.0.id(), runs: vec![] });
+        }
+        println!("wrk -t2 -c{connections} -d{seconds}s, GET, upstream `tollgate echo`, all on this machine; {rounds} interleaved rounds, medians");
+        for _ in 0..rounds {
+            for r in &mut rows {
+                r.runs.push(wrk_with(&r.url, connections, seconds, &r.headers, r.pid)?);
+            }
+        }
         println!(
             "{:<28} {:>10} {:>9} {:>9} {:>14}",
             "target", "req/s", "p50 ms", "p99 ms", "CPU us/req"
@@ -315,58 +380,28 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
                 w.rps, w.p50_ms, w.p99_ms, w.cpu_us
             );
         };
-        let dp_pid = dp.0.id();
-        let direct = wrk(&format!("http://{echo_addr}/bench/x"), connections, seconds, echo.0.id())?;
-        row("upstream directly", &direct);
-        let tollgate = wrk(&format!("http://{listen}/bench/x"), connections, seconds, dp_pid)?;
-        row("tollgate -> upstream", &tollgate);
-        // The same with an API key and a usage plan: throttle (high enough
-        // not to refuse), quota leases and metering on every request.
-        let key = keyed_api(&client, &admin, &echo_addr).await?;
-        wait_status_with_header(&client, &format!("http://{listen}/keyed/x"), ("x-api-key", &key), 200).await?;
-        let keyed = wrk_with(&format!("http://{listen}/keyed/x"), connections, seconds, &[&format!("x-api-key: {key}")], dp_pid)?;
-        row("tollgate + key + plan", &keyed);
-        let jwt = jwt_api(&client, &admin, &echo_addr).await?;
-        let bearer = format!("authorization: Bearer {jwt}");
-        wait_status_with_header(&client, &format!("http://{listen}/jwt/x"), ("authorization", &format!("Bearer {jwt}")), 200).await?;
-        let jwt_row = wrk_with(&format!("http://{listen}/jwt/x"), connections, seconds, &[&bearer], dp_pid)?;
-        row("tollgate + JWT RS256", &jwt_row);
+        let medians: Vec<Wrk> = rows.iter().map(|r| Wrk::median(&r.runs)).collect();
+        for (r, m) in rows.iter().zip(&medians) {
+            row(r.name, m);
+        }
+        let (tollgate, keyed, jwt_row, logged) = (&medians[1], &medians[2], &medians[3], &medians[4]);
         // Throughput moves with everything else on the machine; the proxy's
         // own CPU per request is the steadier measure of what a phase costs.
-        println!(
-            "against the plain proxy: key + plan {:+.1}% throughput, {:+.1}% CPU/req; JWT {:+.1}% throughput, {:+.1}% CPU/req",
-            (keyed.rps / tollgate.rps - 1.0) * 100.0,
-            (keyed.cpu_us / tollgate.cpu_us - 1.0) * 100.0,
-            (jwt_row.rps / tollgate.rps - 1.0) * 100.0,
-            (jwt_row.cpu_us / tollgate.cpu_us - 1.0) * 100.0
-        );
-        // A cached route: one upstream request per TTL, the rest from memory.
-        let cached = cached_row(&client, &admin, &echo_addr, (&listen, &status, dp_pid), connections, seconds).await?;
-        row("tollgate, cached route", &cached.wrk);
-        println!(
-            "cached route: {:.2}x the plain proxy; the upstream saw {} requests in {seconds} s (TTL {} s)",
-            cached.wrk.rps / tollgate.rps,
-            cached.upstream_requests,
-            CACHE_TTL_S
-        );
-        // The access log's cost: a second data plane writing one JSON line
-        // per request to a file, against the plain row (log off).
-        let log_path = dir.path().join("access.log");
-        let (logging_dp, logging_listen, _) =
-            data_plane(&bin, &nodes[0].grpc, &log_path.display().to_string())?;
-        wait_status(&client, &format!("http://{logging_listen}/bench/x"), 200).await?;
-        let logged = wrk(&format!("http://{logging_listen}/bench/x"), connections, seconds, logging_dp.0.id())?;
-        row("tollgate, access log to file", &logged);
+        let vs_plain = |w: &Wrk| {
+            format!(
+                "{:+.1}% throughput, {:+.1}% CPU/req",
+                (w.rps / tollgate.rps - 1.0) * 100.0,
+                (w.cpu_us / tollgate.cpu_us - 1.0) * 100.0
+            )
+        };
+        println!("against the plain proxy: key + plan {}; JWT {}", vs_plain(keyed), vs_plain(jwt_row));
         let lines = std::fs::read_to_string(&log_path).map_or(0, |t| t.lines().count());
         println!(
-            "access log on against off: {:+.1}% throughput, {:+.1}% CPU/req, p99 {:+.2} ms ({lines} lines written)",
-            (logged.rps / tollgate.rps - 1.0) * 100.0,
-            (logged.cpu_us / tollgate.cpu_us - 1.0) * 100.0,
+            "access log on against off: {}, p99 {:+.2} ms ({lines} lines written)",
+            vs_plain(logged),
             logged.p99_ms - tollgate.p99_ms
         );
-        if let Some((ng_proc, l)) = &nginx {
-            let ng = wrk(&format!("http://{l}/bench/x"), connections, seconds, ng_proc.0.id())?;
-            row("nginx -> upstream", &ng);
+        if let Some(ng) = medians.get(5) {
             println!(
                 "tollgate/nginx: throughput {:.2}x, p99 {:.2}x (lower is better)",
                 tollgate.rps / ng.rps,
@@ -379,6 +414,15 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
                 tollgate.cpu_us / ng.cpu_us
             );
         }
+        // A cached route: one upstream request per TTL, the rest from memory.
+        let cached = cached_row(&client, &admin, &echo_addr, (&listen, &status, dp_pid), connections, seconds).await?;
+        row("tollgate, cached route", &cached.wrk);
+        println!(
+            "cached route: {:.2}x the plain proxy; the upstream saw {} requests in {seconds} s (TTL {} s)",
+            cached.wrk.rps / tollgate.rps,
+            cached.upstream_requests,
+            CACHE_TTL_S
+        );
         drop(nginx);
 
         // Propagation: 3 control-plane nodes, 3 data planes (one per node).

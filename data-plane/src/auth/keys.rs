@@ -22,7 +22,7 @@ pub struct KeyIndex {
     hash_of: im::HashMap<String, String>,
     /// Usage plan → the APIs it grants.
     plans: im::HashMap<String, Arc<Vec<String>>>,
-    secret: Option<Arc<str>>,
+    hasher: Option<key::KeyHasher>,
 }
 
 /// Why a key was refused. Only logs see it; the client gets 403.
@@ -82,7 +82,7 @@ impl KeyIndex {
     }
 
     pub fn set_secret(&mut self, secret: Option<&str>) {
-        self.secret = secret.map(Arc::from);
+        self.hasher = secret.map(key::KeyHasher::new);
     }
 
     pub fn upsert_key(&mut self, rec: &ApiKeyRecord) {
@@ -129,8 +129,8 @@ impl KeyIndex {
             .to_str()
             .map_err(|_| KeyRefusal::Malformed(ShapeError::Shape))?;
         key::check_shape(value).map_err(KeyRefusal::Malformed)?;
-        let secret = self.secret.as_deref().ok_or(KeyRefusal::NoSecret)?;
-        let hash = key::hash(secret, value);
+        let hasher = self.hasher.as_ref().ok_or(KeyRefusal::NoSecret)?;
+        let hash = hasher.hash(value);
         // The map lookup is on the output of a keyed HMAC, which tells an
         // attacker nothing about stored values; the final compare is
         // constant-time all the same.

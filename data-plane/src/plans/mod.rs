@@ -182,13 +182,14 @@ impl PlanEnforcer {
             }
             info = Some(rate_info);
         }
+        let today = usage::today();
         if plan.quota.is_some() {
-            if let Err(e) = self.take_quota(&kp, plan).await {
+            if let Err(e) = self.take_quota(&kp, plan, today).await {
                 self.over_quota.fetch_add(1, Ordering::Relaxed);
                 return Err(e);
             }
         }
-        self.meter(kp, usage::today());
+        self.meter(kp, today);
         Ok(info)
     }
 
@@ -201,9 +202,13 @@ impl PlanEnforcer {
             .or_default() += 1;
     }
 
-    async fn take_quota(&self, kp: &KeyPlan, plan: &UsagePlan) -> Result<(), PlanDenied> {
+    async fn take_quota(
+        &self,
+        kp: &KeyPlan,
+        plan: &UsagePlan,
+        today: Day,
+    ) -> Result<(), PlanDenied> {
         let q = plan.quota.as_ref().expect("checked");
-        let today = usage::today();
         let slot = {
             let current = self.quotas.get(kp).map(|s| s.clone());
             match current {
