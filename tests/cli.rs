@@ -215,4 +215,16 @@ async fn dev_serves_the_quickstart() {
         .await
         .unwrap();
     assert_eq!(echoed["path"], "/a/b");
+    // The quickstart's cached route: a miss, then hits.
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let r = http
+            .get(format!("{proxy}/echo/cached"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        seen.push(r.headers()["x-cache"].to_str().unwrap().to_string());
+    }
+    assert_eq!(seen, ["Miss", "Hit"]);
 }
