@@ -9,7 +9,7 @@ mod observe;
 use std::time::Duration;
 
 use common::dp::{dp_with_apis, eventually, http, start_dp, wait_for_revision};
-use common::{init_tracing, Admin, Cluster};
+use common::{init_tracing, Cluster};
 use observe::{Forwarder, Origin};
 use serde_json::{json, Value};
 use tollgate_data_plane::{DataPlaneHandle, Limits};
@@ -312,17 +312,6 @@ async fn a_hundred_concurrent_misses_make_one_upstream_request() {
     assert_eq!(ns, (1..=10).collect::<Vec<_>>());
 }
 
-async fn issue_key(admin: &Admin, plan: &str) -> (String, String) {
-    let (s, v) = admin
-        .post("/v1/keys", json!({"tenant": "acme", "plans": [plan]}))
-        .await;
-    assert_eq!(s, 201, "{v}");
-    (
-        v["id"].as_str().unwrap().into(),
-        v["value"].as_str().unwrap().into(),
-    )
-}
-
 #[tokio::test]
 async fn callers_with_different_keys_never_see_each_others_entries() {
     init_tracing();
@@ -347,8 +336,8 @@ async fn callers_with_different_keys_never_see_each_others_entries() {
     let rev = admin
         .must_put("/v1/usage-plans/basic", json!({"apis": ["me"]}))
         .await;
-    let (alice_id, alice) = issue_key(&admin, "basic").await;
-    let (bob_id, bob) = issue_key(&admin, "basic").await;
+    let (alice_id, alice) = admin.issue_key("basic").await;
+    let (bob_id, bob) = admin.issue_key("basic").await;
     let dp = start_dp(vec![cluster.nodes[0].grpc_url()], None).await;
     wait_for_revision(&dp, rev + 2).await;
 

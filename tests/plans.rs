@@ -54,17 +54,6 @@ async fn setup(plan: serde_json::Value) -> Setup {
     }
 }
 
-async fn issue_key(admin: &Admin, plan: &str) -> (String, String) {
-    let (s, v) = admin
-        .post("/v1/keys", json!({"tenant": "acme", "plans": [plan]}))
-        .await;
-    assert_eq!(s, 201, "{v}");
-    (
-        v["id"].as_str().unwrap().into(),
-        v["value"].as_str().unwrap().into(),
-    )
-}
-
 /// Wait until every data plane admits the key once (the key and plan are
 /// in force everywhere). Returns how many requests that took per data plane.
 async fn warm(dps: &[DataPlaneHandle], key: &str) -> usize {
@@ -142,7 +131,7 @@ async fn throttle_holds_across_data_planes_for_even_and_skewed_load() {
             .await;
     let (rate, burst, seconds) = (200.0, 50.0, 5.0);
     for (case, split) in [("even", [200u32, 200, 200]), ("90/5/5", [540, 30, 30])] {
-        let (_, key) = issue_key(&s.admin, "gold").await;
+        let (_, key) = s.admin.issue_key("gold").await;
         warm(&s.dps, &key).await;
         // Let the warm-up drain from the bucket and the shares settle.
         tokio::time::sleep(Duration::from_millis(600)).await;
@@ -157,7 +146,7 @@ async fn throttle_holds_across_data_planes_for_even_and_skewed_load() {
         );
     }
     // 429s carry Retry-After and the RateLimit headers.
-    let (_, key) = issue_key(&s.admin, "gold").await;
+    let (_, key) = s.admin.issue_key("gold").await;
     warm(&s.dps, &key).await;
     let http = http();
     let mut saw = false;
@@ -190,7 +179,7 @@ async fn quota_is_hard_across_data_planes_even_when_one_is_killed() {
     )
     .await;
     for kill in [false, true] {
-        let (key_id, key) = issue_key(&s.admin, "metered").await;
+        let (key_id, key) = s.admin.issue_key("metered").await;
         // One admitted request per data plane while waiting for the key.
         warm(&s.dps, &key).await;
         let warmed = s.dps.len();
@@ -304,7 +293,7 @@ async fn usage_is_billed_exactly_once() {
         json!({"id": "billed", "apis": ["orders"], "quota": {"limit": 1000000, "period": "month"}}),
     )
     .await;
-    let (key_id, key) = issue_key(&s.admin, "billed").await;
+    let (key_id, key) = s.admin.issue_key("billed").await;
     let before = s.upstream.hits.load(Ordering::SeqCst);
     warm(&s.dps, &key).await;
     let http = http();
@@ -432,8 +421,8 @@ async fn without_a_control_plane_each_data_plane_enforces_its_part() {
             json!({"apis": ["orders"], "quota": {"limit": 100000, "period": "day"}}),
         )
         .await;
-    let (_, throttled) = issue_key(&s.admin, "throttled").await;
-    let (_, leased) = issue_key(&s.admin, "leased").await;
+    let (_, throttled) = s.admin.issue_key("throttled").await;
+    let (_, leased) = s.admin.issue_key("leased").await;
     warm(&s.dps, &throttled).await;
     // One request per data plane takes a first lease (10 units).
     warm(&s.dps, &leased).await;
@@ -526,7 +515,7 @@ async fn plan_changes_apply_within_a_second() {
         )
         .await;
     let dp = start_dp(vec![cluster.nodes[0].grpc_url()], None).await;
-    let (key_id, key) = issue_key(&admin, "slow").await;
+    let (key_id, key) = admin.issue_key("slow").await;
     warm(std::slice::from_ref(&dp), &key).await;
     assert!(burst_of(&dp, &key, 10).await <= 2);
 

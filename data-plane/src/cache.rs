@@ -382,24 +382,13 @@ pub async fn collect(
                     len += data.len();
                     chunks.push(data);
                     if len > MAX_ENTRY_BYTES {
-                        let body = Prefixed {
-                            prefix: chunks,
-                            rest: body,
-                        }
-                        .boxed();
+                        let body = FramesThen::body(chunks, None, body);
                         return Err(unstorable(Response::from_parts(parts, body)));
                     }
                 }
                 Err(trailers) => {
                     // Trailers are not kept: pass this one through.
-                    let mut prefix: Vec<Frame<Bytes>> =
-                        chunks.into_iter().map(Frame::data).collect();
-                    prefix.push(trailers);
-                    let body = FramesThen {
-                        frames: prefix.into(),
-                        rest: body,
-                    }
-                    .boxed();
+                    let body = FramesThen::body(chunks, Some(trailers), body);
                     return Err(unstorable(Response::from_parts(parts, body)));
                 }
             },
@@ -433,43 +422,22 @@ pub async fn collect(
     }))
 }
 
-/// Chunks already read, then the rest of the body.
-struct Prefixed {
-    prefix: Vec<Bytes>,
-    rest: ProxyBody,
-}
-
-impl Body for Prefixed {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if !self.prefix.is_empty() {
-            let first = self.prefix.remove(0);
-            return Poll::Ready(Some(Ok(Frame::data(first))));
-        }
-        Pin::new(&mut self.rest).poll_frame(cx)
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        let n: u64 = self.prefix.iter().map(|b| b.len() as u64).sum();
-        let r = self.rest.size_hint();
-        let mut h = SizeHint::new();
-        h.set_lower(r.lower() + n);
-        if let Some(u) = r.upper() {
-            h.set_upper(u + n);
-        }
-        h
-    }
-}
-
-/// Frames already read (trailers included), then the rest of the body.
+/// Frames already read (data, then any trailers), then the rest of the
+/// body: what a response that turned out unstorable is sent as.
 struct FramesThen {
     frames: std::collections::VecDeque<Frame<Bytes>>,
     rest: ProxyBody,
+}
+
+impl FramesThen {
+    fn body(chunks: Vec<Bytes>, trailers: Option<Frame<Bytes>>, rest: ProxyBody) -> ProxyBody {
+        let frames = chunks
+            .into_iter()
+            .map(Frame::data)
+            .chain(trailers)
+            .collect();
+        Self { frames, rest }.boxed()
+    }
 }
 
 impl Body for FramesThen {
@@ -484,6 +452,21 @@ impl Body for FramesThen {
             return Poll::Ready(Some(Ok(f)));
         }
         Pin::new(&mut self.rest).poll_frame(cx)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let held: u64 = self
+            .frames
+            .iter()
+            .filter_map(|f| f.data_ref().map(|d| d.len() as u64))
+            .sum();
+        let rest = self.rest.size_hint();
+        let mut h = SizeHint::new();
+        h.set_lower(rest.lower() + held);
+        if let Some(upper) = rest.upper() {
+            h.set_upper(upper + held);
+        }
+        h
     }
 }
 

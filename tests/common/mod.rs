@@ -246,6 +246,22 @@ pub struct Admin {
 }
 
 impl Admin {
+    /// Issue a key of tenant `acme` on `plan`: (key id, key value).
+    #[allow(dead_code)] // not every test binary issues keys
+    pub async fn issue_key(&self, plan: &str) -> (String, String) {
+        let (s, v) = self
+            .post(
+                "/v1/keys",
+                serde_json::json!({"tenant": "acme", "plans": [plan]}),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        (
+            v["id"].as_str().unwrap().into(),
+            v["value"].as_str().unwrap().into(),
+        )
+    }
+
     pub fn new(base: &str) -> Self {
         Self {
             base: base.trim_end_matches('/').to_string(),
