@@ -11,6 +11,8 @@
 //!   side; config propagation; one change on top of 10,000 APIs.
 //! - `bench limits`: throttle and quota accuracy across 3 and 5 data
 //!   planes.
+//! - `bench primitives`: ns/op of the GCRA bucket (alone and contended) and
+//!   of response-cache hits (`data-plane/examples/primitives.rs`, release).
 
 mod bench;
 mod bench_limits;
@@ -48,8 +50,17 @@ fn main() -> anyhow::Result<()> {
         ["bench", "control-plane", rest @ ..] => bench::control_plane(rest),
         ["bench", "proxy", rest @ ..] => bench_proxy::run(rest),
         ["bench", "limits", rest @ ..] => bench_limits::run(rest),
+        ["bench", "primitives"] => cargo(&[
+            "run",
+            "--quiet",
+            "--release",
+            "--package",
+            "tollgate-data-plane",
+            "--example",
+            "primitives",
+        ]),
         _ => {
-            eprintln!("usage: cargo xtask ci | chart | cluster up|down|status | bench control-plane [--seconds N] | bench proxy [--seconds N] | bench limits [--seconds N]");
+            eprintln!("usage: cargo xtask ci | chart | cluster up|down|status | bench control-plane [--seconds N] | bench proxy [--seconds N] [--rounds N] | bench limits [--seconds N] | bench primitives");
             std::process::exit(2);
         }
     }
