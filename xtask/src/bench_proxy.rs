@@ -166,7 +166,20 @@ fn cpu_ticks(pid: u32) -> u64 {
     own + children
 }
 
-fn start_nginx(dir: &Path, upstream: &str) -> anyhow::Result<Option<(Proc, String)>> {
+/// nginx's master process. SIGKILL would orphan its workers, so it is
+/// stopped with SIGTERM, which takes the workers down with it.
+pub(crate) struct Nginx(Child);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_nginx(dir: &Path, upstream: &str) -> anyhow::Result<Option<(Nginx, String)>> {
     if Command::new("nginx").arg("-v").output().is_err() {
         println!("nginx: not installed, skipped (apt-get install nginx)");
         return Ok(None);
@@ -210,7 +223,7 @@ http {{
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
-    Ok(Some((Proc(child), listen)))
+    Ok(Some((Nginx(child), listen)))
 }
 
 async fn wait_status(client: &reqwest::Client, url: &str, want: u16) -> anyhow::Result<Duration> {
