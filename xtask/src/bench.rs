@@ -61,7 +61,12 @@ pub(crate) fn spawn(bin: &Path, id: u64, dir: &Path, join: Option<&str>) -> anyh
     })
 }
 
+/// The release `tollgate` binary, built now, or the one named by
+/// `TOLLGATE_BENCH_BIN` (to compare two builds in turn).
 pub(crate) fn release_binary() -> anyhow::Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("TOLLGATE_BENCH_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
     let status = Command::new(env!("CARGO"))
         .args(["build", "--release", "--quiet", "--bin", "tollgate"])
         .status()?;
