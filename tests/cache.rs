@@ -8,7 +8,7 @@ mod observe;
 
 use std::time::Duration;
 
-use common::dp::{dp_with_apis, eventually, http, start_dp, wait_for_revision};
+use common::dp::{dp_with_apis, eventually, http, start_dp, wait_for_revision, MockControlPlane};
 use common::{init_tracing, Cluster};
 use observe::{Forwarder, Origin};
 use serde_json::{json, Value};
@@ -24,6 +24,15 @@ fn cached_api(origin: &Origin, cache: Value) -> Value {
             {"id": "plain", "path": "/p/{rest+}"}
         ]
     })
+}
+
+/// An origin, and a data plane (on a mock control plane) serving
+/// `cached_api` with `cache` on its cached route.
+async fn shop(cache: Value) -> (Origin, MockControlPlane, DataPlaneHandle) {
+    init_tracing();
+    let origin = Origin::start().await;
+    let (cp, dp) = dp_with_apis(&[cached_api(&origin, cache)], Limits::default()).await;
+    (origin, cp, dp)
 }
 
 /// (x-cache, Age, body) of a GET.
@@ -52,13 +61,7 @@ async fn get(
 
 #[tokio::test]
 async fn repeat_requests_within_the_ttl_reach_the_upstream_once() {
-    init_tracing();
-    let origin = Origin::start().await;
-    let (_cp, dp) = dp_with_apis(
-        &[cached_api(&origin, json!({"ttl_s": 60}))],
-        Limits::default(),
-    )
-    .await;
+    let (origin, _cp, dp) = shop(json!({"ttl_s": 60})).await;
 
     let (status, x, age, first) = get(&dp, "/shop/c/items", &[]).await;
     assert_eq!((status, x.as_str(), age), (200, "Miss", None));
@@ -115,13 +118,7 @@ async fn repeat_requests_within_the_ttl_reach_the_upstream_once() {
 
 #[tokio::test]
 async fn after_the_ttl_the_next_request_is_a_miss() {
-    init_tracing();
-    let origin = Origin::start().await;
-    let (_cp, dp) = dp_with_apis(
-        &[cached_api(&origin, json!({"ttl_s": 1}))],
-        Limits::default(),
-    )
-    .await;
+    let (origin, _cp, dp) = shop(json!({"ttl_s": 1})).await;
     assert_eq!(get(&dp, "/shop/c/t", &[]).await.1, "Miss");
     assert_eq!(get(&dp, "/shop/c/t", &[]).await.1, "Hit");
     tokio::time::sleep(Duration::from_millis(1300)).await;
@@ -132,12 +129,7 @@ async fn after_the_ttl_the_next_request_is_a_miss() {
     assert_eq!(origin.hits("/c/t"), 2);
 
     // The upstream's max-age can shorten the route's TTL (60 s here).
-    let origin = Origin::start().await;
-    let (_cp, dp) = dp_with_apis(
-        &[cached_api(&origin, json!({"ttl_s": 60}))],
-        Limits::default(),
-    )
-    .await;
+    let (_origin, _cp, dp) = shop(json!({"ttl_s": 60})).await;
     assert_eq!(get(&dp, "/shop/c/maxage1", &[]).await.1, "Miss");
     assert_eq!(get(&dp, "/shop/c/maxage1", &[]).await.1, "Hit");
     tokio::time::sleep(Duration::from_millis(1300)).await;
@@ -146,13 +138,7 @@ async fn after_the_ttl_the_next_request_is_a_miss() {
 
 #[tokio::test]
 async fn no_store_private_set_cookie_and_big_responses_are_never_stored() {
-    init_tracing();
-    let origin = Origin::start().await;
-    let (_cp, dp) = dp_with_apis(
-        &[cached_api(&origin, json!({"ttl_s": 60}))],
-        Limits::default(),
-    )
-    .await;
+    let (origin, _cp, dp) = shop(json!({"ttl_s": 60})).await;
     for path in [
         "/c/nostore",
         "/c/private",
@@ -183,10 +169,8 @@ async fn no_store_private_set_cookie_and_big_responses_are_never_stored() {
 
 #[tokio::test]
 async fn the_key_holds_listed_query_parameters_and_headers_only() {
-    init_tracing();
-    let origin = Origin::start().await;
-    let cache = json!({"ttl_s": 60, "key": ["query:page", "header:accept-language"]});
-    let (_cp, dp) = dp_with_apis(&[cached_api(&origin, cache)], Limits::default()).await;
+    let (origin, _cp, dp) =
+        shop(json!({"ttl_s": 60, "key": ["query:page", "header:accept-language"]})).await;
     assert_eq!(get(&dp, "/shop/c/q?page=1&utm=a", &[]).await.1, "Miss");
     assert_eq!(
         get(&dp, "/shop/c/q?utm=b&page=1", &[]).await.1,
@@ -249,13 +233,7 @@ async fn client_max_age_0_refreshes_only_where_the_route_allows_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_concurrent_misses_make_one_upstream_request() {
-    init_tracing();
-    let origin = Origin::start().await;
-    let (_cp, dp) = dp_with_apis(
-        &[cached_api(&origin, json!({"ttl_s": 60}))],
-        Limits::default(),
-    )
-    .await;
+    let (origin, _cp, dp) = shop(json!({"ttl_s": 60})).await;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .pool_max_idle_per_host(200)

@@ -138,6 +138,33 @@ impl Gateway {
         Ok(Arc::new(compiled))
     }
 
+    /// The flush epoch of each API after `delta`: updated from the delta,
+    /// rebuilt only for a full one.
+    fn cache_epochs_after(
+        current: &im::HashMap<String, u64>,
+        next: &ConfigSet,
+        delta: &ConfigDelta,
+    ) -> im::HashMap<String, u64> {
+        let epoch = |r: &Resource| match r {
+            Resource::CacheFlush(f) => Some((f.api.clone(), f.epoch)),
+            _ => None,
+        };
+        if delta.full {
+            return next
+                .of_kind(ResourceKind::CacheFlush)
+                .filter_map(epoch)
+                .collect();
+        }
+        let mut epochs = current.clone();
+        epochs.extend(delta.upserts.iter().filter_map(epoch));
+        for (kind, api) in &delta.removals {
+            if *kind == ResourceKind::CacheFlush {
+                epochs.remove(api);
+            }
+        }
+        epochs
+    }
+
     /// APIs whose cached responses must go: a new flush epoch, a changed
     /// or removed API document. In proportion to the delta, unless it is a
     /// full one.
@@ -220,13 +247,7 @@ impl ConfigApplier for Gateway {
             },
         )?;
         let routes = current.routes.with_changes(upserts, removals);
-        let cache_epochs = next
-            .of_kind(ResourceKind::CacheFlush)
-            .filter_map(|r| match r {
-                Resource::CacheFlush(f) => Some((f.api.clone(), f.epoch)),
-                _ => None,
-            })
-            .collect();
+        let cache_epochs = Self::cache_epochs_after(&current.cache_epochs, next, delta);
         let stale = Self::stale_caches(&current.config, next, delta);
         self.snapshot.store(Arc::new(Snapshot {
             config: next.clone(),

@@ -258,25 +258,22 @@ impl Metrics {
                 }
             }
         }
-        family(
-            out,
-            "tollgate_request_duration_seconds",
-            "histogram",
-            "Time from the request to the response head, by API and route.",
-        );
-        for m in &all {
-            m.latency
-                .render(out, "tollgate_request_duration_seconds", &m.labels);
-        }
-        family(
-            out,
-            "tollgate_upstream_duration_seconds",
-            "histogram",
-            "Time the upstream took to send its response head, by API and route.",
-        );
-        for m in &all {
-            m.upstream_latency
-                .render(out, "tollgate_upstream_duration_seconds", &m.labels);
+        for (name, help, pick) in [
+            (
+                "tollgate_request_duration_seconds",
+                "Time from the request to the response head, by API and route.",
+                (|m: &RouteMetrics| &m.latency) as fn(&RouteMetrics) -> &Histogram,
+            ),
+            (
+                "tollgate_upstream_duration_seconds",
+                "Time the upstream took to send its response head, by API and route.",
+                |m: &RouteMetrics| &m.upstream_latency,
+            ),
+        ] {
+            family(out, name, "histogram", help);
+            for m in &all {
+                pick(m).render(out, name, &m.labels);
+            }
         }
         for (name, help, pick) in [
             (

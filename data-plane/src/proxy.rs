@@ -435,11 +435,11 @@ async fn guarded(
             matched.api.upstream.clone().ok_or_else(|| {
                 ProxyError::BadGateway("route has neither mock nor upstream".into())
             })?;
-        let caching = route.doc.cache.as_ref().filter(|c| c.ttl_s > 0);
-        let plan = caching.map(|cfg| {
+        // Routes with a cache: the config and what to do with this request.
+        let caching = route.doc.cache.as_ref().filter(|c| c.ttl_s > 0).map(|cfg| {
             let policy = route.doc.auth.as_ref().unwrap_or(&api.auth);
             let epoch = snapshot.cache_epoch(&api.id);
-            cache::plan(
+            let plan = cache::plan(
                 cfg,
                 policy,
                 &api.id,
@@ -448,28 +448,29 @@ async fn guarded(
                 host,
                 &req,
                 &identity,
-            )
+            );
+            (cfg, plan)
         });
         auth::prepare_upstream_headers(req.headers_mut(), &identity);
         trail.identity = Some(identity);
-        match (caching, plan) {
-            (Some(cfg), Some(cache::Plan::Lookup { key, refresh })) => {
-                let ctx = Upstream {
-                    gw,
-                    conn,
-                    limits,
-                    id,
-                    host,
-                    matched: &matched,
-                    pool: &pool,
-                };
-                cached(&ctx, cfg, key, refresh, req, trail).await?
+        let up = Upstream {
+            gw,
+            conn,
+            limits,
+            id,
+            host,
+            matched: &matched,
+            pool: &pool,
+        };
+        match caching {
+            Some((cfg, cache::Plan::Lookup { key, refresh })) => {
+                cached(&up, cfg, key, refresh, req, trail).await?
             }
-            (Some(_), _) => {
+            Some((_, cache::Plan::Bypass)) => {
                 trail.cache = Some(CacheStatus::Bypass);
-                forward(gw, conn, limits, id, host, &matched, &pool, req, trail).await?
+                forward(&up, req, trail).await?
             }
-            _ => forward(gw, conn, limits, id, host, &matched, &pool, req, trail).await?,
+            None => forward(&up, req, trail).await?,
         }
     };
     if let Some(info) = rate {
@@ -478,7 +479,8 @@ async fn guarded(
     Ok(res)
 }
 
-/// What `forward` needs besides the request, for the cache phase.
+/// What `forward` needs besides the request.
+#[derive(Clone, Copy)]
 struct Upstream<'a> {
     gw: &'a Gateway,
     conn: &'a ConnInfo,
@@ -490,25 +492,6 @@ struct Upstream<'a> {
 }
 
 impl Upstream<'_> {
-    async fn forward(
-        &self,
-        req: Request<Incoming>,
-        trail: &mut Trail,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
-        forward(
-            self.gw,
-            self.conn,
-            self.limits,
-            self.id,
-            self.host,
-            self.matched,
-            self.pool,
-            req,
-            trail,
-        )
-        .await
-    }
-
     /// Read a response into a cache entry, if it may be stored. Callers
     /// may be waiting on it, so the body gets the upstream's timeout too.
     async fn collect(
@@ -539,7 +522,7 @@ async fn cached(
         // The client asked for a fresh answer and the route allows it.
         trail.cache = Some(CacheStatus::Miss);
         span.record("result", "refresh");
-        let res = up.forward(req, trail).await?;
+        let res = forward(up, req, trail).await?;
         return match up.collect(res, cfg).await {
             Ok(entry) => {
                 cache.insert(key, entry.clone()).await;
@@ -560,7 +543,7 @@ async fn cached(
         let fill = async {
             leader.store(true, Ordering::Relaxed);
             let req = slot.take().expect("only one fill per call");
-            let res = up.forward(req, trail).await.map_err(FillError::Failed)?;
+            let res = forward(up, req, trail).await.map_err(FillError::Failed)?;
             up.collect(res, cfg).await
         };
         cache.get_or_fill(key, fill).instrument(span.clone()).await
@@ -588,7 +571,7 @@ async fn cached(
                 // shared: fetch our own.
                 FillError::Unstorable(_) => {
                     let req = slot.take().expect("a waiter still has its request");
-                    up.forward(req, trail).await
+                    forward(up, req, trail).await
                 }
             }
         }
@@ -792,18 +775,20 @@ fn caused_by_body_limit(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn forward(
-    gw: &Gateway,
-    conn: &ConnInfo,
-    limits: &Limits,
-    id: &HeaderValue,
-    host: &str,
-    matched: &RouteMatch,
-    pool: &Arc<UpstreamPool>,
+    up: &Upstream<'_>,
     mut req: Request<Incoming>,
     trail: &mut Trail,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    let Upstream {
+        gw,
+        conn,
+        limits,
+        id,
+        host,
+        matched,
+        pool,
+    } = *up;
     // Its span id is the parent id the upstream sees in `traceparent`.
     let span = tracing::debug_span!(
         "upstream",

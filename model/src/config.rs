@@ -243,12 +243,4 @@ impl ConfigSet {
             _ => None,
         }
     }
-
-    /// The cache flush epoch of an API (0: never flushed).
-    pub fn cache_epoch(&self, api: &str) -> u64 {
-        match self.get(ResourceKind::CacheFlush, api) {
-            Some(Resource::CacheFlush(f)) => f.epoch,
-            _ => 0,
-        }
-    }
 }
