@@ -55,21 +55,23 @@ impl FramingGuard {
                 State::Off => return,
                 State::Head(buf) if buf.is_empty() => {
                     // The common case: the whole head arrived in one read;
-                    // parse it in place, without copying.
+                    // parse it in place, without copying or searching first.
                     if data.starts_with(H2_PREFACE) {
                         self.state = State::Off;
                         return;
                     }
-                    match find(data, b"\r\n\r\n") {
-                        Some(i) => {
-                            self.state = self.after_head(&data[..i + 4]);
-                            data = &data[i + 4..];
+                    match after_head(&self.flag, data) {
+                        Some((len, next)) => {
+                            self.state = next;
+                            data = &data[len..];
                         }
-                        None => buf.extend_from_slice(data),
-                    }
-                    if data.is_empty() || matches!(self.state, State::Head(ref b) if !b.is_empty())
-                    {
-                        return;
+                        None => {
+                            // Partial: keep it, and from now on look for the
+                            // end before parsing again (parsing on every
+                            // read would be quadratic in a slow head).
+                            buf.extend_from_slice(data);
+                            return;
+                        }
                     }
                 }
                 State::Head(buf) => {
@@ -87,7 +89,10 @@ impl FramingGuard {
                     };
                     let consumed_from_data = end - (buf.len() - data.len());
                     let head = std::mem::take(buf);
-                    self.state = self.after_head(&head[..end]);
+                    self.state = match after_head(&self.flag, &head[..end]) {
+                        Some((_, next)) => next,
+                        None => State::Off,
+                    };
                     data = &data[consumed_from_data..];
                 }
                 State::Body(n) => {
@@ -151,52 +156,62 @@ impl FramingGuard {
             }
         }
     }
+}
 
-    fn after_head(&self, head: &[u8]) -> State {
-        let mut headers = [httparse::EMPTY_HEADER; 128];
-        let mut req = httparse::Request::new(&mut headers);
+/// Parse the head at the start of `data`: its length and the state after
+/// it, or None if it is not complete yet. Raises `flag` for an ambiguous
+/// head.
+fn after_head(flag: &AtomicBool, data: &[u8]) -> Option<(usize, State)> {
+    // Uninitialized: zeroing 128 headers cost more than the parse.
+    let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; 128];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(data, &mut headers) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return None,
         // Malformed heads are hyper's to refuse.
-        let Ok(httparse::Status::Complete(_)) = req.parse(head) else {
-            return State::Off;
-        };
-        let mut content_length: Option<u64> = None;
-        let mut chunked = false;
-        let mut te = false;
-        let mut upgrade = req.method == Some("CONNECT");
-        for h in req.headers.iter() {
-            if h.name.eq_ignore_ascii_case("content-length") {
-                content_length = std::str::from_utf8(h.value)
-                    .ok()
-                    .and_then(|v| v.trim().parse().ok());
-                if content_length.is_none() {
-                    return State::Off;
-                }
-            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                te = true;
-                chunked = h
-                    .value
-                    .rsplit(|&b| b == b',')
-                    .next()
-                    .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            } else if h.name.eq_ignore_ascii_case("upgrade") {
-                upgrade = true;
+        Err(_) => return Some((data.len(), State::Off)),
+    };
+    Some((len, state_after(flag, &req)))
+}
+
+fn state_after(flag: &AtomicBool, req: &httparse::Request<'_, '_>) -> State {
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    let mut te = false;
+    let mut upgrade = req.method == Some("CONNECT");
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            content_length = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse().ok());
+            if content_length.is_none() {
+                return State::Off;
             }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            te = true;
+            chunked = h
+                .value
+                .rsplit(|&b| b == b',')
+                .next()
+                .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if h.name.eq_ignore_ascii_case("upgrade") {
+            upgrade = true;
         }
-        if te && content_length.is_some() {
-            self.flag.store(true, Ordering::Release);
-            return State::Off;
-        }
-        if upgrade {
-            State::Off
-        } else if chunked {
-            State::ChunkSize(Vec::new())
-        } else if te {
-            State::Off
-        } else {
-            match content_length {
-                Some(n) if n > 0 => State::Body(n),
-                _ => State::Head(Vec::new()),
-            }
+    }
+    if te && content_length.is_some() {
+        flag.store(true, Ordering::Release);
+        return State::Off;
+    }
+    if upgrade {
+        State::Off
+    } else if chunked {
+        State::ChunkSize(Vec::new())
+    } else if te {
+        State::Off
+    } else {
+        match content_length {
+            Some(n) if n > 0 => State::Body(n),
+            _ => State::Head(Vec::new()),
         }
     }
 }

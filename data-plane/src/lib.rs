@@ -21,6 +21,7 @@ pub mod auth;
 pub mod body;
 pub mod cache;
 pub mod config;
+pub mod conn_pool;
 pub mod echo;
 pub mod error;
 pub mod framing;

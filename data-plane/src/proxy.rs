@@ -28,6 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::Scheme;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Limited};
@@ -41,6 +42,7 @@ use tollgate_model::{Resource, ResourceKind};
 use crate::access_log::{AccessLog, LineWriter};
 use crate::body::{self, BoxError, Holding, ProxyBody};
 use crate::cache::{self, FillError, X_CACHE};
+use crate::conn_pool::{self, SendError};
 use crate::error::ProxyError;
 use crate::gateway::{Gateway, Snapshot};
 use crate::metrics::{method_index, AuthFailure, CacheStatus, RouteMetrics};
@@ -76,6 +78,8 @@ impl Default for Limits {
 /// What the request path knows about the connection a request came on.
 pub struct ConnInfo {
     pub remote: SocketAddr,
+    /// `remote`'s IP as a header value, made once per connection.
+    pub remote_ip: HeaderValue,
     pub tls: bool,
     /// Set by the framing guard when a request head was ambiguous.
     pub bad_framing: Arc<AtomicBool>,
@@ -89,6 +93,17 @@ static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static HOP_BY_HOP: [&HeaderName; 9] = [
+    &header::CONNECTION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &header::PROXY_AUTHENTICATE,
+    &header::PROXY_AUTHORIZATION,
+    &header::TE,
+    &header::TRAILER,
+    &header::TRANSFER_ENCODING,
+    &header::UPGRADE,
+];
 
 fn request_id(headers: &HeaderMap) -> HeaderValue {
     headers
@@ -96,8 +111,9 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
         .filter(|v| !v.is_empty() && v.len() <= 200)
         .cloned()
         .unwrap_or_else(|| {
-            let id: u128 = rand::random();
-            HeaderValue::from_str(&format!("{id:032x}")).expect("hex is a valid header")
+            let mut hex = [0u8; 32];
+            trace::hex(&mut hex, &rand::random::<u128>().to_be_bytes());
+            HeaderValue::from_bytes(&hex).expect("hex is a valid header")
         })
 }
 
@@ -367,15 +383,17 @@ async fn handle(
     let span = tracing::Span::current();
     span.record("api", api.doc.id.as_str());
     span.record("route", matched.route().doc.id.as_str());
+    let origin = api
+        .doc
+        .cors
+        .as_ref()
+        .and_then(|_| req.headers().get(header::ORIGIN).cloned());
+    let res = guarded(gw, &snapshot, conn, limits, id, &host, matched, req, trail).await;
     let Some(cors) = &api.doc.cors else {
-        return guarded(gw, &snapshot, conn, limits, id, &host, matched, req, trail).await;
+        return res;
     };
     // CORS headers go on every response of the API, errors included.
-    let origin = req.headers().get(header::ORIGIN).cloned();
-    let mut res = match guarded(gw, &snapshot, conn, limits, id, &host, matched, req, trail).await {
-        Ok(res) => res,
-        Err(e) => trail.fail(e, id),
-    };
+    let mut res = res.unwrap_or_else(|e| trail.fail(e, id));
     auth::cors::decorate(cors, origin.as_ref(), &mut res);
     Ok(res)
 }
@@ -462,15 +480,19 @@ async fn guarded(
             matched: &matched,
             pool: &pool,
         };
+        // One `forward` call site: each would take its own room in this
+        // future, which is moved whole into the connection's future.
         match caching {
             Some((cfg, cache::Plan::Lookup { key, refresh })) => {
-                cached(&up, cfg, key, refresh, req, trail).await?
+                // Boxed: a large future that only cached routes need.
+                Box::pin(cached(&up, cfg, key, refresh, req, trail)).await?
             }
-            Some((_, cache::Plan::Bypass)) => {
-                trail.cache = Some(CacheStatus::Bypass);
+            bypass => {
+                if bypass.is_some() {
+                    trail.cache = Some(CacheStatus::Bypass);
+                }
                 forward(&up, req, trail).await?
             }
-            None => forward(&up, req, trail).await?,
         }
     };
     if let Some(info) = rate {
@@ -723,6 +745,11 @@ fn wanted_upgrade(req: &Request<Incoming>) -> Option<HeaderValue> {
 /// Remove hop-by-hop headers, including those named by `Connection`.
 /// `te: trailers` survives: gRPC needs it end to end.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // Most messages have none: one pass over the names (comparisons of
+    // standard names are cheap) saves hashing each of them for `remove`.
+    if !h.keys().any(|k| HOP_BY_HOP.contains(&k)) {
+        return;
+    }
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
@@ -736,17 +763,7 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     let te_trailers = h
         .get(header::TE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    for n in [
-        &header::CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::PROXY_AUTHENTICATE,
-        &header::PROXY_AUTHORIZATION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-    ] {
+    for n in HOP_BY_HOP {
         h.remove(n);
     }
     if te_trailers {
@@ -754,14 +771,18 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-fn append_forwarded_for(h: &mut HeaderMap, ip: std::net::IpAddr) {
+fn append_forwarded_for(h: &mut HeaderMap, ip: &HeaderValue) {
     let value = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip.to_string(),
+        Some(prev) => {
+            let joined = format!("{prev}, {}", ip.to_str().unwrap_or_default());
+            match HeaderValue::from_str(&joined) {
+                Ok(v) => v,
+                Err(_) => return,
+            }
+        }
+        None => ip.clone(),
     };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        h.insert(X_FORWARDED_FOR.clone(), v);
-    }
+    h.insert(X_FORWARDED_FOR.clone(), value);
 }
 
 fn caused_by_body_limit(e: &(dyn std::error::Error + 'static)) -> bool {
@@ -807,15 +828,21 @@ async fn forward(
 
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
-    headers.remove(header::HOST);
+    let host_header = headers.remove(header::HOST);
     headers.remove(&X_API_KEY);
-    append_forwarded_for(&mut headers, conn.remote.ip());
+    append_forwarded_for(&mut headers, &conn.remote_ip);
     if !headers.contains_key(&X_FORWARDED_PROTO) {
         let proto = if conn.tls { "https" } else { "http" };
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     }
     if !headers.contains_key(&X_FORWARDED_HOST) {
-        if let Ok(v) = HeaderValue::from_str(host) {
+        // The Host header as it came, unless the request line (absolute
+        // form) or HTTP/2's authority named the host.
+        let value = match host_header {
+            Some(v) if parts.uri.authority().is_none() => Ok(v),
+            _ => HeaderValue::from_str(host),
+        };
+        if let Ok(v) = value {
             headers.insert(X_FORWARDED_HOST.clone(), v);
         }
     }
@@ -853,7 +880,6 @@ async fn forward(
     }
 
     let query = parts.uri.query();
-    let client = gw.clients.for_request(grpc);
     let deadline = tokio::time::Instant::now() + Duration::from_millis(pool.config.timeout_ms);
     let attempts = if replayable { retries + 1 } else { 1 };
     let mut tried = Vec::new();
@@ -872,9 +898,16 @@ async fn forward(
             path_and_query.push('?');
             path_and_query.push_str(q);
         }
-        let uri = Uri::builder()
-            .scheme(target.scheme.clone())
-            .authority(target.authority.clone())
+        // Plain HTTP/1.1 goes through this thread's own pool, in origin
+        // form with a Host header; the rest through hyper_util's client.
+        let pooled = !grpc && upgrade.is_none() && target.scheme == Scheme::HTTP;
+        let mut uri = Uri::builder();
+        if !pooled {
+            uri = uri
+                .scheme(target.scheme.clone())
+                .authority(target.authority.clone());
+        }
+        let uri = uri
             .path_and_query(path_and_query)
             .build()
             .map_err(|e| ProxyError::BadGateway(format!("upstream URI: {e}")))?;
@@ -896,7 +929,20 @@ async fn forward(
         if grpc {
             *up.version_mut() = Version::HTTP_2;
         }
-        let outcome = tokio::time::timeout_at(deadline, client.request(up))
+        let sending = async {
+            if pooled {
+                up.headers_mut()
+                    .insert(header::HOST, target.host_header.clone());
+                conn_pool::send(&target.authority, up).await
+            } else {
+                let client = gw.clients.for_request(grpc);
+                match client.request(up).await {
+                    Ok(res) => Ok(res.map(body::boxed)),
+                    Err(e) => Err(SendError::Client(e)),
+                }
+            }
+        };
+        let outcome = tokio::time::timeout_at(deadline, sending)
             .instrument(span.clone())
             .await;
         trail.upstream_us = Some(sent_at.elapsed().as_micros() as u64);
@@ -958,10 +1004,7 @@ async fn forward(
                 }
                 let (mut parts, incoming) = res.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
-                return Ok(Response::from_parts(
-                    parts,
-                    Holding::wrap(body::boxed(incoming), lease),
-                ));
+                return Ok(Response::from_parts(parts, Holding::wrap(incoming, lease)));
             }
         }
     }

@@ -103,12 +103,16 @@ pub enum RouteError {
     MethodNotAllowed { allow: Vec<Method> },
 }
 
+/// A persistent map with a fast seeded hash: a request hashes its host and
+/// every prefix of its path, and SipHash was a visible share of that.
+type Map<K, V> = im::HashMap<K, V, foldhash::fast::RandomState>;
+
 #[derive(Clone, Default)]
 pub struct RouteTable {
-    apis: im::HashMap<String, Arc<CompiledApi>>,
-    /// Lower-case host ("" for any host) → base path → API id. Nested so a
+    apis: Map<String, Arc<CompiledApi>>,
+    /// Lower-case host ("" for any host) → base path → API. Nested so a
     /// lookup borrows the request's strings instead of building a key.
-    mounts: im::HashMap<String, im::HashMap<String, String>>,
+    mounts: Map<String, Map<String, Arc<CompiledApi>>>,
 }
 
 fn mount_keys(api: &Api) -> impl Iterator<Item = (String, String)> + '_ {
@@ -158,7 +162,7 @@ impl RouteTable {
             if let Some(old) = next.apis.remove(id) {
                 for (host, base) in mount_keys(&old.doc) {
                     if let Some(bases) = next.mounts.get_mut(&host) {
-                        if bases.get(&base).map(String::as_str) == Some(id) {
+                        if bases.get(&base).is_some_and(|a| a.doc.id == id) {
                             bases.remove(&base);
                         }
                         if bases.is_empty() {
@@ -177,7 +181,7 @@ impl RouteTable {
                 next.mounts
                     .entry(host)
                     .or_default()
-                    .insert(base, api.doc.id.clone());
+                    .insert(base, api.clone());
             }
             next.apis.insert(api.doc.id.clone(), api);
         }
@@ -203,9 +207,7 @@ impl RouteTable {
         let api = hosts
             .iter()
             .filter_map(|h| self.mounts.get(*h))
-            .find_map(|bases| {
-                prefixes(path).find_map(|p| bases.get(p).and_then(|id| self.apis.get(id)))
-            })
+            .find_map(|bases| prefixes(path).find_map(|p| bases.get(p)))
             .ok_or(RouteError::NotFound)?;
         let rest = if api.doc.base_path == "/" {
             path

@@ -8,9 +8,10 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
+use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -49,10 +50,11 @@ pub fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerC
     Ok(Arc::new(config))
 }
 
-/// Activity of one connection, for the idle timeout.
+/// Activity of one connection, for the idle timeout: a count of reads
+/// and writes (a counter, not a timestamp: no clock read per I/O).
 #[derive(Default)]
 struct Activity {
-    last_io_ms: AtomicU64,
+    io: AtomicU64,
     in_flight: AtomicUsize,
 }
 
@@ -61,14 +63,11 @@ struct ConnIo<T> {
     inner: T,
     guard: FramingGuard,
     activity: Arc<Activity>,
-    epoch: Instant,
 }
 
 impl<T> ConnIo<T> {
     fn touch(&self) {
-        self.activity
-            .last_io_ms
-            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.activity.io.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -248,19 +247,15 @@ impl ProxyServer {
         let _ = stream.set_nodelay(true);
         let flag = Arc::new(AtomicBool::new(false));
         let activity = Arc::new(Activity::default());
-        let epoch = Instant::now();
         match &self.tls {
             None => {
                 let io = ConnIo {
                     inner: stream,
                     guard: FramingGuard::new(flag.clone()),
                     activity: activity.clone(),
-                    epoch,
                 };
-                self.serve_http(
-                    io, remote, false, flag, activity, epoch, shutdown, hard_stop,
-                )
-                .await;
+                self.serve_http(io, remote, false, flag, activity, shutdown, hard_stop)
+                    .await;
             }
             Some(config) => {
                 let accept = TlsAcceptor::from(config.clone()).accept(stream);
@@ -282,9 +277,8 @@ impl ProxyServer {
                         FramingGuard::new(flag.clone())
                     },
                     activity: activity.clone(),
-                    epoch,
                 };
-                self.serve_http(io, remote, true, flag, activity, epoch, shutdown, hard_stop)
+                self.serve_http(io, remote, true, flag, activity, shutdown, hard_stop)
                     .await;
             }
         }
@@ -298,7 +292,6 @@ impl ProxyServer {
         tls: bool,
         flag: Arc<AtomicBool>,
         activity: Arc<Activity>,
-        epoch: Instant,
         shutdown: CancellationToken,
         hard_stop: CancellationToken,
     ) where
@@ -306,6 +299,8 @@ impl ProxyServer {
     {
         let info = Arc::new(ConnInfo {
             remote,
+            remote_ip: HeaderValue::from_str(&remote.ip().to_string())
+                .expect("an IP address is a valid header value"),
             tls,
             bad_framing: flag,
         });
@@ -313,12 +308,14 @@ impl ProxyServer {
         let act = activity.clone();
         let svc = service_fn(move |req| {
             let (gw, info, limits, act) = (gw.clone(), info.clone(), limits.clone(), act.clone());
-            async move {
+            // On the heap from the start: the request's future is several
+            // KiB, and every move of it up the chain would copy it whole.
+            Box::pin(async move {
                 act.in_flight.fetch_add(1, Ordering::AcqRel);
                 let res = proxy::serve(gw, info, limits, req).await;
                 act.in_flight.fetch_sub(1, Ordering::AcqRel);
                 res
-            }
+            })
         });
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -334,31 +331,37 @@ impl ProxyServer {
             .keep_alive_interval(Duration::from_secs(30));
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
         tokio::pin!(conn);
-        let idle = self.limits.idle_timeout;
+        // Idle means no I/O and no request under way for IDLE_TICKS checks
+        // in a row: closed between 1 and 1.25 idle timeouts after the last
+        // activity.
+        const IDLE_TICKS: u32 = 4;
+        let tick = (self.limits.idle_timeout / IDLE_TICKS).max(Duration::from_millis(10));
+        let (mut seen_io, mut quiet_ticks) = (0, 0);
         let mut draining = false;
         loop {
-            let idle_for = Duration::from_millis(
-                (epoch.elapsed().as_millis() as u64)
-                    .saturating_sub(activity.last_io_ms.load(Ordering::Relaxed)),
-            );
-            let check_in = idle.saturating_sub(idle_for).max(Duration::from_millis(50));
+            // Biased: the connection first, and no random branch order to
+            // draw on each of its wake-ups.
             tokio::select! {
+                biased;
                 res = conn.as_mut() => {
                     if let Err(e) = res {
                         tracing::debug!(%remote, error = %e, "connection ended with an error");
                     }
                     return;
                 }
+                _ = hard_stop.cancelled() => return,
                 _ = shutdown.cancelled(), if !draining => {
                     draining = true;
                     conn.as_mut().graceful_shutdown();
                 }
-                _ = hard_stop.cancelled() => return,
-                _ = tokio::time::sleep(check_in) => {
-                    let quiet = activity.in_flight.load(Ordering::Acquire) == 0;
-                    let idle_for = (epoch.elapsed().as_millis() as u64)
-                        .saturating_sub(activity.last_io_ms.load(Ordering::Relaxed));
-                    if quiet && idle_for >= idle.as_millis() as u64 && !draining {
+                _ = tokio::time::sleep(tick) => {
+                    let io = activity.io.load(Ordering::Relaxed);
+                    if io == seen_io && activity.in_flight.load(Ordering::Acquire) == 0 {
+                        quiet_ticks += 1;
+                    } else {
+                        (seen_io, quiet_ticks) = (io, 0);
+                    }
+                    if quiet_ticks >= IDLE_TICKS && !draining {
                         draining = true;
                         conn.as_mut().graceful_shutdown();
                     }

@@ -94,7 +94,8 @@ fn new_trace_id() -> u128 {
     rand::random::<u128>() | 1
 }
 
-fn hex(out: &mut [u8], bytes: &[u8]) {
+/// Lower-case hex of `bytes` into `out` (twice as long).
+pub(crate) fn hex(out: &mut [u8], bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for (i, b) in bytes.iter().enumerate() {
         out[2 * i] = DIGITS[(b >> 4) as usize];

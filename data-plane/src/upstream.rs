@@ -153,6 +153,8 @@ pub struct TargetState {
     pub authority: Authority,
     /// The target URL's own path, prepended to every upstream path.
     pub base_path: String,
+    /// `Host` for requests to this target.
+    pub host_header: http::HeaderValue,
     weight: u32,
     healthy: AtomicBool,
     ok_streak: AtomicU32,
@@ -231,10 +233,19 @@ impl UpstreamPool {
                         "api {api_id:?} upstream.targets[{i}].url: not absolute"
                     ));
                 };
+                // As hyper_util's client writes it: no userinfo, no default port.
+                let default_port = if scheme == Scheme::HTTPS { 443 } else { 80 };
+                let host = match authority.port_u16() {
+                    Some(p) if p != default_port => format!("{}:{p}", authority.host()),
+                    _ => authority.host().to_string(),
+                };
+                let host_header = http::HeaderValue::from_str(&host)
+                    .map_err(|e| format!("api {api_id:?} upstream.targets[{i}].url: host: {e}"))?;
                 Ok(TargetState {
                     url: t.url.clone(),
                     scheme,
                     authority,
+                    host_header,
                     base_path: uri.path().trim_end_matches('/').to_string(),
                     weight: t.weight.max(1),
                     healthy: AtomicBool::new(true),

@@ -184,7 +184,9 @@ impl PlanEnforcer {
         }
         let today = usage::today();
         if plan.quota.is_some() {
-            if let Err(e) = self.take_quota(&kp, plan, today).await {
+            // Boxed: the lease fetch is a large future, and every request's
+            // future would otherwise be sized (and moved) for it.
+            if let Err(e) = Box::pin(self.take_quota(&kp, plan, today)).await {
                 self.over_quota.fetch_add(1, Ordering::Relaxed);
                 return Err(e);
             }
