@@ -40,11 +40,14 @@ struct Idle {
     since: Instant,
 }
 
+/// Keyed by the target's authority; foldhash, as SipHash showed in profiles.
+type IdleMap = HashMap<Authority, VecDeque<Idle>, foldhash::fast::RandomState>;
+
 thread_local! {
     /// This thread's idle connections per target authority. Most recently
     /// used at the back: busy connections stay warm, and the ones at the
     /// front age out.
-    static IDLE: RefCell<HashMap<Authority, VecDeque<Idle>>> = RefCell::new(HashMap::new());
+    static IDLE: RefCell<IdleMap> = RefCell::default();
 }
 
 /// Why an upstream request failed.
@@ -182,8 +185,23 @@ struct Returning {
 
 impl Returning {
     fn release(&mut self) {
-        if let Some((authority, sender)) = self.home.take() {
+        let Some((authority, mut sender)) = self.home.take() else {
+            return;
+        };
+        if sender.is_ready() {
             checkin(&authority, sender);
+        } else if !sender.is_closed() {
+            // The target answered before the request body was all sent (an
+            // early 401 or 413, say): the connection can take another request
+            // only once the upload is done. Pooled now, it would hold up
+            // whichever request picked it next.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    if sender.ready().await.is_ok() {
+                        checkin(&authority, sender);
+                    }
+                });
+            }
         }
     }
 }

@@ -480,18 +480,18 @@ async fn guarded(
             matched: &matched,
             pool: &pool,
         };
-        // One `forward` call site: each would take its own room in this
-        // future, which is moved whole into the connection's future.
+        // Futures are moved whole into their parent's, level by level, so
+        // the large ones are boxed here, once: `cached` (only cached routes
+        // need it) and `forward`.
         match caching {
             Some((cfg, cache::Plan::Lookup { key, refresh })) => {
-                // Boxed: a large future that only cached routes need.
                 Box::pin(cached(&up, cfg, key, refresh, req, trail)).await?
             }
             bypass => {
                 if bypass.is_some() {
                     trail.cache = Some(CacheStatus::Bypass);
                 }
-                forward(&up, req, trail).await?
+                Box::pin(forward(&up, req, trail)).await?
             }
         }
     };

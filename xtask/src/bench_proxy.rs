@@ -179,12 +179,18 @@ impl Drop for Nginx {
     }
 }
 
-fn start_nginx(dir: &Path, upstream: &str) -> anyhow::Result<Option<(Nginx, String)>> {
+/// nginx in front of `upstream`, listening twice: as a plain reverse proxy,
+/// and doing the header work Tollgate's contract asks of every request (a
+/// request id to the upstream and back to the client, X-Forwarded-Proto and
+/// -Host, a `traceparent` of the same length), so the upstream and the wire
+/// carry the same bytes as behind Tollgate.
+fn start_nginx(dir: &Path, upstream: &str) -> anyhow::Result<Option<(Nginx, String, String)>> {
     if Command::new("nginx").arg("-v").output().is_err() {
         println!("nginx: not installed, skipped (apt-get install nginx)");
         return Ok(None);
     }
     let listen = free_addr()?;
+    let listen_headers = free_addr()?;
     let conf = dir.join("nginx.conf");
     std::fs::write(
         &conf,
@@ -211,6 +217,20 @@ http {{
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
         }}
     }}
+    server {{
+        listen {listen_headers};
+        location / {{
+            proxy_pass http://echo;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $http_host;
+            proxy_set_header X-Request-Id $request_id;
+            proxy_set_header traceparent "00-$request_id-00f067aa0ba902b7-01";
+            add_header X-Request-Id $request_id always;
+        }}
+    }}
 }}
 "#,
             dir = dir.display()
@@ -223,7 +243,7 @@ http {{
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
-    Ok(Some((Nginx(child), listen)))
+    Ok(Some((Nginx(child), listen, listen_headers)))
 }
 
 async fn wait_status(client: &reqwest::Client, url: &str, want: u16) -> anyhow::Result<Duration> {
@@ -338,8 +358,9 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
         wait_status(&client, &format!("http://{listen}/bench/x"), 200).await?;
         wait_status(&client, &format!("http://{echo_addr}/bench/x"), 200).await?;
         let nginx = start_nginx(dir.path(), &echo_addr)?;
-        if let Some((_, l)) = &nginx {
+        if let Some((_, l, lh)) = &nginx {
             wait_status(&client, &format!("http://{l}/bench/x"), 200).await?;
+            wait_status(&client, &format!("http://{lh}/bench/x"), 200).await?;
         }
 
         // Every row's routes and processes first, so rows can run in
@@ -374,8 +395,9 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
             // A second data plane, writing one JSON line per request to a file.
             Row { name: "tollgate, access log to file", url: format!("http://{logging_listen}/bench/x"), headers: vec![], pid: logging_dp.0.id(), runs: vec![] },
         ];
-        if let Some((ng_proc, l)) = &nginx {
+        if let Some((ng_proc, l, lh)) = &nginx {
             rows.push(Row { name: "nginx -> upstream", url: format!("http://{l}/bench/x"), headers: vec![], pid: ng_proc.0.id(), runs: vec![] });
+            rows.push(Row { name: "nginx, same headers", url: format!("http://{lh}/bench/x"), headers: vec![], pid: ng_proc.0.id(), runs: vec![] });
         }
         println!("wrk -t2 -c{connections} -d{seconds}s, GET, upstream `tollgate echo`, all on this machine; {rounds} interleaved rounds, medians");
         for _ in 0..rounds {
@@ -414,14 +436,12 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
             vs_plain(logged),
             logged.p99_ms - tollgate.p99_ms
         );
-        if let Some(ng) = medians.get(5) {
+        for (ng, which) in medians.iter().skip(5).zip(["plain", "same headers"]) {
             println!(
-                "tollgate/nginx: throughput {:.2}x, p99 {:.2}x (lower is better)",
+                "tollgate/nginx ({which}): throughput {:.2}x, p99 {:.2}x (lower is better); \
+                 proxy CPU per request (user + system): tollgate {:.1} us, nginx {:.1} us ({:.2}x)",
                 tollgate.rps / ng.rps,
-                tollgate.p99_ms / ng.p99_ms
-            );
-            println!(
-                "proxy CPU per request (user + system): tollgate {:.1} us, nginx {:.1} us ({:.2}x)",
+                tollgate.p99_ms / ng.p99_ms,
                 tollgate.cpu_us,
                 ng.cpu_us,
                 tollgate.cpu_us / ng.cpu_us

@@ -1,0 +1,760 @@
+//! The data plane's own HTTP/1.1 connection pool for plain-HTTP targets
+//! (`data-plane/src/conn_pool.rs`), seen from the outside: a real control
+//! plane, a data plane, and an upstream written here on a bare TCP
+//! listener, so the test counts the connections it accepts, sees each
+//! request head as it was written, and decides when a connection closes.
+//!
+//! Each proxy worker thread has its own pool, and the data plane hands
+//! client connections to its workers in turn: requests on one client
+//! connection all run on one worker, so they share one pool.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::dp::{eventually, start_dp, wait_for_revision};
+use common::{api_doc, init_tracing, Cluster};
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tollgate_data_plane::DataPlaneHandle;
+
+/// Generous bound for anything that should be quick.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------
+// The upstream
+// ---------------------------------------------------------------------------
+
+/// One request as the upstream read it.
+#[derive(Debug, Clone)]
+struct Seen {
+    /// Which accepted connection it came on (0 = the first one).
+    conn: usize,
+    /// The request line, e.g. `GET /x?q=1 HTTP/1.1`.
+    line: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Seen {
+    fn path(&self) -> &str {
+        self.line.split(' ').nth(1).unwrap_or("")
+    }
+
+    fn header(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// One step of an answer.
+enum Step {
+    Write(Bytes),
+    Sleep(Duration),
+    /// Wait until the test says go.
+    Wait(Arc<Notify>),
+}
+
+/// What the connection does once the answer is written.
+#[derive(Clone, Copy)]
+enum After {
+    /// Read the next request.
+    KeepOpen,
+    /// Close the socket now.
+    Close,
+    /// Close the socket after this long.
+    CloseIn(Duration),
+}
+
+struct Answer {
+    steps: Vec<Step>,
+    after: After,
+}
+
+type Script = Arc<dyn Fn(&Seen) -> Answer + Send + Sync>;
+
+#[derive(Default)]
+struct Record {
+    accepted: AtomicUsize,
+    seen: Mutex<Vec<Seen>>,
+    /// Connections whose handler ended (the peer closed, or it closed).
+    ended: Mutex<Vec<usize>>,
+}
+
+/// An HTTP/1.1 upstream that answers by script.
+struct RawUpstream {
+    addr: SocketAddr,
+    record: Arc<Record>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RawUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl RawUpstream {
+    async fn start(script: impl Fn(&Seen) -> Answer + Send + Sync + 'static) -> RawUpstream {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let record = Arc::new(Record::default());
+        let script: Script = Arc::new(script);
+        let rec = record.clone();
+        let task = tokio::spawn(async move {
+            let mut handlers = tokio::task::JoinSet::new();
+            loop {
+                let Ok((stream, _)) = l.accept().await else {
+                    return;
+                };
+                let conn = rec.accepted.fetch_add(1, Ordering::SeqCst);
+                handlers.spawn(serve_conn(stream, conn, rec.clone(), script.clone()));
+            }
+        });
+        RawUpstream { addr, record, task }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn accepted(&self) -> usize {
+        self.record.accepted.load(Ordering::SeqCst)
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.record.seen.lock().unwrap().clone()
+    }
+
+    fn ended(&self, conn: usize) -> bool {
+        self.record.ended.lock().unwrap().contains(&conn)
+    }
+
+    /// How many requests each accepted connection carried.
+    fn requests_per_conn(&self) -> Vec<usize> {
+        let mut per = vec![0; self.accepted()];
+        for s in self.seen() {
+            per[s.conn] += 1;
+        }
+        per
+    }
+}
+
+async fn serve_conn(mut stream: TcpStream, conn: usize, rec: Arc<Record>, script: Script) {
+    let mut buf = Vec::new();
+    'requests: loop {
+        let Some(seen) = read_request(&mut stream, &mut buf, conn).await else {
+            break;
+        };
+        rec.seen.lock().unwrap().push(seen.clone());
+        let answer = script(&seen);
+        // The answer goes out before the request body is read, as servers
+        // that refuse or accept a request on its head alone do.
+        for step in answer.steps {
+            match step {
+                Step::Write(b) => {
+                    if stream.write_all(&b).await.is_err() {
+                        break 'requests;
+                    }
+                }
+                Step::Sleep(d) => tokio::time::sleep(d).await,
+                Step::Wait(n) => n.notified().await,
+            }
+        }
+        if !skip_body(&mut stream, &mut buf, &seen).await {
+            break;
+        }
+        match answer.after {
+            After::KeepOpen => {}
+            After::Close => break,
+            After::CloseIn(d) => {
+                tokio::time::sleep(d).await;
+                break;
+            }
+        }
+    }
+    drop(stream);
+    rec.ended.lock().unwrap().push(conn);
+}
+
+/// Read one request head; `None` once the peer closed or sent garbage.
+async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>, conn: usize) -> Option<Seen> {
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        let mut chunk = [0u8; 8192];
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8(buf[..end].to_vec()).ok()?;
+    buf.drain(..end + 4);
+    let mut lines = head.split("\r\n");
+    let line = lines.next()?.to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Some(Seen {
+        conn,
+        line,
+        headers,
+    })
+}
+
+/// Read and discard the request's `Content-Length` body; false once the
+/// peer closed first.
+async fn skip_body(stream: &mut TcpStream, buf: &mut Vec<u8>, seen: &Seen) -> bool {
+    let mut left: usize = seen
+        .header("content-length")
+        .first()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    loop {
+        let n = left.min(buf.len());
+        buf.drain(..n);
+        left -= n;
+        if left == 0 {
+            return true;
+        }
+        let mut chunk = [0u8; 8192];
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// A `200` with `Content-Length`; `extra` is more header lines, each
+/// ending in CRLF.
+fn ok_with_length(body: &str, extra: &str) -> Bytes {
+    Bytes::from(format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{extra}\r\n{body}",
+        body.len()
+    ))
+}
+
+/// The body an upstream answers `path` with.
+fn body_for(path: &str) -> String {
+    format!("pong {path}")
+}
+
+// ---------------------------------------------------------------------------
+// The gateway
+// ---------------------------------------------------------------------------
+
+/// A one-node control plane, a data plane, and API `pool` on `/pool` in
+/// front of `upstream`. Nothing has reached the upstream yet when this
+/// returns: it waits for the revision, not for a route to answer.
+async fn gateway(upstream: &str) -> (Cluster, DataPlaneHandle) {
+    gateway_with(pool_api(upstream)).await
+}
+
+/// API `pool` on `/pool`, without retries: a request the pool fails is
+/// not saved by the gateway trying again (a connect error is retried).
+fn pool_api(upstream: &str) -> serde_json::Value {
+    let mut api = api_doc("pool", "/pool", upstream);
+    api["upstream"]["retries"] = serde_json::json!(0);
+    api
+}
+
+/// The same with an API document of the test's own.
+async fn gateway_with(api: serde_json::Value) -> (Cluster, DataPlaneHandle) {
+    let c = Cluster::start(1).await;
+    let dp = start_dp(vec![c.nodes[0].grpc_url()], None).await;
+    let rev = c.nodes[0].client().must_put("/v1/apis/pool", api).await;
+    wait_for_revision(&dp, rev).await;
+    (c, dp)
+}
+
+/// The data plane's proxy worker threads: `DataPlaneConfig` has no say,
+/// the server starts one per core (`workers: 0`), as this process sees it.
+fn proxy_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// One client connection to the gateway: every request sent through it
+/// runs on the same proxy worker, so with the same upstream pool.
+struct GwConn {
+    sender: SendRequest<Empty<Bytes>>,
+}
+
+struct Answered {
+    status: u16,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+impl GwConn {
+    async fn open(addr: SocketAddr) -> GwConn {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        GwConn { sender }
+    }
+
+    async fn get(&mut self, path: &str) -> Answered {
+        let exchange = async {
+            self.sender.ready().await.expect("gateway connection open");
+            let req = http::Request::get(path)
+                .header("host", "gw.test")
+                .body(Empty::new())
+                .unwrap();
+            let res = self.sender.send_request(req).await.expect("a response");
+            let (parts, body) = res.into_parts();
+            let body = body.collect().await.expect("the whole body").to_bytes();
+            Answered {
+                status: parts.status.as_u16(),
+                headers: parts.headers,
+                body,
+            }
+        };
+        tokio::time::timeout(PATIENCE, exchange)
+            .await
+            .unwrap_or_else(|_| panic!("GET {path}: no answer within {PATIENCE:?}"))
+    }
+}
+
+/// `GET path` on a connection of its own.
+async fn get_once(addr: SocketAddr, path: &str) -> Answered {
+    GwConn::open(addr).await.get(path).await
+}
+
+fn assert_pong(a: &Answered, upstream_path: &str, what: &str) {
+    assert_eq!(
+        (a.status, String::from_utf8_lossy(&a.body).into_owned()),
+        (200, body_for(upstream_path)),
+        "{what}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_connections_are_reused() {
+    init_tracing();
+    let up = RawUpstream::start(|s| Answer {
+        steps: vec![Step::Write(ok_with_length(&body_for(s.path()), ""))],
+        after: After::KeepOpen,
+    })
+    .await;
+    let (_cluster, dp) = gateway(&up.url()).await;
+
+    // One client connection, so one worker and one pool: one upstream
+    // connection carries every request.
+    let mut gw = GwConn::open(dp.proxy_addr).await;
+    for i in 0..50 {
+        let a = gw.get(&format!("/pool/seq/{i}")).await;
+        assert_pong(&a, &format!("/seq/{i}"), &format!("request {i}"));
+    }
+    assert_eq!(up.accepted(), 1, "50 requests on one worker");
+    assert_eq!(up.requests_per_conn(), vec![50]);
+
+    // A new client connection per request: the requests go round the
+    // workers, and each worker keeps reusing its own upstream connection.
+    let workers = proxy_workers();
+    let n = 50.max(3 * workers);
+    for i in 0..n {
+        let a = get_once(dp.proxy_addr, &format!("/pool/fresh/{i}")).await;
+        assert_pong(&a, &format!("/fresh/{i}"), &format!("fresh request {i}"));
+    }
+    assert!(
+        up.accepted() <= workers,
+        "{} upstream connections for {} requests on {workers} proxy workers",
+        up.accepted(),
+        50 + n
+    );
+    assert_eq!(up.seen().len(), 50 + n);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_upstream_closed_is_replaced() {
+    init_tracing();
+    // Keep-alive as far as the headers go, but the socket closes shortly
+    // after each answer: the gateway is left holding a pooled connection
+    // that is dead by the time the next request comes.
+    let up = RawUpstream::start(|s| Answer {
+        steps: vec![Step::Write(ok_with_length(
+            &body_for(s.path()),
+            "Connection: keep-alive\r\nKeep-Alive: timeout=60\r\n",
+        ))],
+        after: After::CloseIn(Duration::from_millis(50)),
+    })
+    .await;
+    let (_cluster, dp) = gateway(&up.url()).await;
+
+    let n = 8;
+    let mut gw = GwConn::open(dp.proxy_addr).await;
+    for i in 0..n {
+        let a = gw.get(&format!("/pool/r/{i}")).await;
+        assert_pong(&a, &format!("/r/{i}"), &format!("request {i}"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(up.accepted(), n, "one upstream connection per request");
+    assert_eq!(up.requests_per_conn(), vec![1; n]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_close_from_upstream_is_honoured() {
+    init_tracing();
+    let up = RawUpstream::start(|s| Answer {
+        steps: vec![Step::Write(ok_with_length(
+            &body_for(s.path()),
+            "Connection: close\r\n",
+        ))],
+        after: After::Close,
+    })
+    .await;
+    let (_cluster, dp) = gateway(&up.url()).await;
+
+    // Back to back on one client connection (one worker), no pause.
+    let n = 20;
+    let mut gw = GwConn::open(dp.proxy_addr).await;
+    for i in 0..n {
+        let a = gw.get(&format!("/pool/c/{i}")).await;
+        assert_pong(&a, &format!("/c/{i}"), &format!("request {i}"));
+        // Hop-by-hop: the upstream's `Connection: close` is not passed on.
+        assert!(a.headers.get(http::header::CONNECTION).is_none());
+    }
+    assert_eq!(up.accepted(), n, "one upstream connection per request");
+    assert_eq!(up.requests_per_conn(), vec![1; n]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_header_and_origin_form() {
+    init_tracing();
+    let chunks = [
+        "first chunk;",
+        "second, a bit longer;",
+        "3rd;",
+        "and the last",
+    ];
+    let up = RawUpstream::start(move |s| {
+        if s.path() != "/chunked" {
+            return Answer {
+                steps: vec![Step::Write(ok_with_length(&body_for(s.path()), ""))],
+                after: After::KeepOpen,
+            };
+        }
+        let mut steps = vec![Step::Write(Bytes::from_static(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ))];
+        for c in chunks {
+            steps.push(Step::Write(Bytes::from(format!(
+                "{:x}\r\n{c}\r\n",
+                c.len()
+            ))));
+            // Separate reads on the gateway's side, so separate frames.
+            steps.push(Step::Sleep(Duration::from_millis(20)));
+        }
+        steps.push(Step::Write(Bytes::from_static(b"0\r\n\r\n")));
+        Answer {
+            steps,
+            after: After::KeepOpen,
+        }
+    })
+    .await;
+    let (_cluster, dp) = gateway(&up.url()).await;
+    let mut gw = GwConn::open(dp.proxy_addr).await;
+
+    let a = gw.get("/pool/path?q=1").await;
+    assert_pong(&a, "/path?q=1", "the first request");
+    let seen = up.seen();
+    assert_eq!(seen.len(), 1);
+    let first = &seen[0];
+    assert_eq!(first.line, "GET /path?q=1 HTTP/1.1", "origin form");
+    assert_eq!(
+        first.header("host"),
+        vec![format!("127.0.0.1:{}", up.addr.port())],
+        "Host is the target's, exactly once"
+    );
+    assert_eq!(first.header("x-forwarded-host"), vec!["gw.test"]);
+
+    // A chunked answer arrives whole, and its connection is reused after.
+    let a = gw.get("/pool/chunked").await;
+    assert_eq!(a.status, 200);
+    assert_eq!(String::from_utf8_lossy(&a.body), chunks.concat());
+    let a = gw.get("/pool/after").await;
+    assert_pong(&a, "/after", "the request after the chunked answer");
+
+    assert_eq!(
+        up.accepted(),
+        1,
+        "the chunked answer's connection is reused"
+    );
+    let seen = up.seen();
+    let lines: Vec<&str> = seen.iter().map(|s| s.line.as_str()).collect();
+    assert_eq!(
+        lines,
+        [
+            "GET /path?q=1 HTTP/1.1",
+            "GET /chunked HTTP/1.1",
+            "GET /after HTTP/1.1"
+        ]
+    );
+    for s in &seen {
+        assert_eq!(s.conn, 0);
+        assert_eq!(
+            s.header("host"),
+            vec![format!("127.0.0.1:{}", up.addr.port())]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_dropped_half_read_does_not_poison_the_pool() {
+    init_tracing();
+    const BIG: usize = 4 * 1024 * 1024;
+    const FIRST: usize = 64 * 1024;
+    // `/big`: the head and the first 64 KiB, then the rest once the test
+    // says so (after its client has gone), so the gateway cannot have read
+    // the body to the end before the client left.
+    let go = Arc::new(Notify::new());
+    let gate = go.clone();
+    let up = RawUpstream::start(move |s| {
+        if s.path() != "/big" {
+            return Answer {
+                steps: vec![Step::Write(ok_with_length(&body_for(s.path()), ""))],
+                after: After::KeepOpen,
+            };
+        }
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {BIG}\r\n\r\n"
+        );
+        let mut steps = vec![
+            Step::Write(Bytes::from(head)),
+            Step::Write(Bytes::from(vec![b'x'; FIRST])),
+            Step::Wait(gate.clone()),
+        ];
+        for _ in 0..(BIG - FIRST) / FIRST {
+            steps.push(Step::Write(Bytes::from(vec![b'x'; FIRST])));
+        }
+        Answer {
+            steps,
+            after: After::KeepOpen,
+        }
+    })
+    .await;
+    let (_cluster, dp) = gateway(&up.url()).await;
+
+    // Warm this worker's pool first, so `/big` goes on a pooled
+    // connection that has already served a request.
+    let mut client = TcpStream::connect(dp.proxy_addr).await.unwrap();
+    client
+        .write_all(b"GET /pool/warm HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+        .await
+        .unwrap();
+    let warm = read_head(&mut client).await;
+    assert!(warm.starts_with("HTTP/1.1 200"), "{warm}");
+    // The head and the body came together or the body follows; either
+    // way the next request's head is only sent once it has been read.
+    let want = body_for("/warm");
+    let already = warm.split("\r\n\r\n").nth(1).unwrap_or("").len();
+    let mut rest = vec![0u8; want.len() - already];
+    tokio::time::timeout(PATIENCE, client.read_exact(&mut rest))
+        .await
+        .expect("the body of /warm")
+        .unwrap();
+
+    // Read the head of `/big`, then leave.
+    client
+        .write_all(b"GET /pool/big HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut client).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("content-length: {BIG}")),
+        "{head}"
+    );
+
+    // While that body is under way, its connection is nobody else's:
+    // requests on every worker, the one reading `/big` included, are
+    // answered, on other connections, without waiting for it.
+    for i in 0..proxy_workers() {
+        let a = get_once(dp.proxy_addr, &format!("/pool/during/{i}")).await;
+        assert_pong(
+            &a,
+            &format!("/during/{i}"),
+            &format!("request {i} during /big"),
+        );
+    }
+
+    drop(client);
+    go.notify_one();
+
+    let big_conn = up
+        .seen()
+        .iter()
+        .find(|s| s.path() == "/big")
+        .expect("the upstream saw /big")
+        .conn;
+    assert_eq!(big_conn, 0, "/big went on the warmed connection");
+    // The gateway closes the connection whose body it dropped.
+    eventually(
+        "the gateway to close the half-read upstream connection",
+        PATIENCE,
+        || async { up.ended(big_conn) },
+    )
+    .await;
+
+    // New client connections reach every worker, the one that dropped
+    // the body included: each request is answered in full, and none of
+    // them goes on the half-read connection.
+    for i in 0..=proxy_workers() {
+        let a = get_once(dp.proxy_addr, &format!("/pool/next/{i}")).await;
+        assert_pong(
+            &a,
+            &format!("/next/{i}"),
+            &format!("request {i} after /big"),
+        );
+    }
+    let after: Vec<Seen> = up
+        .seen()
+        .into_iter()
+        .filter(|s| s.path().starts_with("/during/") || s.path().starts_with("/next/"))
+        .collect();
+    assert_eq!(after.len(), 2 * proxy_workers() + 1);
+    assert!(
+        after.iter().all(|s| s.conn != big_conn),
+        "a request went on the half-read connection: {after:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_delimited_by_close_arrives_whole() {
+    init_tracing();
+    // Neither `Content-Length` nor chunked: the body ends where the
+    // connection does, so that connection cannot serve another request.
+    let up = RawUpstream::start(|s| Answer {
+        steps: vec![Step::Write(Bytes::from(format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n{}",
+            long_body(s.path())
+        )))],
+        after: After::Close,
+    })
+    .await;
+    let (_cluster, dp) = gateway(&up.url()).await;
+
+    let n = 10;
+    let mut gw = GwConn::open(dp.proxy_addr).await;
+    for i in 0..n {
+        let path = format!("/eof/{i}");
+        let a = gw.get(&format!("/pool{path}")).await;
+        assert_eq!(a.status, 200, "request {i}");
+        let body = String::from_utf8_lossy(&a.body);
+        assert!(
+            body == long_body(&path),
+            "request {i}: {} bytes, want {}; starts {:?}",
+            body.len(),
+            long_body(&path).len(),
+            &body[..body.len().min(60)]
+        );
+    }
+    assert_eq!(up.accepted(), n, "one upstream connection per request");
+    assert_eq!(up.requests_per_conn(), vec![1; n]);
+}
+
+fn long_body(path: &str) -> String {
+    format!("{} ", body_for(path)).repeat(1000)
+}
+
+/// An upstream that answers a POST on its head alone (an early 200, 401 or
+/// 413 with keep-alive) while the client is still sending the body: hyper
+/// cannot send another request on that connection until the upload is
+/// done, so it must not be handed to the next request before then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_still_being_sent_does_not_hold_up_other_requests() {
+    init_tracing();
+    let up = RawUpstream::start(|s| Answer {
+        steps: vec![Step::Write(ok_with_length(&body_for(s.path()), ""))],
+        after: After::KeepOpen,
+    })
+    .await;
+    let mut api = pool_api(&up.url());
+    // A stuck request ends in a 504 after this, not the default 29 s.
+    api["upstream"]["timeout_ms"] = serde_json::json!(3000);
+    let (_cluster, dp) = gateway_with(api).await;
+
+    // A POST (not retried, so its body is streamed, not buffered) whose
+    // client sends part of the body, then pauses.
+    const UPLOAD: usize = 100_000;
+    let mut slow = TcpStream::connect(dp.proxy_addr).await.unwrap();
+    slow.write_all(
+        format!("POST /pool/upload HTTP/1.1\r\nHost: gw.test\r\nContent-Length: {UPLOAD}\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    slow.write_all(&[b'u'; 1000]).await.unwrap();
+    // The upstream's answer comes through whole, upload or not.
+    let head = read_head(&mut slow).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let want = body_for("/upload");
+    let already = head.split("\r\n\r\n").nth(1).unwrap_or("").len();
+    let mut rest = vec![0u8; want.len() - already];
+    tokio::time::timeout(PATIENCE, slow.read_exact(&mut rest))
+        .await
+        .expect("the answer's body")
+        .unwrap();
+
+    // Requests on every worker, the uploader's included, while the upload
+    // is paused.
+    for i in 0..=proxy_workers() {
+        let a = get_once(dp.proxy_addr, &format!("/pool/during/{i}")).await;
+        assert_pong(
+            &a,
+            &format!("/during/{i}"),
+            &format!("request {i} during the upload"),
+        );
+    }
+
+    // Once the upload is done, every worker answers again.
+    slow.write_all(&vec![b'u'; UPLOAD - 1000]).await.unwrap();
+    for i in 0..=proxy_workers() {
+        let a = get_once(dp.proxy_addr, &format!("/pool/after/{i}")).await;
+        assert_pong(
+            &a,
+            &format!("/after/{i}"),
+            &format!("request {i} after the upload"),
+        );
+    }
+    drop(slow);
+}
+
+/// Read from `s` until the end of a response head; returns what was read
+/// (the head, and whatever of the body came with it).
+async fn read_head(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let read = async {
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            let mut chunk = [0u8; 4096];
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the gateway closed before a response head");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(PATIENCE, read)
+        .await
+        .expect("a response head");
+    String::from_utf8_lossy(&buf).into_owned()
+}
