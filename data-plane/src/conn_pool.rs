@@ -40,8 +40,7 @@ struct Idle {
     since: Instant,
 }
 
-/// Keyed by the target's authority; foldhash, as SipHash showed in profiles.
-type IdleMap = HashMap<Authority, VecDeque<Idle>, foldhash::fast::RandomState>;
+type IdleMap = HashMap<Authority, VecDeque<Idle>, crate::FastHash>;
 
 thread_local! {
     /// This thread's idle connections per target authority. Most recently

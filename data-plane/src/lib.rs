@@ -16,6 +16,13 @@
 //!   `telemetry`: log format and the OTLP trace exporter.
 //! - `echo`: the demo upstream.
 
+/// The hasher of maps on the request path: foldhash, seeded per process.
+/// SipHash (std's default) was a visible share of a request's CPU.
+pub type FastHash = foldhash::fast::RandomState;
+/// A persistent map (cheap clones, updates in proportion to the change)
+/// with `FastHash`.
+pub type ImMap<K, V> = im::HashMap<K, V, FastHash>;
+
 pub mod access_log;
 pub mod auth;
 pub mod body;

@@ -103,9 +103,8 @@ pub enum RouteError {
     MethodNotAllowed { allow: Vec<Method> },
 }
 
-/// A persistent map with a fast seeded hash: a request hashes its host and
-/// every prefix of its path, and SipHash was a visible share of that.
-type Map<K, V> = im::HashMap<K, V, foldhash::fast::RandomState>;
+/// A request hashes its host and every prefix of its path.
+type Map<K, V> = crate::ImMap<K, V>;
 
 #[derive(Clone, Default)]
 pub struct RouteTable {

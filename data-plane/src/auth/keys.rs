@@ -17,11 +17,11 @@ use tollgate_model::key::{self, ShapeError};
 #[derive(Clone, Default)]
 pub struct KeyIndex {
     /// Keyed hash → record.
-    by_hash: im::HashMap<String, Arc<ApiKeyRecord>>,
+    by_hash: crate::ImMap<String, Arc<ApiKeyRecord>>,
     /// Key id → its hash, to drop the old entry on update or removal.
-    hash_of: im::HashMap<String, String>,
+    hash_of: crate::ImMap<String, String>,
     /// Usage plan → the APIs it grants.
-    plans: im::HashMap<String, Arc<Vec<String>>>,
+    plans: crate::ImMap<String, Arc<Vec<String>>>,
     hasher: Option<key::KeyHasher>,
 }
 

@@ -99,8 +99,8 @@ pub struct AuthContext<'a> {
 #[derive(Clone, Default)]
 pub struct AuthIndex {
     pub keys: KeyIndex,
-    authorizers: im::HashMap<String, Arc<CompiledAuthorizer>>,
-    ip_rules: im::HashMap<String, Arc<ip::IpRules>>,
+    authorizers: crate::ImMap<String, Arc<CompiledAuthorizer>>,
+    ip_rules: crate::ImMap<String, Arc<ip::IpRules>>,
 }
 
 impl AuthIndex {

@@ -27,6 +27,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
+
+use crate::FastHash;
 use tokio_util::sync::CancellationToken;
 use tollgate_model::docs::UsagePlan;
 use tollgate_model::usage::{self, Day};
@@ -89,14 +91,14 @@ pub struct PlanEnforcer {
     epoch: u64,
     link: ControlPlaneLink,
     started: Instant,
-    throttles: DashMap<KeyPlan, Arc<Throttle>>,
-    shares: DashMap<KeyPlan, f64>,
+    throttles: DashMap<KeyPlan, Arc<Throttle>, FastHash>,
+    shares: DashMap<KeyPlan, f64, FastHash>,
     /// Data planes in the cluster, as last heard.
     data_planes: AtomicU32,
     /// ms since `started` of the last successful sync (0: never).
     last_sync_ms: AtomicU64,
-    quotas: DashMap<KeyPlan, Arc<QuotaSlot>>,
-    pending: Mutex<HashMap<(String, String, Day), u64>>,
+    quotas: DashMap<KeyPlan, Arc<QuotaSlot>, FastHash>,
+    pending: Mutex<HashMap<(String, String, Day), u64, FastHash>>,
     /// (seq, batch) sent but not yet acknowledged.
     in_flight: tokio::sync::Mutex<(u64, Option<UsageBatch>)>,
     /// Requests refused by the throttle or the quota (not billed).
@@ -114,12 +116,12 @@ impl PlanEnforcer {
                 .map_or(0, |d| d.as_nanos() as u64),
             link,
             started: Instant::now(),
-            throttles: DashMap::new(),
-            shares: DashMap::new(),
+            throttles: DashMap::default(),
+            shares: DashMap::default(),
             data_planes: AtomicU32::new(1),
             last_sync_ms: AtomicU64::new(0),
-            quotas: DashMap::new(),
-            pending: Mutex::new(HashMap::new()),
+            quotas: DashMap::default(),
+            pending: Mutex::default(),
             in_flight: tokio::sync::Mutex::new((0, None)),
             throttled: AtomicU64::new(0),
             over_quota: AtomicU64::new(0),
