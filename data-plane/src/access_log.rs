@@ -222,15 +222,11 @@ impl LineWriter {
     }
 
     pub fn hex128(&mut self, k: &str, v: u128) -> &mut Self {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         self.key(k);
         let mut out = [0u8; 34];
         out[0] = b'"';
         out[33] = b'"';
-        for (i, b) in v.to_be_bytes().iter().enumerate() {
-            out[1 + 2 * i] = DIGITS[(b >> 4) as usize];
-            out[2 + 2 * i] = DIGITS[(b & 15) as usize];
-        }
+        crate::trace::hex(&mut out[1..33], &v.to_be_bytes());
         self.buf
             .push_str(std::str::from_utf8(&out).expect("hex is ASCII"));
         self
