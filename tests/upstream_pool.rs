@@ -758,3 +758,45 @@ async fn read_head(s: &mut TcpStream) -> String {
         .expect("a response head");
     String::from_utf8_lossy(&buf).into_owned()
 }
+
+/// The target closes a kept-alive connection just as the next request goes
+/// out on it (its keep-alive timeout racing the gateway): nothing of an
+/// answer came, so an idempotent request is sent again, on a new
+/// connection, when the API allows a retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_on_a_connection_closed_under_it_is_retried() {
+    init_tracing();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counted = requests.clone();
+    let up = RawUpstream::start(move |s| {
+        // The second request (the first on the reused connection) is read
+        // and met with a close.
+        if counted.fetch_add(1, Ordering::SeqCst) == 1 {
+            Answer {
+                steps: vec![],
+                after: After::Close,
+            }
+        } else {
+            Answer {
+                steps: vec![Step::Write(ok_with_length(&body_for(s.path()), ""))],
+                after: After::KeepOpen,
+            }
+        }
+    })
+    .await;
+    let mut api = pool_api(&up.url());
+    api["upstream"]["retries"] = serde_json::json!(1);
+    let (_cluster, dp) = gateway_with(api).await;
+
+    let mut gw = GwConn::open(dp.proxy_addr).await;
+    let a = gw.get("/pool/first").await;
+    assert_pong(&a, "/first", "the first request");
+    let a = gw.get("/pool/second").await;
+    assert_pong(&a, "/second", "the request whose connection was closed");
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        3,
+        "sent twice, answered once"
+    );
+    assert_eq!(up.accepted(), 2, "the retry went on a new connection");
+}

@@ -59,6 +59,10 @@ pub enum SendError {
     },
     #[error(transparent)]
     Http(#[from] hyper::Error),
+    /// A reused connection closed before any of the answer came: most
+    /// likely the target's keep-alive timeout racing this request.
+    #[error("pooled connection closed before an answer: {0}")]
+    Stale(hyper::Error),
     /// From hyper_util's client (HTTPS, HTTP/2, upgrades).
     #[error(transparent)]
     Client(#[from] hyper_util::client::legacy::Error),
@@ -69,9 +73,16 @@ impl SendError {
     pub fn is_connect(&self) -> bool {
         match self {
             SendError::Connect { .. } => true,
-            SendError::Http(_) => false,
+            SendError::Http(_) | SendError::Stale(_) => false,
             SendError::Client(e) => e.is_connect(),
         }
+    }
+
+    /// Worth another attempt for a request that may be sent twice (the
+    /// caller decides that): nothing reached the target, or a reused
+    /// connection was closed under the request.
+    pub fn is_retryable(&self) -> bool {
+        self.is_connect() || matches!(self, SendError::Stale(_))
     }
 }
 
@@ -148,6 +159,9 @@ pub async fn send(
             Ok(res) => return Ok(returning(res, authority, sender)),
             Err(mut e) => match e.take_message() {
                 Some(unsent) => req = unsent,
+                None if e.error().is_incomplete_message() => {
+                    return Err(SendError::Stale(e.into_error()))
+                }
                 None => return Err(e.into_error().into()),
             },
         }

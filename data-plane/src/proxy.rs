@@ -957,7 +957,8 @@ async fn forward(
                     return Err(ProxyError::PayloadTooLarge);
                 }
                 last_err = ProxyError::BadGateway(format!("{}: {e:?}", target.url));
-                if e.is_connect() && !last {
+                // Only requests that may be replayed get a next attempt.
+                if e.is_retryable() && !last {
                     continue;
                 }
                 return Err(last_err);
