@@ -141,13 +141,19 @@ async fn dev_serves_the_quickstart() {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
     let echo = free_addr();
-    // The quickstart routes /echo to 127.0.0.1:8081; point it at our port.
-    let quickstart = std::fs::read_to_string(concat!(
+    // Point the quickstart's echo target (where `dev` starts its echo by
+    // default) at our ephemeral one.
+    let original = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/examples/quickstart.yaml"
     ))
-    .unwrap()
-    .replace("127.0.0.1:8081", &echo);
+    .unwrap();
+    let target = original
+        .split("url: \"http://")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the quickstart routes to an echo target");
+    let quickstart = original.replace(target, &echo);
     let config = dir.path().join("quickstart.yaml");
     std::fs::write(&config, quickstart).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))

@@ -562,17 +562,8 @@ async fn a_body_dropped_half_read_does_not_poison_the_pool() {
         .write_all(b"GET /pool/warm HTTP/1.1\r\nHost: gw.test\r\n\r\n")
         .await
         .unwrap();
-    let warm = read_head(&mut client).await;
-    assert!(warm.starts_with("HTTP/1.1 200"), "{warm}");
-    // The head and the body came together or the body follows; either
-    // way the next request's head is only sent once it has been read.
-    let want = body_for("/warm");
-    let already = warm.split("\r\n\r\n").nth(1).unwrap_or("").len();
-    let mut rest = vec![0u8; want.len() - already];
-    tokio::time::timeout(PATIENCE, client.read_exact(&mut rest))
-        .await
-        .expect("the body of /warm")
-        .unwrap();
+    // The next request's head is only sent once this answer was read.
+    read_ok_answer(&mut client, "/warm").await;
 
     // Read the head of `/big`, then leave.
     client
@@ -707,15 +698,7 @@ async fn an_upload_still_being_sent_does_not_hold_up_other_requests() {
     .unwrap();
     slow.write_all(&[b'u'; 1000]).await.unwrap();
     // The upstream's answer comes through whole, upload or not.
-    let head = read_head(&mut slow).await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let want = body_for("/upload");
-    let already = head.split("\r\n\r\n").nth(1).unwrap_or("").len();
-    let mut rest = vec![0u8; want.len() - already];
-    tokio::time::timeout(PATIENCE, slow.read_exact(&mut rest))
-        .await
-        .expect("the answer's body")
-        .unwrap();
+    read_ok_answer(&mut slow, "/upload").await;
 
     // Requests on every worker, the uploader's included, while the upload
     // is paused.
@@ -743,6 +726,19 @@ async fn an_upload_still_being_sent_does_not_hold_up_other_requests() {
 
 /// Read from `s` until the end of a response head; returns what was read
 /// (the head, and whatever of the body came with it).
+/// Read a 200 answer whose body is `body_for(upstream_path)`: its head,
+/// and the rest of the body if it did not come with the head.
+async fn read_ok_answer(s: &mut TcpStream, upstream_path: &str) {
+    let head = read_head(s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let already = head.split("\r\n\r\n").nth(1).unwrap_or("").len();
+    let mut rest = vec![0u8; body_for(upstream_path).len() - already];
+    tokio::time::timeout(PATIENCE, s.read_exact(&mut rest))
+        .await
+        .unwrap_or_else(|_| panic!("the body of {upstream_path}"))
+        .unwrap();
+}
+
 async fn read_head(s: &mut TcpStream) -> String {
     let mut buf = Vec::new();
     let read = async {

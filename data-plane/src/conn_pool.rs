@@ -177,22 +177,22 @@ fn returning(
     authority: &Authority,
     sender: Sender,
 ) -> Response<ProxyBody> {
+    let (parts, inner) = res.into_parts();
     let mut body = Returning {
-        inner: None,
+        inner,
         home: Some((authority.clone(), sender)),
     };
-    let (parts, incoming) = res.into_parts();
-    if incoming.is_end_stream() {
+    // No body at all (HEAD, 204, a zero length): free at once.
+    if body.inner.is_end_stream() {
         body.release();
     }
-    body.inner = Some(incoming);
     Response::from_parts(parts, http_body_util::BodyExt::boxed(body))
 }
 
 /// A response body that puts its connection back in the pool once it has
 /// been read to the end.
 struct Returning {
-    inner: Option<Incoming>,
+    inner: Incoming,
     home: Option<(Authority, Sender)>,
 }
 
@@ -228,10 +228,7 @@ impl Body for Returning {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        let Some(inner) = this.inner.as_mut() else {
-            return Poll::Ready(None);
-        };
-        match Pin::new(inner).poll_frame(cx) {
+        match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(None) => {
                 this.release();
                 Poll::Ready(None)
@@ -241,7 +238,7 @@ impl Body for Returning {
                 Poll::Ready(Some(Err(e.into())))
             }
             Poll::Ready(Some(Ok(frame))) => {
-                if this.inner.as_ref().is_some_and(Body::is_end_stream) {
+                if this.inner.is_end_stream() {
                     this.release();
                 }
                 Poll::Ready(Some(Ok(frame)))
@@ -251,12 +248,10 @@ impl Body for Returning {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Body::is_end_stream)
+        self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+        self.inner.size_hint()
     }
 }

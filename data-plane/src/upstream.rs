@@ -1,6 +1,7 @@
 //! Upstream targets of one API: load balancing, active health checks and a
-//! circuit breaker per target. Connections themselves are pooled by the
-//! shared HTTP clients (`Clients`), keyed by scheme and authority.
+//! circuit breaker per target. Connections themselves are pooled elsewhere:
+//! plain HTTP/1.1 by each worker thread (`conn_pool`), the rest by the
+//! hyper_util clients (`Clients`), keyed by scheme and authority.
 //!
 //! A pool outlives config changes that leave its `upstream` block alone, so
 //! health and breaker state carry over; its health-check task ends when the
@@ -26,8 +27,9 @@ const BREAKER_COOLDOWN: Duration = Duration::from_secs(5);
 
 pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, ProxyBody>;
 
-/// The HTTP clients upstream requests go through. Each keeps a keep-alive
-/// pool per scheme and authority.
+/// The hyper_util clients for what `conn_pool` does not take: HTTPS
+/// targets, HTTP/2 (gRPC) and upgrades. Each keeps a keep-alive pool per
+/// scheme and authority.
 ///
 /// The request path uses a client per thread (`for_request`): a proxy
 /// worker thread then drives its upstream connections itself, with no
