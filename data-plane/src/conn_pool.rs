@@ -1,29 +1,36 @@
-//! HTTP/1.1 connections to plain-HTTP targets, pooled per proxy worker
-//! thread and driven with hyper's low-level client.
+//! HTTP/1.1 to plain-HTTP targets for requests whose body is already in
+//! memory (no body, or a small one): our own client codec on the request's
+//! task, over connections pooled per proxy worker thread.
 //!
-//! Why not hyper_util's pooled client for this, the common case: it takes a
-//! mutex per checkout, and to learn when a connection is free again it
-//! spawns a task per request. Here a worker thread owns its idle
-//! connections outright (a thread-local list, no lock), and a connection
-//! goes back to the list when its response body has been read to the end:
-//! the response body carries it (`Returning`). A body dropped half read
-//! takes its connection with it, since nothing else could be sent on it.
+//! Why not hyper's client here, the common case: hyper_util's pooled client
+//! takes a mutex per checkout and spawns a task per request, and even
+//! hyper's low-level client drives each connection from a task of its own,
+//! so every request and every body chunk crosses a channel and wakes a
+//! second task. Here the request's own task writes the request and reads
+//! the answer, and the response body reads straight from the socket as the
+//! client connection sends it on (pingora works the same way).
 //!
-//! HTTPS targets, HTTP/2 (gRPC) and upgrades keep using `Clients`.
+//! A worker thread owns its idle connections outright (a thread-local list,
+//! no lock). A connection goes back to the list when its response body has
+//! been read to the end: the body carries it (`UpstreamBody`). A body
+//! dropped half read takes its connection with it, since nothing else could
+//! be sent on it.
+//!
+//! Streamed uploads, HTTPS targets, HTTP/2 (gRPC) and upgrades use
+//! `Clients` (hyper_util), which sends a body while it reads the answer.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::Authority;
-use http::{Request, Response};
+use http::{Method, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::body::{BoxError, ProxyBody};
@@ -32,11 +39,26 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle connections older than this are closed rather than reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const MAX_IDLE_PER_TARGET: usize = 256;
+/// Bodies up to this size are read whole before sending, so they can go
+/// through this pool.
+pub const SMALL_BODY: u64 = 64 * 1024;
+/// Limits on what a target may send: the response head, a chunk-size line,
+/// the trailers.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+const MAX_HEADERS: usize = 128;
+const MAX_CHUNK_LINE: usize = 4096;
+const READ_CHUNK: usize = 16 * 1024;
 
-type Sender = SendRequest<ProxyBody>;
+/// One connection to a target, with what has been read but not used.
+struct Conn {
+    io: TcpStream,
+    buf: BytesMut,
+    /// Whether it served a request before this one.
+    reused: bool,
+}
 
 struct Idle {
-    sender: Sender,
+    conn: Conn,
     since: Instant,
 }
 
@@ -57,13 +79,16 @@ pub enum SendError {
         authority: Authority,
         source: std::io::Error,
     },
-    #[error(transparent)]
-    Http(#[from] hyper::Error),
+    /// The target broke off or sent something that is not HTTP/1.
+    #[error("{0}")]
+    Protocol(String),
+    #[error("upstream I/O: {0}")]
+    Io(#[from] std::io::Error),
     /// A reused connection closed before any of the answer came: most
     /// likely the target's keep-alive timeout racing this request.
     #[error("pooled connection closed before an answer: {0}")]
-    Stale(hyper::Error),
-    /// From hyper_util's client (HTTPS, HTTP/2, upgrades).
+    Stale(std::io::Error),
+    /// From hyper_util's client (streamed uploads, HTTPS, HTTP/2, upgrades).
     #[error(transparent)]
     Client(#[from] hyper_util::client::legacy::Error),
 }
@@ -73,8 +98,8 @@ impl SendError {
     pub fn is_connect(&self) -> bool {
         match self {
             SendError::Connect { .. } => true,
-            SendError::Http(_) | SendError::Stale(_) => false,
             SendError::Client(e) => e.is_connect(),
+            _ => false,
         }
     }
 
@@ -86,172 +111,599 @@ impl SendError {
     }
 }
 
-fn checkout(authority: &Authority) -> Option<Sender> {
+/// What goes on the request line and in the head. `headers` holds neither
+/// `Host` nor hop-by-hop headers; the framing is ours to set.
+pub struct Head<'a> {
+    pub method: &'a Method,
+    /// Written one after the other: the target's base path, the path, and
+    /// the query.
+    pub path: [&'a str; 2],
+    pub query: Option<&'a str>,
+    pub host: &'a HeaderValue,
+    pub headers: &'a HeaderMap,
+}
+
+impl Head<'_> {
+    fn encode(&self, body_len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256 + self.headers.len() * 48);
+        out.extend_from_slice(self.method.as_str().as_bytes());
+        out.push(b' ');
+        for part in self.path {
+            out.extend_from_slice(part.as_bytes());
+        }
+        if let Some(q) = self.query {
+            out.push(b'?');
+            out.extend_from_slice(q.as_bytes());
+        }
+        out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+        out.extend_from_slice(self.host.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        let mut declared = false;
+        for (name, value) in self.headers {
+            if name == header::CONTENT_LENGTH {
+                declared = true;
+                continue;
+            }
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        if body_len > 0 || declared {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(body_len.to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+}
+
+/// A connection of this thread to `authority` that is still open.
+fn checkout(authority: &Authority) -> Option<Conn> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let list = idle.get_mut(authority)?;
-        while let Some(c) = list.pop_back() {
-            if !c.sender.is_closed() && c.since.elapsed() < IDLE_TIMEOUT {
-                return Some(c.sender);
+        while let Some(mut c) = list.pop_back() {
+            if c.since.elapsed() < IDLE_TIMEOUT && still_open(&mut c.conn) {
+                return Some(c.conn);
             }
         }
         None
     })
 }
 
-fn checkin(authority: &Authority, sender: Sender) {
-    if sender.is_closed() {
-        return;
+/// An idle connection has nothing to read: a read readiness the reactor
+/// has seen means the target closed it (or broke the protocol).
+fn still_open(conn: &mut Conn) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    match conn.io.poll_read_ready(&mut cx) {
+        Poll::Pending => true,
+        Poll::Ready(Err(_)) => false,
+        Poll::Ready(Ok(())) => matches!(
+            conn.io.try_read(&mut [0u8; 1]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+        ),
     }
+}
+
+fn checkin(authority: &Authority, mut conn: Conn) {
+    conn.reused = true;
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let list = idle.entry(authority.clone()).or_default();
         let now = Instant::now();
         while list
             .front()
-            .is_some_and(|c| now.duration_since(c.since) >= IDLE_TIMEOUT || c.sender.is_closed())
+            .is_some_and(|c| now.duration_since(c.since) >= IDLE_TIMEOUT)
         {
             list.pop_front();
         }
         if list.len() < MAX_IDLE_PER_TARGET {
-            list.push_back(Idle { sender, since: now });
+            list.push_back(Idle { conn, since: now });
         }
     });
 }
 
-async fn connect(authority: &Authority) -> Result<Sender, SendError> {
+async fn connect(authority: &Authority) -> Result<Conn, SendError> {
     let failed = |source| SendError::Connect {
         authority: authority.clone(),
         source,
     };
     let addr = (authority.host(), authority.port_u16().unwrap_or(80));
-    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+    let io = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(failed(e)),
         Err(_) => return Err(failed(std::io::ErrorKind::TimedOut.into())),
     };
-    let _ = stream.set_nodelay(true);
-    let _ = socket2::SockRef::from(&stream).set_keepalive(true);
-    let (sender, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "upstream connection ended with an error");
-        }
-    });
-    Ok(sender)
+    let _ = io.set_nodelay(true);
+    let _ = socket2::SockRef::from(&io).set_keepalive(true);
+    Ok(Conn {
+        io,
+        buf: BytesMut::with_capacity(READ_CHUNK),
+        reused: false,
+    })
 }
 
-/// Send `req` (origin-form URI, `Host` set) to `authority` on an idle
-/// connection of this thread, or a new one. A pooled connection the target
-/// closed meanwhile is noticed before anything is written, and the request
-/// goes on a new connection instead.
+/// Send a request to `authority` on an idle connection of this thread, or
+/// a new one, and read the head of the answer. A pooled connection the
+/// target closed meanwhile is noticed before anything is written, and the
+/// request goes on a new connection instead.
 pub async fn send(
     authority: &Authority,
-    mut req: Request<ProxyBody>,
+    head: &Head<'_>,
+    body: &Bytes,
 ) -> Result<Response<ProxyBody>, SendError> {
-    while let Some(mut sender) = checkout(authority) {
-        if sender.ready().await.is_err() {
-            continue;
-        }
-        match sender.try_send_request(req).await {
-            Ok(res) => return Ok(returning(res, authority, sender)),
-            Err(mut e) => match e.take_message() {
-                Some(unsent) => req = unsent,
-                None if e.error().is_incomplete_message() => {
-                    return Err(SendError::Stale(e.into_error()))
-                }
-                None => return Err(e.into_error().into()),
-            },
-        }
-    }
-    // Boxed: connecting is rare, and its future is large.
-    let mut sender = Box::pin(connect(authority)).await?;
-    let res = sender.send_request(req).await?;
-    Ok(returning(res, authority, sender))
-}
-
-fn returning(
-    res: Response<Incoming>,
-    authority: &Authority,
-    sender: Sender,
-) -> Response<ProxyBody> {
-    let (parts, inner) = res.into_parts();
-    let mut body = Returning {
-        inner,
-        home: Some((authority.clone(), sender)),
+    let mut conn = match checkout(authority) {
+        Some(c) => c,
+        // Boxed: connecting is rare, and its future is large.
+        None => Box::pin(connect(authority)).await?,
     };
-    // No body at all (HEAD, 204, a zero length): free at once.
-    if body.inner.is_end_stream() {
+    let encoded = head.encode(body.len());
+    let written = conn
+        .io
+        .write_all_buf(&mut Buf::chain(&encoded[..], &body[..]))
+        .await;
+    if let Err(e) = written {
+        return Err(if conn.reused {
+            SendError::Stale(e)
+        } else {
+            e.into()
+        });
+    }
+    let (parts, framing) = read_head(&mut conn, head.method).await?;
+    let keep_alive = keep_alive(&parts);
+    let mut body = UpstreamBody {
+        conn: Some(conn),
+        framing,
+        keep_alive,
+        authority: authority.clone(),
+    };
+    if body.framing == Framing::Done {
         body.release();
     }
-    Response::from_parts(parts, http_body_util::BodyExt::boxed(body))
+    Ok(Response::from_parts(
+        parts,
+        http_body_util::BodyExt::boxed(body),
+    ))
 }
 
-/// A response body that puts its connection back in the pool once it has
-/// been read to the end.
-struct Returning {
-    inner: Incoming,
-    home: Option<(Authority, Sender)>,
+/// Read more from the target into `conn.buf`; `Ok(0)` at the end.
+async fn fill(conn: &mut Conn) -> std::io::Result<usize> {
+    std::future::poll_fn(|cx| poll_fill(conn, cx)).await
 }
 
-impl Returning {
-    fn release(&mut self) {
-        let Some((authority, mut sender)) = self.home.take() else {
-            return;
+fn poll_fill(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+    if conn.buf.capacity() - conn.buf.len() < READ_CHUNK / 4 {
+        conn.buf.reserve(READ_CHUNK);
+    }
+    tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.buf)
+}
+
+/// The response head, skipping interim (1xx) answers, and how its body is
+/// delimited.
+async fn read_head(
+    conn: &mut Conn,
+    method: &Method,
+) -> Result<(http::response::Parts, Framing), SendError> {
+    let mut received = false;
+    loop {
+        if !conn.buf.is_empty() {
+            received = true;
+            if let Some(parsed) = parse_head(conn, method)? {
+                return Ok(parsed);
+            }
+            if conn.buf.len() > MAX_HEAD_BYTES {
+                return Err(SendError::Protocol(
+                    "upstream response head too large".into(),
+                ));
+            }
+        }
+        match fill(conn).await {
+            Ok(0) if !received && conn.reused => {
+                return Err(SendError::Stale(std::io::ErrorKind::UnexpectedEof.into()))
+            }
+            Ok(0) => {
+                return Err(SendError::Protocol(
+                    "upstream closed the connection before a complete response head".into(),
+                ))
+            }
+            Ok(_) => {}
+            Err(e) if !received && conn.reused => return Err(SendError::Stale(e)),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Parse a complete head out of `conn.buf` (`None`: not complete yet).
+fn parse_head(
+    conn: &mut Conn,
+    method: &Method,
+) -> Result<Option<(http::response::Parts, Framing)>, SendError> {
+    let bad = |what: &str| SendError::Protocol(format!("invalid upstream response: {what}"));
+    loop {
+        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut res = httparse::Response::new(&mut slots);
+        let len = match res.parse(&conn.buf) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(e) => return Err(bad(&e.to_string())),
         };
-        if sender.is_ready() {
-            checkin(&authority, sender);
-        } else if !sender.is_closed() {
-            // The target answered before the request body was all sent (an
-            // early 401 or 413, say): the connection can take another request
-            // only once the upload is done. Pooled now, it would hold up
-            // whichever request picked it next.
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move {
-                    if sender.ready().await.is_ok() {
-                        checkin(&authority, sender);
-                    }
-                });
+        let code = res.code.unwrap_or(0);
+        if (100..200).contains(&code) && code != 101 {
+            // 100 Continue and the like: the answer proper follows.
+            conn.buf.advance(len);
+            if conn.buf.is_empty() {
+                return Ok(None);
+            }
+            continue;
+        }
+        let status = StatusCode::from_u16(code).map_err(|_| bad("status code"))?;
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            return Err(bad("101 to a request that asked for no upgrade"));
+        }
+        let version = if res.version == Some(0) {
+            Version::HTTP_10
+        } else {
+            Version::HTTP_11
+        };
+        // Names now; values once the head is split off the buffer, as
+        // slices of it (no copy).
+        let base = conn.buf.as_ptr() as usize;
+        let mut fields = Vec::with_capacity(res.headers.len());
+        for h in res.headers.iter() {
+            let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad("header name"))?;
+            let start = h.value.as_ptr() as usize - base;
+            fields.push((name, start..start + h.value.len()));
+        }
+        let raw = conn.buf.split_to(len).freeze();
+        let mut headers = HeaderMap::with_capacity(fields.len());
+        for (name, range) in fields {
+            let value = HeaderValue::from_maybe_shared(raw.slice(range))
+                .map_err(|_| bad("header value"))?;
+            headers.append(name, value);
+        }
+        let framing = framing(method, status, &headers).map_err(bad)?;
+        let mut parts = Response::new(()).into_parts().0;
+        parts.status = status;
+        parts.version = version;
+        parts.headers = headers;
+        return Ok(Some((parts, framing)));
+    }
+}
+
+/// How the body of an answer is delimited (RFC 9112 section 6.3).
+fn framing(method: &Method, status: StatusCode, h: &HeaderMap) -> Result<Framing, &'static str> {
+    if method == Method::HEAD
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok(Framing::Done);
+    }
+    if let Some(te) = h.get(header::TRANSFER_ENCODING) {
+        let last = te.as_bytes().rsplit(|b| *b == b',').next().unwrap_or(b"");
+        return Ok(if last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+            Framing::Chunked(Chunk::Size)
+        } else {
+            Framing::UntilClose
+        });
+    }
+    let mut length = None;
+    for v in h.get_all(header::CONTENT_LENGTH) {
+        for part in v.as_bytes().split(|b| *b == b',') {
+            let n = std::str::from_utf8(part.trim_ascii())
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or("Content-Length")?;
+            if length.is_some_and(|l| l != n) {
+                return Err("differing Content-Length values");
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(0) => Framing::Done,
+        Some(n) => Framing::Length(n),
+        None => Framing::UntilClose,
+    })
+}
+
+/// Whether the connection may take another request after this answer.
+fn keep_alive(parts: &http::response::Parts) -> bool {
+    let close = parts
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+    parts.version == Version::HTTP_11 && !close
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// This many bytes still to come.
+    Length(u64),
+    Chunked(Chunk),
+    /// Everything until the target closes the connection.
+    UntilClose,
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Next: a chunk-size line.
+    Size,
+    /// This many bytes of chunk data still to come.
+    Data(u64),
+    /// Next: the CRLF after a chunk's data.
+    DataEnd,
+    /// Next: the trailer section, after the last (empty) chunk.
+    Trailers,
+}
+
+/// A response body read from the target as it is asked for, which puts its
+/// connection back in the pool once it has been read to the end.
+struct UpstreamBody {
+    conn: Option<Conn>,
+    framing: Framing,
+    keep_alive: bool,
+    authority: Authority,
+}
+
+type FrameResult = Option<Result<Frame<Bytes>, BoxError>>;
+
+impl UpstreamBody {
+    /// The body is over: pool the connection if it can take another request.
+    fn release(&mut self) {
+        self.framing = Framing::Done;
+        if let Some(conn) = self.conn.take() {
+            // Bytes past the end of the answer break the protocol.
+            if self.keep_alive && conn.buf.is_empty() {
+                checkin(&self.authority, conn);
             }
         }
     }
+
+    fn fail(&mut self, e: impl Into<BoxError>) -> Poll<FrameResult> {
+        self.framing = Framing::Done;
+        self.conn = None;
+        Poll::Ready(Some(Err(e.into())))
+    }
+
+    /// One step of decoding; `Ok(None)`: call again.
+    fn step(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<FrameResult>, BoxError>> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(Ok(Some(None)));
+        };
+        // Decode what is buffered; read more only when that is not enough.
+        let need_more = match self.framing {
+            Framing::Done => return Poll::Ready(Ok(Some(None))),
+            Framing::Length(left) | Framing::Chunked(Chunk::Data(left)) if !conn.buf.is_empty() => {
+                let n = (conn.buf.len() as u64).min(left) as usize;
+                let data = conn.buf.split_to(n).freeze();
+                let left = left - n as u64;
+                match &mut self.framing {
+                    Framing::Length(l) => {
+                        *l = left;
+                        if left == 0 {
+                            self.release();
+                        }
+                    }
+                    f => {
+                        *f = Framing::Chunked(if left == 0 {
+                            Chunk::DataEnd
+                        } else {
+                            Chunk::Data(left)
+                        });
+                    }
+                }
+                return Poll::Ready(Ok(Some(Some(Ok(Frame::data(data))))));
+            }
+            Framing::UntilClose if !conn.buf.is_empty() => {
+                let data = conn.buf.split().freeze();
+                return Poll::Ready(Ok(Some(Some(Ok(Frame::data(data))))));
+            }
+            Framing::Chunked(Chunk::Size) => match memchr_crlf(&conn.buf) {
+                Some(end) => {
+                    let line = &conn.buf[..end + 2];
+                    let size = match httparse::parse_chunk_size(line) {
+                        Ok(httparse::Status::Complete((_, size))) => size,
+                        _ => {
+                            return Poll::Ready(Err("invalid chunk size line from upstream".into()))
+                        }
+                    };
+                    conn.buf.advance(end + 2);
+                    self.framing = Framing::Chunked(if size == 0 {
+                        Chunk::Trailers
+                    } else {
+                        Chunk::Data(size)
+                    });
+                    return Poll::Ready(Ok(None));
+                }
+                None if conn.buf.len() > MAX_CHUNK_LINE => {
+                    return Poll::Ready(Err("chunk size line too long".into()))
+                }
+                None => true,
+            },
+            Framing::Chunked(Chunk::DataEnd) => {
+                if conn.buf.len() >= 2 {
+                    if &conn.buf[..2] != b"\r\n" {
+                        return Poll::Ready(Err("chunk data not followed by CRLF".into()));
+                    }
+                    conn.buf.advance(2);
+                    self.framing = Framing::Chunked(Chunk::Size);
+                    return Poll::Ready(Ok(None));
+                }
+                true
+            }
+            Framing::Chunked(Chunk::Trailers) => {
+                if conn.buf.starts_with(b"\r\n") {
+                    conn.buf.advance(2);
+                    self.release();
+                    return Poll::Ready(Ok(Some(None)));
+                }
+                let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                match httparse::parse_headers(&conn.buf, &mut slots) {
+                    Ok(httparse::Status::Complete((len, fields))) => {
+                        let mut trailers = HeaderMap::new();
+                        for f in fields {
+                            if let (Ok(n), Ok(v)) = (
+                                HeaderName::from_bytes(f.name.as_bytes()),
+                                HeaderValue::from_bytes(f.value),
+                            ) {
+                                trailers.append(n, v);
+                            }
+                        }
+                        conn.buf.advance(len);
+                        self.release();
+                        return Poll::Ready(Ok(Some(Some(Ok(Frame::trailers(trailers))))));
+                    }
+                    Ok(httparse::Status::Partial) if conn.buf.len() <= MAX_HEAD_BYTES => true,
+                    _ => return Poll::Ready(Err("invalid trailers from upstream".into())),
+                }
+            }
+            // Data framings with nothing buffered.
+            _ => true,
+        };
+        debug_assert!(need_more);
+        match poll_fill(conn, cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
+            Poll::Ready(Ok(0)) => {
+                if self.framing == Framing::UntilClose {
+                    // The close ends the body; the connection goes with it.
+                    self.framing = Framing::Done;
+                    self.conn = None;
+                    Poll::Ready(Ok(Some(None)))
+                } else {
+                    Poll::Ready(Err("upstream closed the connection mid-body".into()))
+                }
+            }
+            Poll::Ready(Ok(_)) => Poll::Ready(Ok(None)),
+        }
+    }
 }
 
-impl Body for Returning {
+fn memchr_crlf(buf: &[u8]) -> Option<usize> {
+    buf.windows(2).position(|w| w == b"\r\n")
+}
+
+impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(None) => {
-                this.release();
-                Poll::Ready(None)
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<FrameResult> {
+        loop {
+            match self.step(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(None)) => continue,
+                Poll::Ready(Ok(Some(frame))) => return Poll::Ready(frame),
+                Poll::Ready(Err(e)) => return self.fail(e),
             }
-            Poll::Ready(Some(Err(e))) => {
-                this.home = None;
-                Poll::Ready(Some(Err(e.into())))
-            }
-            Poll::Ready(Some(Ok(frame))) => {
-                if this.inner.is_end_stream() {
-                    this.release();
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Pending => Poll::Pending,
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.framing == Framing::Done
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match self.framing {
+            Framing::Length(n) => SizeHint::with_exact(n),
+            Framing::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let h = |pairs: &[(&str, &str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.append(
+                    HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            m
+        };
+        let ok = StatusCode::OK;
+        assert_eq!(
+            framing(&Method::HEAD, ok, &h(&[("content-length", "5")])),
+            Ok(Framing::Done)
+        );
+        assert_eq!(
+            framing(&Method::GET, StatusCode::NO_CONTENT, &h(&[])),
+            Ok(Framing::Done)
+        );
+        assert_eq!(
+            framing(&Method::GET, ok, &h(&[("content-length", "5")])),
+            Ok(Framing::Length(5))
+        );
+        assert_eq!(
+            framing(&Method::GET, ok, &h(&[("content-length", "5, 5")])),
+            Ok(Framing::Length(5))
+        );
+        assert!(framing(
+            &Method::GET,
+            ok,
+            &h(&[("content-length", "5"), ("content-length", "6")])
+        )
+        .is_err());
+        assert!(framing(&Method::GET, ok, &h(&[("content-length", "+5")])).is_err());
+        assert_eq!(
+            framing(
+                &Method::GET,
+                ok,
+                &h(&[
+                    ("transfer-encoding", "gzip, chunked"),
+                    ("content-length", "5")
+                ])
+            ),
+            Ok(Framing::Chunked(Chunk::Size))
+        );
+        assert_eq!(
+            framing(&Method::GET, ok, &h(&[("transfer-encoding", "gzip")])),
+            Ok(Framing::UntilClose)
+        );
+        assert_eq!(framing(&Method::GET, ok, &h(&[])), Ok(Framing::UntilClose));
+    }
+
+    #[test]
+    fn the_head_carries_our_framing_only() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-a", HeaderValue::from_static("1"));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("99"));
+        let host = HeaderValue::from_static("up.test");
+        let head = Head {
+            method: &Method::POST,
+            path: ["/base", "/p"],
+            query: Some("q=1"),
+            host: &host,
+            headers: &headers,
+        };
+        let text = String::from_utf8(head.encode(3)).unwrap();
+        assert_eq!(
+            text,
+            "POST /base/p?q=1 HTTP/1.1\r\nhost: up.test\r\nx-a: 1\r\ncontent-length: 3\r\n\r\n"
+        );
+        let empty = HeaderMap::new();
+        let get = Head {
+            method: &Method::GET,
+            path: ["", "/"],
+            query: None,
+            host: &host,
+            headers: &empty,
+        };
+        assert_eq!(
+            String::from_utf8(get.encode(0)).unwrap(),
+            "GET / HTTP/1.1\r\nhost: up.test\r\n\r\n"
+        );
     }
 }

@@ -859,14 +859,18 @@ async fn forward(
     let retries = pool.config.retries as usize;
     let limited = Limited::new(incoming, limits.max_body_bytes);
     // A body can be sent again only if we kept it; keep it when a retry is
-    // possible (idempotent methods), stream it otherwise.
+    // possible (idempotent methods), and keep small ones so they can go
+    // through this thread's pool. Stream the rest.
     let replayable = is_idempotent(&method) && retries > 0 && upgrade.is_none();
+    let small = upgrade.is_none()
+        && !grpc
+        && declared_length(&headers).is_some_and(|n| n <= conn_pool::SMALL_BODY);
     let mut buffered: Option<Bytes> = None;
     let mut streaming = None;
-    if replayable && limited.is_end_stream() {
+    if upgrade.is_none() && limited.is_end_stream() {
         // No body (most GETs): nothing to read or keep.
         buffered = Some(Bytes::new());
-    } else if replayable {
+    } else if replayable || small {
         buffered = Some(match limited.collect().await {
             Ok(c) => c.to_bytes(),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
@@ -893,58 +897,73 @@ async fn forward(
         trail.upstream = Some((pool.clone(), lease.index));
         let target = lease.target();
         span.record("target", target.url.as_str());
-        let mut path_and_query = format!("{}{}", target.base_path, matched.upstream_path);
-        if let Some(q) = query {
-            path_and_query.push('?');
-            path_and_query.push_str(q);
-        }
-        // Plain HTTP/1.1 goes through this thread's own pool, in origin
-        // form with a Host header; the rest through hyper_util's client.
-        let pooled = !grpc && upgrade.is_none() && target.scheme == Scheme::HTTP;
-        let mut uri = Uri::builder();
-        if !pooled {
-            uri = uri
-                .scheme(target.scheme.clone())
-                .authority(target.authority.clone());
-        }
-        let uri = uri
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|e| ProxyError::BadGateway(format!("upstream URI: {e}")))?;
-        let body = match (&buffered, streaming.take()) {
-            (Some(b), _) => body::full(b.clone()),
-            (None, Some(s)) => s,
-            (None, None) => body::empty(),
-        };
         let last = attempt + 1 == attempts;
-        let mut up = Request::new(body);
-        *up.method_mut() = method.clone();
-        *up.uri_mut() = uri;
-        // The last attempt takes the headers; earlier ones need a copy.
-        *up.headers_mut() = if last {
-            std::mem::take(&mut headers)
-        } else {
-            headers.clone()
+        // Plain HTTP/1.1 with the body in hand goes through this thread's
+        // own pool; the rest through hyper_util's client.
+        let pooled = match &buffered {
+            Some(body) if !grpc && target.scheme == Scheme::HTTP => Some(body),
+            _ => None,
         };
-        if grpc {
-            *up.version_mut() = Version::HTTP_2;
-        }
-        let sending = async {
-            if pooled {
-                up.headers_mut()
-                    .insert(header::HOST, target.host_header.clone());
-                conn_pool::send(&target.authority, up).await
-            } else {
-                let client = gw.clients.for_request(grpc);
-                match client.request(up).await {
-                    Ok(res) => Ok(res.map(body::boxed)),
-                    Err(e) => Err(SendError::Client(e)),
+        let client_request = match pooled {
+            Some(_) => None,
+            None => {
+                let mut path_and_query = String::with_capacity(
+                    target.base_path.len()
+                        + matched.upstream_path.len()
+                        + query.map_or(0, |q| q.len() + 1),
+                );
+                path_and_query.push_str(&target.base_path);
+                path_and_query.push_str(&matched.upstream_path);
+                if let Some(q) = query {
+                    path_and_query.push('?');
+                    path_and_query.push_str(q);
                 }
+                let uri = Uri::builder()
+                    .scheme(target.scheme.clone())
+                    .authority(target.authority.clone())
+                    .path_and_query(path_and_query)
+                    .build()
+                    .map_err(|e| ProxyError::BadGateway(format!("upstream URI: {e}")))?;
+                let body = match (&buffered, streaming.take()) {
+                    (Some(b), _) => body::full(b.clone()),
+                    (None, Some(s)) => s,
+                    (None, None) => body::empty(),
+                };
+                let mut up = Request::new(body);
+                *up.method_mut() = method.clone();
+                *up.uri_mut() = uri;
+                // The last attempt takes the headers; earlier ones need a copy.
+                *up.headers_mut() = if last {
+                    std::mem::take(&mut headers)
+                } else {
+                    headers.clone()
+                };
+                if grpc {
+                    *up.version_mut() = Version::HTTP_2;
+                }
+                Some(up)
             }
         };
-        let outcome = tokio::time::timeout_at(deadline, sending)
-            .instrument(span.clone())
-            .await;
+        let sending = async {
+            match (pooled, client_request) {
+                (Some(body), _) => {
+                    let head = conn_pool::Head {
+                        method: &method,
+                        path: [&target.base_path, &matched.upstream_path],
+                        query,
+                        host: &target.host_header,
+                        headers: &headers,
+                    };
+                    conn_pool::send(&target.authority, &head, body).await
+                }
+                (None, Some(up)) => match gw.clients.for_request(grpc).request(up).await {
+                    Ok(res) => Ok(res.map(body::boxed)),
+                    Err(e) => Err(SendError::Client(e)),
+                },
+                (None, None) => unreachable!("a request is built for every unpooled attempt"),
+            }
+        };
+        let outcome = tokio::time::timeout_at(deadline, sending).await;
         trail.upstream_us = Some(sent_at.elapsed().as_micros() as u64);
         match outcome {
             Err(_) => {
