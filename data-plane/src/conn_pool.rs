@@ -21,6 +21,7 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -62,7 +63,9 @@ struct Idle {
     since: Instant,
 }
 
-type IdleMap = HashMap<Authority, VecDeque<Idle>, crate::FastHash>;
+/// Keyed by the authority's text: `Authority` hashes byte by byte,
+/// lowercasing each.
+type IdleMap = HashMap<Box<str>, VecDeque<Idle>, crate::FastHash>;
 
 thread_local! {
     /// This thread's idle connections per target authority. Most recently
@@ -163,7 +166,7 @@ impl Head<'_> {
 fn checkout(authority: &Authority) -> Option<Conn> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
-        let list = idle.get_mut(authority)?;
+        let list = idle.get_mut(authority.as_str())?;
         while let Some(mut c) = list.pop_back() {
             if c.since.elapsed() < IDLE_TIMEOUT && still_open(&mut c.conn) {
                 return Some(c.conn);
@@ -191,7 +194,10 @@ fn checkin(authority: &Authority, mut conn: Conn) {
     conn.reused = true;
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
-        let list = idle.entry(authority.clone()).or_default();
+        let list = match idle.get_mut(authority.as_str()) {
+            Some(list) => list,
+            None => idle.entry(authority.as_str().into()).or_default(),
+        };
         let now = Instant::now();
         while list
             .front()
@@ -322,9 +328,11 @@ fn parse_head(
 ) -> Result<Option<(http::response::Parts, Framing)>, SendError> {
     let bad = |what: &str| SendError::Protocol(format!("invalid upstream response: {what}"));
     loop {
-        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut res = httparse::Response::new(&mut slots);
-        let len = match res.parse(&conn.buf) {
+        let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut res = httparse::Response::new(&mut []);
+        let len = match httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut res, &conn.buf, &mut slots)
+        {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(e) => return Err(bad(&e.to_string())),

@@ -2,15 +2,17 @@
 //! HTTP/1.1 and HTTP/2 (h2c by prior knowledge) through hyper's auto
 //! builder, the framing guard, the idle timeout, and graceful shutdown.
 
+use std::future::Future as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use futures::task::AtomicWaker;
 use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -50,12 +52,118 @@ pub fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerC
     Ok(Arc::new(config))
 }
 
-/// Activity of one connection, for the idle timeout: a count of reads
-/// and writes (a counter, not a timestamp: no clock read per I/O).
+/// One connection as its worker's sweeper sees it: activity for the idle
+/// timeout, and a way to tell the connection to drain or close.
+///
+/// Why not a `select!` in each connection over its idle timer and the
+/// shutdown tokens: that polls all three (and re-registers their wakers) on
+/// every wake-up of every connection. Here one task per worker thread looks
+/// at its connections once per tick, and a connection reads one atomic per
+/// wake-up.
 #[derive(Default)]
 struct Activity {
+    /// Reads and writes so far (a counter, not a timestamp: no clock read
+    /// per I/O).
     io: AtomicU64,
     in_flight: AtomicUsize,
+    /// The sweeper's order: `CARRY_ON`, `DRAIN` or `CLOSE`; only ever rises.
+    order: AtomicU8,
+    /// The connection's task, woken when an order comes.
+    task: AtomicWaker,
+}
+
+const CARRY_ON: u8 = 0;
+/// Finish the request under way (if any), then close.
+const DRAIN: u8 = 1;
+/// Close now.
+const CLOSE: u8 = 2;
+
+impl Activity {
+    fn give(&self, order: u8) {
+        if self.order.fetch_max(order, Ordering::AcqRel) < order {
+            self.task.wake();
+        }
+    }
+}
+
+/// Idle means no I/O and no request under way for IDLE_TICKS sweeps in a
+/// row: closed between 1 and 1.25 idle timeouts after the last activity.
+const IDLE_TICKS: u32 = 4;
+
+/// A worker's connections, for its sweeper.
+#[derive(Default)]
+struct Watched {
+    conns: std::sync::Mutex<Vec<WatchedConn>>,
+    draining: AtomicBool,
+}
+
+struct WatchedConn {
+    activity: std::sync::Weak<Activity>,
+    seen_io: u64,
+    quiet_ticks: u32,
+}
+
+impl Watched {
+    fn add(&self, activity: &Arc<Activity>) {
+        let mut conns = self.conns.lock().expect("watched connections");
+        conns.push(WatchedConn {
+            activity: Arc::downgrade(activity),
+            seen_io: 0,
+            quiet_ticks: 0,
+        });
+        // Read after the push, under the lock: a shutdown the sweeper has
+        // not yet applied to this list will find the connection in it.
+        if self.draining.load(Ordering::Acquire) {
+            activity.give(DRAIN);
+        }
+    }
+
+    /// Every tick: drain the idle connections. On shutdown: drain them
+    /// all; on a hard stop: close them all.
+    async fn sweep(
+        &self,
+        tick: Duration,
+        shutdown: CancellationToken,
+        hard_stop: CancellationToken,
+    ) {
+        let mut ticks = tokio::time::interval(tick);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let order = tokio::select! {
+                _ = hard_stop.cancelled() => CLOSE,
+                _ = shutdown.cancelled(), if !self.draining.load(Ordering::Acquire) => {
+                    self.draining.store(true, Ordering::Release);
+                    DRAIN
+                }
+                _ = ticks.tick() => CARRY_ON,
+            };
+            self.conns
+                .lock()
+                .expect("watched connections")
+                .retain_mut(|w| {
+                    let Some(a) = w.activity.upgrade() else {
+                        return false;
+                    };
+                    if order != CARRY_ON {
+                        a.give(order);
+                        return true;
+                    }
+                    let io = a.io.load(Ordering::Relaxed);
+                    if io == w.seen_io && a.in_flight.load(Ordering::Acquire) == 0 {
+                        w.quiet_ticks += 1;
+                    } else {
+                        (w.seen_io, w.quiet_ticks) = (io, 0);
+                    }
+                    if w.quiet_ticks >= IDLE_TICKS {
+                        a.give(DRAIN);
+                    }
+                    true
+                });
+            if order == CLOSE {
+                return;
+            }
+        }
+    }
 }
 
 /// The client's stream with the framing guard and activity tracking.
@@ -213,14 +321,21 @@ impl ProxyServer {
     ) {
         let tracker = TaskTracker::new();
         let hard_stop = self.kill.child_token();
+        let watched = Arc::new(Watched::default());
+        let tick = (self.limits.idle_timeout / IDLE_TICKS).max(Duration::from_millis(10));
+        let sweeper = tokio::spawn({
+            let (watched, hard_stop) = (watched.clone(), hard_stop.clone());
+            async move { watched.sweep(tick, shutdown, hard_stop).await }
+        });
         while let Some((stream, remote)) = incoming.recv().await {
             let Ok(stream) = TcpStream::from_std(stream) else {
                 continue;
             };
+            let activity = Arc::new(Activity::default());
+            watched.add(&activity);
             let this = self.clone();
-            let (shutdown, hard_stop) = (shutdown.clone(), hard_stop.clone());
             tracker.spawn(async move {
-                this.connection(stream, remote, shutdown, hard_stop).await;
+                this.connection(stream, remote, activity).await;
             });
         }
         tracker.close();
@@ -235,18 +350,13 @@ impl ProxyServer {
             hard_stop.cancel();
             tracker.wait().await;
         }
+        hard_stop.cancel();
+        let _ = sweeper.await;
     }
 
-    async fn connection(
-        &self,
-        stream: TcpStream,
-        remote: SocketAddr,
-        shutdown: CancellationToken,
-        hard_stop: CancellationToken,
-    ) {
+    async fn connection(&self, stream: TcpStream, remote: SocketAddr, activity: Arc<Activity>) {
         let _ = stream.set_nodelay(true);
         let flag = Arc::new(AtomicBool::new(false));
-        let activity = Arc::new(Activity::default());
         match &self.tls {
             None => {
                 let io = ConnIo {
@@ -254,8 +364,7 @@ impl ProxyServer {
                     guard: FramingGuard::new(flag.clone()),
                     activity: activity.clone(),
                 };
-                self.serve_http(io, remote, false, flag, activity, shutdown, hard_stop)
-                    .await;
+                self.serve_http(io, remote, false, flag, activity).await;
             }
             Some(config) => {
                 let accept = TlsAcceptor::from(config.clone()).accept(stream);
@@ -278,13 +387,11 @@ impl ProxyServer {
                     },
                     activity: activity.clone(),
                 };
-                self.serve_http(io, remote, true, flag, activity, shutdown, hard_stop)
-                    .await;
+                self.serve_http(io, remote, true, flag, activity).await;
             }
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn serve_http<T>(
         &self,
         io: ConnIo<T>,
@@ -292,8 +399,6 @@ impl ProxyServer {
         tls: bool,
         flag: Arc<AtomicBool>,
         activity: Arc<Activity>,
-        shutdown: CancellationToken,
-        hard_stop: CancellationToken,
     ) where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -331,42 +436,25 @@ impl ProxyServer {
             .keep_alive_interval(Duration::from_secs(30));
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
         tokio::pin!(conn);
-        // Idle means no I/O and no request under way for IDLE_TICKS checks
-        // in a row: closed between 1 and 1.25 idle timeouts after the last
-        // activity.
-        const IDLE_TICKS: u32 = 4;
-        let tick = (self.limits.idle_timeout / IDLE_TICKS).max(Duration::from_millis(10));
-        let (mut seen_io, mut quiet_ticks) = (0, 0);
         let mut draining = false;
-        loop {
-            // Biased: the connection first, and no random branch order to
-            // draw on each of its wake-ups.
-            tokio::select! {
-                biased;
-                res = conn.as_mut() => {
-                    if let Err(e) = res {
-                        tracing::debug!(%remote, error = %e, "connection ended with an error");
-                    }
-                    return;
-                }
-                _ = hard_stop.cancelled() => return,
-                _ = shutdown.cancelled(), if !draining => {
+        std::future::poll_fn(|cx| {
+            // Registered before the order is read: an order given after the
+            // read wakes this task again.
+            activity.task.register(cx.waker());
+            match activity.order.load(Ordering::Acquire) {
+                CLOSE => return Poll::Ready(()),
+                DRAIN if !draining => {
                     draining = true;
                     conn.as_mut().graceful_shutdown();
                 }
-                _ = tokio::time::sleep(tick) => {
-                    let io = activity.io.load(Ordering::Relaxed);
-                    if io == seen_io && activity.in_flight.load(Ordering::Acquire) == 0 {
-                        quiet_ticks += 1;
-                    } else {
-                        (seen_io, quiet_ticks) = (io, 0);
-                    }
-                    if quiet_ticks >= IDLE_TICKS && !draining {
-                        draining = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
-                }
+                _ => {}
             }
-        }
+            conn.as_mut().poll(cx).map(|res| {
+                if let Err(e) = res {
+                    tracing::debug!(%remote, error = %e, "connection ended with an error");
+                }
+            })
+        })
+        .await;
     }
 }
