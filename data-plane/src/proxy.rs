@@ -364,7 +364,11 @@ async fn handle(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     admit(conn, limits, &req)?;
     let snapshot = gw.snapshot();
-    let host = request_host(&req).unwrap_or_default();
+    let host_value = request_host(&req);
+    let host = host_value
+        .as_ref()
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
     let matched = {
         let _route = tracing::debug_span!("route").entered();
         if let Some(res) = auth::cors::answer_preflight(&snapshot.routes, &host, &req) {
@@ -415,15 +419,19 @@ async fn guarded(
     let api = &matched.api.doc;
     let route = matched.route();
     trail.bytes_in = declared_length(req.headers()).unwrap_or(0);
-    let identity = async {
-        snapshot.auth.check_ip(&api.id, conn.remote.ip())?;
-        snapshot
-            .auth
-            .authenticate(api, &route.doc, req.headers())
-            .await
-    }
-    .instrument(tracing::debug_span!("auth"))
-    .await;
+    // Open routes skip building (and moving) the authentication future.
+    let open = route.doc.auth.as_ref().unwrap_or(&api.auth).is_open();
+    let identity = match snapshot.auth.check_ip(&api.id, conn.remote.ip()) {
+        Err(e) => Err(e),
+        Ok(()) if open => Ok(auth::Identity::default()),
+        Ok(()) => {
+            snapshot
+                .auth
+                .authenticate(api, &route.doc, req.headers())
+                .instrument(tracing::debug_span!("auth"))
+                .await
+        }
+    };
     let identity = match identity {
         Ok(i) => i,
         Err(e) => {
@@ -435,9 +443,14 @@ async fn guarded(
             return Err(e);
         }
     };
-    let rate = plan_phase(gw, snapshot, &identity, &api.id)
-        .instrument(tracing::debug_span!("plan"))
-        .await;
+    // Only key callers have a plan.
+    let rate = if identity.key_id.is_some() {
+        plan_phase(gw, snapshot, &identity, &api.id)
+            .instrument(tracing::debug_span!("plan"))
+            .await
+    } else {
+        Ok(None)
+    };
     let rate = match rate {
         Ok(r) => r,
         Err(e) => {
@@ -692,16 +705,13 @@ fn uri_len(uri: &Uri) -> usize {
     }
 }
 
-fn request_host(req: &Request<Incoming>) -> Option<String> {
-    req.uri()
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        })
+/// The host the request is for: the authority of an absolute-form or
+/// HTTP/2 request, else the Host header (a cheap clone, not a copy).
+fn request_host(req: &Request<Incoming>) -> Option<HeaderValue> {
+    match req.uri().authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => req.headers().get(header::HOST).cloned(),
+    }
 }
 
 fn mock_response(mock: &tollgate_model::docs::Mock) -> Response<ProxyBody> {
