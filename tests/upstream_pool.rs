@@ -15,10 +15,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use common::dp::{eventually, start_dp, wait_for_revision};
 use common::{api_doc, init_tracing, Cluster};
-use http_body_util::{BodyExt, Empty};
+use http::Method;
+use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -60,6 +61,10 @@ impl Seen {
 /// One step of an answer.
 enum Step {
     Write(Bytes),
+    /// Write these bytes in pieces of this many bytes, each flushed and
+    /// followed by a short pause, so the gateway reads them piecemeal (a
+    /// piece of 1: byte by byte).
+    Trickle(Bytes, usize),
     Sleep(Duration),
     /// Wait until the test says go.
     Wait(Arc<Notify>),
@@ -87,6 +92,9 @@ type Script = Arc<dyn Fn(&Seen) -> Answer + Send + Sync>;
 struct Record {
     accepted: AtomicUsize,
     seen: Mutex<Vec<Seen>>,
+    /// The request bodies as read, in order, each with the connection it
+    /// came on.
+    bodies: Mutex<Vec<(usize, Bytes)>>,
     /// Connections whose handler ended (the peer closed, or it closed).
     ended: Mutex<Vec<usize>>,
 }
@@ -136,6 +144,10 @@ impl RawUpstream {
         self.record.seen.lock().unwrap().clone()
     }
 
+    fn bodies(&self) -> Vec<(usize, Bytes)> {
+        self.record.bodies.lock().unwrap().clone()
+    }
+
     fn ended(&self, conn: usize) -> bool {
         self.record.ended.lock().unwrap().contains(&conn)
     }
@@ -151,6 +163,8 @@ impl RawUpstream {
 }
 
 async fn serve_conn(mut stream: TcpStream, conn: usize, rec: Arc<Record>, script: Script) {
+    // Each write its own segment, for `Step::Trickle`.
+    let _ = stream.set_nodelay(true);
     let mut buf = Vec::new();
     'requests: loop {
         let Some(seen) = read_request(&mut stream, &mut buf, conn).await else {
@@ -167,13 +181,22 @@ async fn serve_conn(mut stream: TcpStream, conn: usize, rec: Arc<Record>, script
                         break 'requests;
                     }
                 }
+                Step::Trickle(b, piece) => {
+                    for part in b.chunks(piece) {
+                        if stream.write_all(part).await.is_err() || stream.flush().await.is_err() {
+                            break 'requests;
+                        }
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
                 Step::Sleep(d) => tokio::time::sleep(d).await,
                 Step::Wait(n) => n.notified().await,
             }
         }
-        if !skip_body(&mut stream, &mut buf, &seen).await {
+        let Some(body) = read_body(&mut stream, &mut buf, &seen).await else {
             break;
-        }
+        };
+        rec.bodies.lock().unwrap().push((conn, body));
         match answer.after {
             After::KeepOpen => {}
             After::Close => break,
@@ -214,24 +237,25 @@ async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>, conn: usize) ->
     })
 }
 
-/// Read and discard the request's `Content-Length` body; false once the
-/// peer closed first.
-async fn skip_body(stream: &mut TcpStream, buf: &mut Vec<u8>, seen: &Seen) -> bool {
+/// Read the request's `Content-Length` body; `None` once the peer closed
+/// first.
+async fn read_body(stream: &mut TcpStream, buf: &mut Vec<u8>, seen: &Seen) -> Option<Bytes> {
     let mut left: usize = seen
         .header("content-length")
         .first()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    let mut body = Vec::with_capacity(left);
     loop {
         let n = left.min(buf.len());
-        buf.drain(..n);
+        body.extend(buf.drain(..n));
         left -= n;
         if left == 0 {
-            return true;
+            return Some(body.into());
         }
         let mut chunk = [0u8; 8192];
         match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return false,
+            Ok(0) | Err(_) => return None,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
@@ -288,13 +312,65 @@ fn proxy_workers() -> usize {
 /// One client connection to the gateway: every request sent through it
 /// runs on the same proxy worker, so with the same upstream pool.
 struct GwConn {
-    sender: SendRequest<Empty<Bytes>>,
+    sender: SendRequest<Full<Bytes>>,
 }
 
 struct Answered {
     status: u16,
     headers: http::HeaderMap,
     body: Bytes,
+}
+
+/// Shortened: a failure message shows at most 100 bytes of any value.
+impl std::fmt::Debug for Answered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let short = |b: &[u8]| String::from_utf8_lossy(&b[..b.len().min(100)]).into_owned();
+        let headers: Vec<(String, String)> = self
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), short(v.as_bytes())))
+            .collect();
+        f.debug_struct("Answered")
+            .field("status", &self.status)
+            .field("headers", &headers)
+            .field("body", &short(&self.body))
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
+/// How one exchange with the gateway ended.
+#[derive(Debug)]
+enum Outcome {
+    /// A whole response.
+    Whole(Answered),
+    /// A response head, then the connection broke before the body's end.
+    Cut {
+        status: u16,
+        headers: http::HeaderMap,
+        received: Bytes,
+    },
+    /// The connection failed or closed before a response head.
+    NoResponse(String),
+}
+
+impl Outcome {
+    fn whole(self, what: &str) -> Answered {
+        match self {
+            Outcome::Whole(a) => a,
+            other => panic!("{what}: want a whole response, got {other:?}"),
+        }
+    }
+}
+
+/// A request to the gateway, `Host: gw.test`.
+fn gw_request(method: Method, path: &str, body: Bytes) -> http::Request<Full<Bytes>> {
+    http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "gw.test")
+        .body(Full::new(body))
+        .unwrap()
 }
 
 impl GwConn {
@@ -310,24 +386,45 @@ impl GwConn {
     }
 
     async fn get(&mut self, path: &str) -> Answered {
+        self.send(gw_request(Method::GET, path, Bytes::new()))
+            .await
+            .whole(&format!("GET {path}"))
+    }
+
+    /// Send `req` and read its answer, however it ends.
+    async fn send(&mut self, req: http::Request<Full<Bytes>>) -> Outcome {
+        let what = format!("{} {}", req.method(), req.uri());
         let exchange = async {
-            self.sender.ready().await.expect("gateway connection open");
-            let req = http::Request::get(path)
-                .header("host", "gw.test")
-                .body(Empty::new())
-                .unwrap();
-            let res = self.sender.send_request(req).await.expect("a response");
-            let (parts, body) = res.into_parts();
-            let body = body.collect().await.expect("the whole body").to_bytes();
-            Answered {
+            if let Err(e) = self.sender.ready().await {
+                return Outcome::NoResponse(format!("connection not ready: {e}"));
+            }
+            let res = match self.sender.send_request(req).await {
+                Ok(res) => res,
+                Err(e) => return Outcome::NoResponse(e.to_string()),
+            };
+            let (parts, mut body) = res.into_parts();
+            let mut data = BytesMut::new();
+            while let Some(frame) = body.frame().await {
+                let Ok(frame) = frame else {
+                    return Outcome::Cut {
+                        status: parts.status.as_u16(),
+                        headers: parts.headers,
+                        received: data.freeze(),
+                    };
+                };
+                if let Ok(d) = frame.into_data() {
+                    data.extend_from_slice(&d);
+                }
+            }
+            Outcome::Whole(Answered {
                 status: parts.status.as_u16(),
                 headers: parts.headers,
-                body,
-            }
+                body: data.freeze(),
+            })
         };
         tokio::time::timeout(PATIENCE, exchange)
             .await
-            .unwrap_or_else(|_| panic!("GET {path}: no answer within {PATIENCE:?}"))
+            .unwrap_or_else(|_| panic!("{what}: no answer within {PATIENCE:?}"))
     }
 }
 
@@ -795,4 +892,739 @@ async fn a_request_on_a_connection_closed_under_it_is_retried() {
         "sent twice, answered once"
     );
     assert_eq!(up.accepted(), 2, "the retry went on a new connection");
+}
+
+// ---------------------------------------------------------------------------
+// The codec: framing, interim answers, request bodies
+// ---------------------------------------------------------------------------
+
+/// An upstream answering `special` paths by `answer` and everything else
+/// with `ok_with_length(body_for(path))`, keeping its connections open.
+async fn upstream_with(
+    special: impl Fn(&Seen) -> Option<Answer> + Send + Sync + 'static,
+) -> RawUpstream {
+    RawUpstream::start(move |s| {
+        special(s).unwrap_or_else(|| Answer {
+            steps: vec![Step::Write(ok_with_length(&body_for(s.path()), ""))],
+            after: After::KeepOpen,
+        })
+    })
+    .await
+}
+
+fn header_str<'a>(h: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).map(|v| v.to_str().unwrap())
+}
+
+/// The request lines the upstream saw, in order.
+fn lines(up: &RawUpstream) -> Vec<String> {
+    up.seen().into_iter().map(|s| s.line).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_answer_trickled_byte_by_byte_arrives_whole_and_its_connection_is_reused() {
+    init_tracing();
+    // Every byte of the answer, head included, in a write of its own: the
+    // decoder meets each chunk-size line, data and CRLF cut at every
+    // possible place. Hex sizes in both cases, an extension, a trailer.
+    const ANSWER: &[u8] =
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n\
+        1\r\na\r\n\
+        5\r\nbcdef\r\n\
+        1A\r\nABCDEFGHIJKLMNOPQRSTUVWXYZ\r\n\
+        10;x=y\r\n0123456789abcdef\r\n\
+        0\r\nX-End: 1\r\n\r\n";
+    const BODY: &str = "abcdefABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdef";
+    let up = upstream_with(|s| {
+        s.path().starts_with("/trickle/").then(|| Answer {
+            steps: vec![Step::Trickle(Bytes::from_static(ANSWER), 1)],
+            after: After::KeepOpen,
+        })
+    })
+    .await;
+    let (_cluster, dp) = gateway(&up.url()).await;
+
+    let mut gw = GwConn::open(dp.proxy_addr).await;
+    for i in 0..3 {
+        let a = gw.get(&format!("/pool/trickle/{i}")).await;
+        assert_eq!(a.status, 200, "request {i}");
+        assert_eq!(String::from_utf8_lossy(&a.body), BODY, "request {i}");
+    }
+    let a = gw.get("/pool/after").await;
+    assert_pong(&a, "/after", "the request after the trickled answers");
+    assert_eq!(up.accepted(), 1, "one upstream connection for all");
+    assert_eq!(up.requests_per_conn(), vec![4]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunk_extensions_and_trailers_are_decoded_and_the_connection_reused() {
+    init_tracing();
+    let up = upstream_with(|s| {
+        (s.path() == "/ext").then(|| Answer {
+            steps: vec![Step::Write(Bytes::from_static(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\
+                  Trailer: X-Checksum\r\n\r\n\
+                  5;ext=1\r\nhello\r\n\
+                  7;name=\"quoted; value\";flag\r\n, world\r\n\
+                  0;last=yes\r\nX-Checksum: abc123\r\nX-Other: 2\r\n\r\n",
+            ))],
+            after: After::KeepOpen,
+        })
+    })
+    .await;
+    let (_cluster, dp) = gateway(&up.url()).await;
+
+    // The gateway drops trailers (it strips `Trailer`, and a client gets
+    // only declared ones): what shows is the body, and that the trailer
+    // section was read to its end, leaving the connection usable.
+    let mut gw = GwConn::open(dp.proxy_addr).await;
+    for i in 0..2 {
+        let a = gw.get("/pool/ext").await;
+        assert_eq!(a.status, 200, "request {i}");
+        assert_eq!(
+            String::from_utf8_lossy(&a.body),
+            "hello, world",
+            "request {i}"
+        );
+    }
+    let a = gw.get("/pool/after").await;
+    assert_pong(&a, "/after", "the request after the chunked answers");
+    assert_eq!(up.accepted(), 1, "the connection is reused after trailers");
+    assert_eq!(up.requests_per_conn(), vec![3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interim_1xx_answers_are_skipped_for_the_final_one() {
+    init_tracing();
+    let up = upstream_with(|s| {
+        let ok = ok_with_length(&body_for(s.path()), "");
+        match s.path() {
+            // The interim answer alone first, the final one after.
+            "/continue" => Some(Answer {
+                steps: vec![
+                    Step::Write(Bytes::from_static(b"HTTP/1.1 100 Continue\r\n\r\n")),
+                    Step::Sleep(Duration::from_millis(50)),
+                    Step::Write(ok),
+                ],
+                after: After::KeepOpen,
+            }),
+            // Two interim answers and the final one in one write.
+            "/hints" => {
+                let mut all = b"HTTP/1.1 100 Continue\r\n\r\n\
+                    HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+                    .to_vec();
+                all.extend_from_slice(&ok);
+                Some(Answer {
+                    steps: vec![Step::Write(all.into())],
+                    after: After::KeepOpen,
+                })
+            }
+            _ => None,
+        }
+    })
+    .await;
+    let (_cluster, dp) = gateway(&up.url()).await;
+
+    let mut gw = GwConn::open(dp.proxy_addr).await;
+    let a = gw.get("/pool/continue").await;
+    assert_pong(&a, "/continue", "100 then 200");
+    let a = gw.get("/pool/hints").await;
+    assert_pong(&a, "/hints", "100, 103, then 200 in one write");
+    assert_eq!(
+        header_str(&a.headers, "link"),
+        None,
+        "the 103's headers are not the answer's"
+    );
+    let a = gw.get("/pool/after").await;
+    assert_pong(&a, "/after", "the request after the interim answers");
+    assert_eq!(up.accepted(), 1);
+    assert_eq!(up.requests_per_conn(), vec![3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_answer_with_content_length_has_no_body_and_keeps_its_connection() {
+    init_tracing();
+    let up = upstream_with(|s| {
+        (s.path() == "/head").then(|| Answer {
+            steps: vec![Step::Write(Bytes::from_static(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 50\r\n\r\n",
+            ))],
+            after: After::KeepOpen,
+        })
+    })
+    .await;
+    let (_cluster, dp) = gateway(&up.url()).await;
+
+    let mut gw = GwConn::open(dp.proxy_addr).await;
+    for i in 0..2 {
+        let a = gw
+            .send(gw_request(Method::HEAD, "/pool/head", Bytes::new()))
+            .await
+            .whole("HEAD /pool/head");
+        assert_eq!(a.status, 200, "HEAD {i}");
+        assert_eq!(header_str(&a.headers, "content-length"), Some("50"));
+        assert!(a.body.is_empty(), "HEAD {i}: {:?}", a.body);
+        let a = gw.get(&format!("/pool/after/{i}")).await;
+        assert_pong(&a, &format!("/after/{i}"), "the GET after a HEAD");
+    }
+    assert_eq!(
+        lines(&up),
+        [
+            "HEAD /head HTTP/1.1",
+            "GET /after/0 HTTP/1.1",
+            "HEAD /head HTTP/1.1",
+            "GET /after/1 HTTP/1.1"
+        ]
+    );
+    assert_eq!(up.accepted(), 1, "HEAD answers leave the connection usable");
+    assert_eq!(up.requests_per_conn(), vec![4]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_204_and_304_have_no_body_and_keep_their_connection() {
+    init_tracing();
+    let up = upstream_with(|s| {
+        let head: &'static [u8] = match s.path() {
+            "/none" => b"HTTP/1.1 204 No Content\r\nX-Kind: none\r\n\r\n",
+            // A 304 may carry the Content-Length of what it stands for.
+            "/same" => b"HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\nContent-Length: 10\r\n\r\n",
+            _ => return None,
+        };
+        Some(Answer {
+            steps: vec![Step::Write(Bytes::from_static(head))],
+            after: After::KeepOpen,
+        })
+    })
+    .await;
+    let (_cluster, dp) = gateway(&up.url()).await;
+
+    let mut gw = GwConn::open(dp.proxy_addr).await;
+    for i in 0..2 {
+        let a = gw.get("/pool/none").await;
+        assert_eq!((a.status, a.body.len()), (204, 0), "204 {i}");
+        assert_eq!(header_str(&a.headers, "x-kind"), Some("none"));
+        let a = gw.get(&format!("/pool/after-204/{i}")).await;
+        assert_pong(&a, &format!("/after-204/{i}"), "the request after a 204");
+
+        let a = gw.get("/pool/same").await;
+        assert_eq!((a.status, a.body.len()), (304, 0), "304 {i}");
+        assert_eq!(header_str(&a.headers, "etag"), Some("\"v1\""));
+        let a = gw.get(&format!("/pool/after-304/{i}")).await;
+        assert_pong(&a, &format!("/after-304/{i}"), "the request after a 304");
+    }
+    assert_eq!(up.accepted(), 1, "204 and 304 leave the connection usable");
+    assert_eq!(up.requests_per_conn(), vec![8]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_post_bodies_arrive_intact_with_content_length_on_one_connection() {
+    init_tracing();
+    let up = upstream_with(|_| None).await;
+    let (_cluster, dp) = gateway(&up.url()).await;
+
+    // Sizes up to the largest body the pool takes (64 KiB), each body
+    // different from the others.
+    let sizes = [3000, 1, 3000, 20_000, 64 * 1024];
+    let bodies: Vec<Bytes> = sizes
+        .iter()
+        .enumerate()
+        .map(|(k, &n)| (0..n).map(|i| b'a' + ((i * 7 + k) % 26) as u8).collect())
+        .collect();
+    let mut gw = GwConn::open(dp.proxy_addr).await;
+    for (k, body) in bodies.iter().enumerate() {
+        let a = gw
+            .send(gw_request(
+                Method::POST,
+                &format!("/pool/post/{k}"),
+                body.clone(),
+            ))
+            .await
+            .whole("POST");
+        assert_pong(&a, &format!("/post/{k}"), &format!("POST {k}"));
+    }
+
+    eventually("the upstream to read every body", PATIENCE, || async {
+        up.bodies().len() == bodies.len()
+    })
+    .await;
+    for (k, ((conn, got), want)) in up.bodies().iter().zip(&bodies).enumerate() {
+        assert_eq!(*conn, 0, "POST {k} on the first connection");
+        assert!(
+            got == want,
+            "POST {k}: the upstream read {} bytes, the client sent {}",
+            got.len(),
+            want.len()
+        );
+    }
+    for (k, s) in up.seen().iter().enumerate() {
+        assert_eq!(s.line, format!("POST /post/{k} HTTP/1.1"));
+        assert_eq!(
+            s.header("content-length"),
+            vec![sizes[k].to_string()],
+            "POST {k}"
+        );
+        assert!(s.header("transfer-encoding").is_empty(), "POST {k}: {s:?}");
+    }
+    assert_eq!(up.accepted(), 1, "every POST on the pooled connection");
+    assert_eq!(up.requests_per_conn(), vec![sizes.len()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_after_the_declared_body_are_dropped_with_their_connection() {
+    init_tracing();
+    let up = upstream_with(|s| {
+        (s.path() == "/extra").then(|| Answer {
+            steps: vec![Step::Write(Bytes::from_static(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloGARBAGE!!",
+            ))],
+            after: After::KeepOpen,
+        })
+    })
+    .await;
+    let (_cluster, dp) = gateway(&up.url()).await;
+
+    let mut gw = GwConn::open(dp.proxy_addr).await;
+    let a = gw.get("/pool/extra").await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body, "hello", "exactly the declared 5 bytes");
+    let a = gw.get("/pool/after").await;
+    assert_pong(&a, "/after", "the request after the extra bytes");
+    assert_eq!(up.accepted(), 2, "a new connection after the extra bytes");
+    assert_eq!(up.requests_per_conn(), vec![1, 1]);
+    eventually("the gateway to close that connection", PATIENCE, || async {
+        up.ended(0)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_1_0_answer_is_read_whole_and_its_connection_not_reused() {
+    init_tracing();
+    let up = RawUpstream::start(|s| {
+        let body = long_body(s.path());
+        Answer {
+            steps: vec![Step::Write(Bytes::from(format!(
+                "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )))],
+            // Open, so a wrongly reused connection would still answer.
+            after: After::KeepOpen,
+        }
+    })
+    .await;
+    let (_cluster, dp) = gateway(&up.url()).await;
+
+    // The gateway passes the answer's version on, and closes the client
+    // connection after an HTTP/1.0 answer: a client connection per request.
+    // More requests than workers, so some worker serves two or more (its
+    // pool would hand the second one a connection if it had kept one).
+    let n = 2 * proxy_workers() + 1;
+    for i in 0..n {
+        let path = format!("/old/{i}");
+        let a = get_once(dp.proxy_addr, &format!("/pool{path}")).await;
+        assert_eq!(a.status, 200, "request {i}");
+        assert!(
+            a.body == long_body(&path),
+            "request {i}: {} bytes, want {}",
+            a.body.len(),
+            long_body(&path).len()
+        );
+    }
+    assert_eq!(
+        up.accepted(),
+        n,
+        "one upstream connection per HTTP/1.0 answer"
+    );
+    assert_eq!(up.requests_per_conn(), vec![1; n]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn equal_content_length_values_count_as_one_length() {
+    init_tracing();
+    let up = upstream_with(|s| match s.path() {
+        "/two" => Some(answer(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+        )),
+        "/list" => Some(answer(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello",
+        )),
+        _ => None,
+    })
+    .await;
+    let (_cluster, dp) = gateway(&up.url()).await;
+
+    let mut gw = GwConn::open(dp.proxy_addr).await;
+    for path in ["/two", "/list"] {
+        let a = gw.get(&format!("/pool{path}")).await;
+        assert_eq!((a.status, a.body.as_ref()), (200, &b"hello"[..]), "{path}");
+    }
+    let a = gw.get("/pool/after").await;
+    assert_pong(&a, "/after", "the request after");
+    assert_eq!(
+        up.accepted(),
+        1,
+        "each body ended at 5 bytes, nothing left over"
+    );
+    assert_eq!(up.requests_per_conn(), vec![3]);
+}
+
+// ---------------------------------------------------------------------------
+// The codec: what the target gets wrong
+// ---------------------------------------------------------------------------
+
+/// What the client gets for a broken answer.
+enum Expect {
+    /// A 502 from the gateway: the answer broke before its head was whole.
+    BadGateway,
+    /// The answer's head, then a body cut short (or, the head not sent
+    /// yet, no answer at all): the answer broke in its body.
+    CutShort,
+}
+
+/// The upstream answers `GET /bad` by `bad`, the rest well. The client of
+/// `/bad` gets what `expect` says, the gateway closes that upstream
+/// connection, and requests after it, on every worker, are answered well
+/// on other connections.
+async fn a_bad_answer_fails_alone(what: &str, bad: fn() -> Answer, expect: Expect) {
+    init_tracing();
+    let up = upstream_with(move |s| (s.path() == "/bad").then(bad)).await;
+    let (_cluster, dp) = gateway(&up.url()).await;
+
+    let mut gw = GwConn::open(dp.proxy_addr).await;
+    let outcome = gw
+        .send(gw_request(Method::GET, "/pool/bad", Bytes::new()))
+        .await;
+    let client_open = match expect {
+        Expect::BadGateway => {
+            let a = outcome.whole(what);
+            assert_eq!(a.status, 502, "{what}: {a:?}");
+            true
+        }
+        Expect::CutShort => {
+            match &outcome {
+                Outcome::Cut {
+                    status,
+                    headers,
+                    received,
+                } => {
+                    assert_eq!(*status, 200, "{what}: {outcome:?}");
+                    if let Some(n) = header_str(headers, "content-length") {
+                        assert!(
+                            (received.len() as u64) < n.parse::<u64>().unwrap(),
+                            "{what}: {outcome:?}"
+                        );
+                    }
+                }
+                Outcome::NoResponse(e) => assert!(!e.is_empty()),
+                Outcome::Whole(_) => panic!("{what}: want a broken answer, got {outcome:?}"),
+            }
+            false
+        }
+    };
+
+    let bad_conn = up
+        .seen()
+        .iter()
+        .find(|s| s.path() == "/bad")
+        .expect("the upstream saw /bad")
+        .conn;
+    eventually(
+        &format!("{what}: the gateway to close the connection of /bad"),
+        PATIENCE,
+        || async { up.ended(bad_conn) },
+    )
+    .await;
+
+    if client_open {
+        // The same client connection, so the same worker and pool.
+        let a = gw.get("/pool/same").await;
+        assert_pong(&a, "/same", &format!("{what}: the next request"));
+    }
+    for i in 0..=proxy_workers() {
+        let a = get_once(dp.proxy_addr, &format!("/pool/next/{i}")).await;
+        assert_pong(
+            &a,
+            &format!("/next/{i}"),
+            &format!("{what}: request {i} after"),
+        );
+    }
+    let after: Vec<Seen> = up
+        .seen()
+        .into_iter()
+        .filter(|s| s.path() != "/bad")
+        .collect();
+    assert_eq!(after.len(), proxy_workers() + 1 + usize::from(client_open));
+    assert!(
+        after.iter().all(|s| s.conn != bad_conn),
+        "{what}: a request went on the connection of /bad: {after:?}"
+    );
+}
+
+fn answer(bytes: &'static [u8]) -> Answer {
+    Answer {
+        steps: vec![Step::Write(Bytes::from_static(bytes))],
+        after: After::KeepOpen,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_is_not_http_is_a_502() {
+    a_bad_answer_fails_alone("not HTTP", || answer(b"hello\r\n\r\n"), Expect::BadGateway).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn differing_content_lengths_are_a_502() {
+    a_bad_answer_fails_alone(
+        "two Content-Length headers",
+        || answer(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"),
+        Expect::BadGateway,
+    )
+    .await;
+    a_bad_answer_fails_alone(
+        "a Content-Length list",
+        || answer(b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\nhello!"),
+        Expect::BadGateway,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_content_length_is_a_502() {
+    a_bad_answer_fails_alone(
+        "Content-Length +5",
+        || answer(b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello"),
+        Expect::BadGateway,
+    )
+    .await;
+    a_bad_answer_fails_alone(
+        "Content-Length abc",
+        || answer(b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\nhello"),
+        Expect::BadGateway,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_closing_mid_body_cuts_the_answer_short() {
+    a_bad_answer_fails_alone(
+        "closed after 10 of 100 bytes",
+        || Answer {
+            steps: vec![Step::Write(Bytes::from_static(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789",
+            ))],
+            after: After::Close,
+        },
+        Expect::CutShort,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_closing_before_a_whole_head_is_a_502() {
+    a_bad_answer_fails_alone(
+        "closed mid-head",
+        || Answer {
+            steps: vec![Step::Write(Bytes::from_static(
+                b"HTTP/1.1 200 OK\r\nContent-Le",
+            ))],
+            after: After::Close,
+        },
+        Expect::BadGateway,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_chunk_size_line_cuts_the_answer_short() {
+    a_bad_answer_fails_alone(
+        "chunk size zz",
+        || {
+            answer(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                  5\r\nhello\r\nzz\r\nmore\r\n0\r\n\r\n",
+            )
+        },
+        Expect::CutShort,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunk_data_longer_than_its_size_cuts_the_answer_short() {
+    a_bad_answer_fails_alone(
+        "chunk data not followed by CRLF",
+        || {
+            answer(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                  5\r\nhello, world\r\n0\r\n\r\n",
+            )
+        },
+        Expect::CutShort,
+    )
+    .await;
+}
+
+/// A response head of about 200 KiB, over three times the 64 KiB limit:
+/// the gateway gives up on it once it holds more than 64 KiB of it, which
+/// happens before the head is whole however the reads split it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_head_over_64_kib_is_a_502() {
+    a_bad_answer_fails_alone(
+        "a 200 KiB head",
+        || {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nX-Big: {}\r\nContent-Length: 2\r\n\r\nok",
+                "a".repeat(200 * 1024)
+            );
+            Answer {
+                steps: vec![Step::Write(head.into())],
+                after: After::KeepOpen,
+            }
+        },
+        Expect::BadGateway,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_than_128_response_headers_are_a_502() {
+    a_bad_answer_fails_alone(
+        "129 headers",
+        || {
+            let mut head = String::from("HTTP/1.1 200 OK\r\n");
+            for i in 0..129 {
+                head.push_str(&format!("X-H{i}: {i}\r\n"));
+            }
+            head.push_str("Content-Length: 2\r\n\r\nok");
+            Answer {
+                steps: vec![Step::Write(head.into())],
+                after: After::KeepOpen,
+            }
+        },
+        Expect::BadGateway,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unasked_for_101_is_a_502() {
+    a_bad_answer_fails_alone(
+        "101 to a plain GET",
+        || {
+            answer(
+                b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+            )
+        },
+        Expect::BadGateway,
+    )
+    .await;
+}
+
+// ---------------------------------------------------------------------------
+// Limits and framing rules a first version of the codec got wrong: each
+// test says what RFC 9112 wants.
+// ---------------------------------------------------------------------------
+
+/// The 64 KiB head limit holds for a head that arrives whole, too (the
+/// read buffer grows past 64 KiB before the head is parsed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_head_over_64_kib_in_one_write_is_a_502() {
+    a_bad_answer_fails_alone(
+        "an 80 KiB head in one write",
+        || {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nX-Big: {}\r\nContent-Length: 2\r\n\r\nok",
+                "a".repeat(80 * 1024)
+            );
+            Answer {
+                steps: vec![Step::Write(head.into())],
+                after: After::KeepOpen,
+            }
+        },
+        Expect::BadGateway,
+    )
+    .await;
+}
+
+/// `chunk-size = 1*HEXDIG`: an empty size line (or an extension alone),
+/// which httparse's `parse_chunk_size` reads as 0, is not the last chunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_chunk_size_line_cuts_the_answer_short() {
+    a_bad_answer_fails_alone(
+        "an empty chunk-size line",
+        || {
+            answer(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                  5\r\nhello\r\n\r\n\r\n",
+            )
+        },
+        Expect::CutShort,
+    )
+    .await;
+}
+
+/// `Transfer-Encoding` is a list: two field lines, `gzip` then `chunked`,
+/// make `gzip, chunked`, chunked last, so the body is chunked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_named_in_a_second_transfer_encoding_line_is_decoded() {
+    init_tracing();
+    let up = upstream_with(|s| {
+        (s.path() == "/te2").then(|| Answer {
+            steps: vec![Step::Write(Bytes::from_static(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n\
+                  5\r\nhello\r\n0\r\n\r\n",
+            ))],
+            // So that reading to the close ends, and the test with it.
+            after: After::CloseIn(Duration::from_secs(1)),
+        })
+    })
+    .await;
+    let (_cluster, dp) = gateway(&up.url()).await;
+    let mut gw = GwConn::open(dp.proxy_addr).await;
+    let a = gw.get("/pool/te2").await;
+    assert_eq!((a.status, a.body.as_ref()), (200, &b"hello"[..]), "{a:?}");
+}
+
+/// RFC 9112 section 6.3: with both `Transfer-Encoding` and
+/// `Content-Length`, the former wins, and an intermediary must remove
+/// `Content-Length` before passing the message on (left in, the client
+/// would read 3 of the 5 bytes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_length_beside_chunked_is_not_passed_on() {
+    init_tracing();
+    let up = upstream_with(|s| {
+        (s.path() == "/tecl").then(|| {
+            answer(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n\
+                  5\r\nhello\r\n0\r\n\r\n",
+            )
+        })
+    })
+    .await;
+    let (_cluster, dp) = gateway(&up.url()).await;
+    let mut gw = GwConn::open(dp.proxy_addr).await;
+    let a = gw.get("/pool/tecl").await;
+    assert_eq!((a.status, a.body.as_ref()), (200, &b"hello"[..]), "{a:?}");
+}
+
+/// The 4 KiB limit on a chunk-size line holds for a line that arrives
+/// whole, too, so what passes does not depend on how the reads split.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overlong_chunk_size_line_cuts_the_answer_short() {
+    a_bad_answer_fails_alone(
+        "a 5000-byte chunk extension",
+        || {
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                 5\r\nhello\r\n5;ext={}\r\nworld\r\n0\r\n\r\n",
+                "x".repeat(5000)
+            );
+            Answer {
+                steps: vec![Step::Write(answer.into())],
+                after: After::KeepOpen,
+            }
+        },
+        Expect::CutShort,
+    )
+    .await;
 }

@@ -257,8 +257,7 @@ pub async fn send(
             e.into()
         });
     }
-    let (parts, framing) = read_head(&mut conn, head.method).await?;
-    let keep_alive = keep_alive(&parts);
+    let (parts, framing, keep_alive) = read_head(&mut conn, head.method).await?;
     let mut body = UpstreamBody {
         conn: Some(conn),
         framing,
@@ -286,12 +285,12 @@ fn poll_fill(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<std::io::Result<usiz
     tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.buf)
 }
 
-/// The response head, skipping interim (1xx) answers, and how its body is
-/// delimited.
+/// The response head, skipping interim (1xx) answers, how its body is
+/// delimited, and whether the connection can be kept after it.
 async fn read_head(
     conn: &mut Conn,
     method: &Method,
-) -> Result<(http::response::Parts, Framing), SendError> {
+) -> Result<(http::response::Parts, Framing, bool), SendError> {
     let mut received = false;
     loop {
         if !conn.buf.is_empty() {
@@ -325,7 +324,7 @@ async fn read_head(
 fn parse_head(
     conn: &mut Conn,
     method: &Method,
-) -> Result<Option<(http::response::Parts, Framing)>, SendError> {
+) -> Result<Option<(http::response::Parts, Framing, bool)>, SendError> {
     let bad = |what: &str| SendError::Protocol(format!("invalid upstream response: {what}"));
     loop {
         let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
@@ -333,7 +332,8 @@ fn parse_head(
         let len = match httparse::ParserConfig::default()
             .parse_response_with_uninit_headers(&mut res, &conn.buf, &mut slots)
         {
-            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD_BYTES => n,
+            Ok(httparse::Status::Complete(_)) => return Err(bad("head over 64 KiB")),
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(e) => return Err(bad(&e.to_string())),
         };
@@ -350,11 +350,7 @@ fn parse_head(
         if status == StatusCode::SWITCHING_PROTOCOLS {
             return Err(bad("101 to a request that asked for no upgrade"));
         }
-        let version = if res.version == Some(0) {
-            Version::HTTP_10
-        } else {
-            Version::HTTP_11
-        };
+        let http10 = res.version == Some(0);
         // Names now; values once the head is split off the buffer, as
         // slices of it (no copy).
         let base = conn.buf.as_ptr() as usize;
@@ -371,12 +367,24 @@ fn parse_head(
                 .map_err(|_| bad("header value"))?;
             headers.append(name, value);
         }
+        if http10 && headers.contains_key(header::TRANSFER_ENCODING) {
+            // RFC 9112 section 6.1: the framing of such an answer is faulty.
+            return Err(bad("Transfer-Encoding in an HTTP/1.0 answer"));
+        }
         let framing = framing(method, status, &headers).map_err(bad)?;
+        if headers.contains_key(header::TRANSFER_ENCODING) {
+            // Transfer-Encoding wins; an intermediary drops the length
+            // beside it (RFC 9112 section 6.3).
+            headers.remove(header::CONTENT_LENGTH);
+        }
+        let keep_alive = !http10 && !closes(&headers);
         let mut parts = Response::new(()).into_parts().0;
         parts.status = status;
-        parts.version = version;
+        // The client gets our HTTP version, not the target's (RFC 9110
+        // section 6.2).
+        parts.version = Version::HTTP_11;
         parts.headers = headers;
-        return Ok(Some((parts, framing)));
+        return Ok(Some((parts, framing, keep_alive)));
     }
 }
 
@@ -388,7 +396,8 @@ fn framing(method: &Method, status: StatusCode, h: &HeaderMap) -> Result<Framing
     {
         return Ok(Framing::Done);
     }
-    if let Some(te) = h.get(header::TRANSFER_ENCODING) {
+    // The last coding named, over all the Transfer-Encoding lines.
+    if let Some(te) = h.get_all(header::TRANSFER_ENCODING).iter().next_back() {
         let last = te.as_bytes().rsplit(|b| *b == b',').next().unwrap_or(b"");
         return Ok(if last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
             Framing::Chunked(Chunk::Size)
@@ -417,15 +426,12 @@ fn framing(method: &Method, status: StatusCode, h: &HeaderMap) -> Result<Framing
     })
 }
 
-/// Whether the connection may take another request after this answer.
-fn keep_alive(parts: &http::response::Parts) -> bool {
-    let close = parts
-        .headers
-        .get_all(header::CONNECTION)
+/// Whether the answer says the connection closes after it.
+fn closes(h: &HeaderMap) -> bool {
+    h.get_all(header::CONNECTION)
         .iter()
         .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
-    parts.version == Version::HTTP_11 && !close
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -513,10 +519,19 @@ impl UpstreamBody {
                 return Poll::Ready(Ok(Some(Some(Ok(Frame::data(data))))));
             }
             Framing::Chunked(Chunk::Size) => match memchr_crlf(&conn.buf) {
+                Some(end) if end > MAX_CHUNK_LINE => {
+                    return Poll::Ready(Err("chunk size line too long".into()))
+                }
                 Some(end) => {
                     let line = &conn.buf[..end + 2];
+                    // httparse reads an empty size as 0: the size must
+                    // start with a hex digit.
                     let size = match httparse::parse_chunk_size(line) {
-                        Ok(httparse::Status::Complete((_, size))) => size,
+                        Ok(httparse::Status::Complete((_, size)))
+                            if line[0].is_ascii_hexdigit() =>
+                        {
+                            size
+                        }
                         _ => {
                             return Poll::Ready(Err("invalid chunk size line from upstream".into()))
                         }

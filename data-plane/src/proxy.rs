@@ -371,12 +371,12 @@ async fn handle(
         .unwrap_or_default();
     let matched = {
         let _route = tracing::debug_span!("route").entered();
-        if let Some(res) = auth::cors::answer_preflight(&snapshot.routes, &host, &req) {
+        if let Some(res) = auth::cors::answer_preflight(&snapshot.routes, host, &req) {
             return Ok(res);
         }
         snapshot
             .routes
-            .find(&host, req.uri().path(), req.method())
+            .find(host, req.uri().path(), req.method())
             .map_err(|e| match e {
                 RouteError::NotFound => ProxyError::NotFound,
                 RouteError::MethodNotAllowed { allow } => ProxyError::MethodNotAllowed { allow },
@@ -392,7 +392,7 @@ async fn handle(
         .cors
         .as_ref()
         .and_then(|_| req.headers().get(header::ORIGIN).cloned());
-    let res = guarded(gw, &snapshot, conn, limits, id, &host, matched, req, trail).await;
+    let res = guarded(gw, &snapshot, conn, limits, id, host, matched, req, trail).await;
     let Some(cors) = &api.doc.cors else {
         return res;
     };
