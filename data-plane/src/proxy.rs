@@ -419,16 +419,18 @@ async fn guarded(
     let api = &matched.api.doc;
     let route = matched.route();
     trail.bytes_in = declared_length(req.headers()).unwrap_or(0);
-    // Open routes skip building (and moving) the authentication future.
+    // Open routes skip building (and moving) the authentication future;
+    // the phase's span is there either way.
     let open = route.doc.auth.as_ref().unwrap_or(&api.auth).is_open();
-    let identity = match snapshot.auth.check_ip(&api.id, conn.remote.ip()) {
+    let auth_span = tracing::debug_span!("auth");
+    let identity = match auth_span.in_scope(|| snapshot.auth.check_ip(&api.id, conn.remote.ip())) {
         Err(e) => Err(e),
         Ok(()) if open => Ok(auth::Identity::default()),
         Ok(()) => {
             snapshot
                 .auth
                 .authenticate(api, &route.doc, req.headers())
-                .instrument(tracing::debug_span!("auth"))
+                .instrument(auth_span)
                 .await
         }
     };
@@ -444,12 +446,13 @@ async fn guarded(
         }
     };
     // Only key callers have a plan.
+    let plan_span = tracing::debug_span!("plan");
     let rate = if identity.key_id.is_some() {
         plan_phase(gw, snapshot, &identity, &api.id)
-            .instrument(tracing::debug_span!("plan"))
+            .instrument(plan_span)
             .await
     } else {
-        Ok(None)
+        plan_span.in_scope(|| Ok(None))
     };
     let rate = match rate {
         Ok(r) => r,
