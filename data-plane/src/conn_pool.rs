@@ -361,7 +361,9 @@ fn parse_head(
             fields.push((name, start..start + h.value.len()));
         }
         let raw = conn.buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(fields.len());
+        // Room for what the proxy adds (request id, rate limits, cache
+        // status, CORS) without growing the map.
+        let mut headers = HeaderMap::with_capacity(fields.len() + 8);
         for (name, range) in fields {
             let value = HeaderValue::from_maybe_shared(raw.slice(range))
                 .map_err(|_| bad("header value"))?;

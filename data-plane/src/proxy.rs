@@ -840,6 +840,8 @@ async fn forward(
     let method = parts.method;
 
     let mut headers = parts.headers;
+    // One growth for the headers added below, not one per insert.
+    headers.reserve(8);
     strip_hop_by_hop(&mut headers);
     let host_header = headers.remove(header::HOST);
     headers.remove(&X_API_KEY);
