@@ -24,7 +24,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -121,7 +121,6 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
 /// the access log.
 pub struct Trail {
     start: Instant,
-    at: SystemTime,
     method: Method,
     uri: Uri,
     trace: TraceCtx,
@@ -140,7 +139,6 @@ impl Trail {
     fn new<B>(req: &Request<B>) -> Self {
         Self {
             start: Instant::now(),
-            at: SystemTime::now(),
             method: req.method().clone(),
             uri: req.uri().clone(),
             trace: TraceCtx::from_header(req.headers().get(&TRACEPARENT)),
@@ -178,7 +176,11 @@ impl Trail {
             None => (None, None),
         };
         let who = self.identity.as_ref();
-        w.time("time", self.at)
+        // When the request came: read only for a line actually logged.
+        let at = SystemTime::now()
+            .checked_sub(self.start.elapsed())
+            .unwrap_or(UNIX_EPOCH);
+        w.time("time", at)
             .str("request_id", id.to_str().unwrap_or(""))
             .hex128("trace_id", self.trace.trace_id)
             .opt_str("api", api)
@@ -899,11 +901,12 @@ async fn forward(
     }
 
     let query = parts.uri.query();
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(pool.config.timeout_ms);
+    let sent_at = Instant::now();
+    let deadline =
+        tokio::time::Instant::from_std(sent_at) + Duration::from_millis(pool.config.timeout_ms);
     let attempts = if replayable { retries + 1 } else { 1 };
     let mut tried = Vec::new();
     let mut last_err = ProxyError::NoHealthyUpstream;
-    let sent_at = Instant::now();
     for attempt in 0..attempts {
         let Some(lease) = pool.pick(&tried) else {
             return Err(last_err);

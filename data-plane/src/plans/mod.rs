@@ -132,8 +132,12 @@ impl PlanEnforcer {
     /// Data planes in the cluster as last heard, and whether the last sync
     /// is recent enough to trust the shares.
     pub fn cluster_view(&self) -> (u32, bool) {
+        self.cluster_view_at(self.now_ms())
+    }
+
+    fn cluster_view_at(&self, now_ms: u64) -> (u32, bool) {
         let last = self.last_sync_ms.load(Ordering::Acquire);
-        let fresh = last > 0 && self.now_ms() - last < SYNC_STALE.as_millis() as u64;
+        let fresh = last > 0 && now_ms - last < SYNC_STALE.as_millis() as u64;
         (self.data_planes.load(Ordering::Acquire), fresh)
     }
 
@@ -142,8 +146,8 @@ impl PlanEnforcer {
     }
 
     /// This data plane's part of a key's rate.
-    fn share(&self, kp: &KeyPlan) -> f64 {
-        let (n, fresh) = self.cluster_view();
+    fn share(&self, kp: &KeyPlan, now_ms: u64) -> f64 {
+        let (n, fresh) = self.cluster_view_at(now_ms);
         let n = f64::from(n.max(1));
         if fresh {
             self.shares.get(kp).map_or(1.0 / n, |s| *s)
@@ -158,18 +162,20 @@ impl PlanEnforcer {
         let kp: KeyPlan = (key.to_string(), plan.id.clone());
         let mut info = None;
         if let Some(t) = &plan.throttle {
+            // One clock read for the bucket and the share.
+            let now = self.started.elapsed();
             // A lookup first: `entry` needs an owned key (an allocation).
             let found = self.throttles.get(&kp).map(|t| t.clone());
             let throttle =
                 found.unwrap_or_else(|| self.throttles.entry(kp.clone()).or_default().clone());
             throttle.demand.fetch_add(1, Ordering::Relaxed);
-            let share = self.share(&kp).clamp(0.001, 1.0);
+            let share = self
+                .share(&kp, now.as_millis() as u64 + 1)
+                .clamp(0.001, 1.0);
             let burst = (f64::from(t.burst) * share).max(1.0);
-            let v = throttle.bucket.check(
-                self.started.elapsed().as_nanos() as u64,
-                t.rate * share,
-                burst,
-            );
+            let v = throttle
+                .bucket
+                .check(now.as_nanos() as u64, t.rate * share, burst);
             let rate_info = RateInfo {
                 limit: u64::from(t.burst.max(1)),
                 remaining: v.remaining,
