@@ -428,12 +428,15 @@ async fn guarded(
     let identity = match auth_span.in_scope(|| snapshot.auth.check_ip(&api.id, conn.remote.ip())) {
         Err(e) => Err(e),
         Ok(()) if open => Ok(auth::Identity::default()),
+        // Boxed: only authenticated routes pay for its size (about 1 KiB).
         Ok(()) => {
-            snapshot
-                .auth
-                .authenticate(api, &route.doc, req.headers())
-                .instrument(auth_span)
-                .await
+            Box::pin(
+                snapshot
+                    .auth
+                    .authenticate(api, &route.doc, req.headers())
+                    .instrument(auth_span),
+            )
+            .await
         }
     };
     let identity = match identity {
