@@ -904,6 +904,7 @@ async fn forward(
     }
 
     let query = parts.uri.query();
+    let upstream_path = matched.upstream_path(parts.uri.path());
     let sent_at = Instant::now();
     let deadline =
         tokio::time::Instant::from_std(sent_at) + Duration::from_millis(pool.config.timeout_ms);
@@ -929,12 +930,10 @@ async fn forward(
             Some(_) => None,
             None => {
                 let mut path_and_query = String::with_capacity(
-                    target.base_path.len()
-                        + matched.upstream_path.len()
-                        + query.map_or(0, |q| q.len() + 1),
+                    target.base_path.len() + upstream_path.len() + query.map_or(0, |q| q.len() + 1),
                 );
                 path_and_query.push_str(&target.base_path);
-                path_and_query.push_str(&matched.upstream_path);
+                path_and_query.push_str(upstream_path);
                 if let Some(q) = query {
                     path_and_query.push('?');
                     path_and_query.push_str(q);
@@ -970,7 +969,7 @@ async fn forward(
                 (Some(body), _) => {
                     let head = conn_pool::Head {
                         method: &method,
-                        path: [&target.base_path, &matched.upstream_path],
+                        path: [&target.base_path, upstream_path],
                         query,
                         host: &target.host_header,
                         headers: &headers,

@@ -86,14 +86,35 @@ impl CompiledApi {
 pub struct RouteMatch {
     pub api: Arc<CompiledApi>,
     pub route: usize,
-    /// The path to send upstream (after the target's own path prefix),
-    /// without the query.
-    pub upstream_path: String,
+    /// The route's `upstream_path` rewritten for this request; `None`:
+    /// the request's own path after the base path.
+    rewritten: Option<String>,
 }
 
 impl RouteMatch {
     pub fn route(&self) -> &CompiledRoute {
         &self.api.routes[self.route]
+    }
+
+    /// The path to send upstream (after the target's own path prefix),
+    /// without the query, for a request to `path` (the one matched).
+    pub fn upstream_path<'a>(&'a self, path: &'a str) -> &'a str {
+        match &self.rewritten {
+            Some(p) => p,
+            None => match after_base(&self.api, path) {
+                "" => "/",
+                rest => rest,
+            },
+        }
+    }
+}
+
+/// `path` without the API's base path (which it starts with).
+fn after_base<'a>(api: &CompiledApi, path: &'a str) -> &'a str {
+    if api.doc.base_path == "/" {
+        path
+    } else {
+        &path[api.doc.base_path.len()..]
     }
 }
 
@@ -131,7 +152,12 @@ fn prefixes(path: &str) -> impl Iterator<Item = &str> {
             next = None;
             return Some("/");
         }
-        next = Some(cur.rfind('/').map_or("", |i| &cur[..i]));
+        // A byte scan: `rfind(char)` builds a searcher for each call.
+        next = Some(
+            cur.bytes()
+                .rposition(|b| b == b'/')
+                .map_or("", |i| &cur[..i]),
+        );
         Some(cur)
     })
 }
@@ -189,10 +215,10 @@ impl RouteTable {
 
     /// Route a request. `host` may carry a port; `path` excludes the query.
     pub fn find(&self, host: &str, path: &str, method: &Method) -> Result<RouteMatch, RouteError> {
-        let host = host
-            .rsplit_once(':')
-            .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
-            .map_or(host, |(h, _)| h);
+        let host = match host.bytes().rposition(|b| b == b':') {
+            Some(i) if host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &host[..i],
+            _ => host,
+        };
         let host: std::borrow::Cow<'_, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
             host.to_ascii_lowercase().into()
         } else {
@@ -208,11 +234,7 @@ impl RouteTable {
             .filter_map(|h| self.mounts.get(*h))
             .find_map(|bases| prefixes(path).find_map(|p| bases.get(p)))
             .ok_or(RouteError::NotFound)?;
-        let rest = if api.doc.base_path == "/" {
-            path
-        } else {
-            &path[api.doc.base_path.len()..]
-        };
+        let rest = after_base(api, path);
         let mut allow = Vec::new();
         for (i, r) in api.routes.iter().enumerate() {
             let Some(params) = r.template.matches(rest) else {
@@ -222,15 +244,10 @@ impl RouteTable {
                 allow.extend(r.methods.iter().cloned());
                 continue;
             }
-            let upstream_path = match &r.rewrite {
-                Some(t) => t.render(&params),
-                None if rest.is_empty() => "/".to_string(),
-                None => rest.to_string(),
-            };
             return Ok(RouteMatch {
                 api: api.clone(),
                 route: i,
-                upstream_path,
+                rewritten: r.rewrite.as_ref().map(|t| t.render(&params)),
             });
         }
         if allow.is_empty() {
@@ -275,7 +292,7 @@ mod tests {
         (
             r.api.doc.id.clone(),
             r.route().doc.id.clone(),
-            r.upstream_path,
+            r.upstream_path(path).to_string(),
         )
     }
 
