@@ -154,7 +154,7 @@ impl Head<'_> {
         }
         if body_len > 0 || declared {
             out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(body_len.to_string().as_bytes());
+            out.extend_from_slice(itoa::Buffer::new().format(body_len).as_bytes());
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"\r\n");
