@@ -17,12 +17,42 @@ use tollgate_model::key::{self, ShapeError};
 #[derive(Clone, Default)]
 pub struct KeyIndex {
     /// Keyed hash → record.
-    by_hash: crate::ImMap<String, Arc<ApiKeyRecord>>,
+    by_hash: crate::ImMap<String, Arc<IndexedKey>>,
     /// Key id → its hash, to drop the old entry on update or removal.
     hash_of: crate::ImMap<String, String>,
     /// Usage plan → the APIs it grants.
     plans: crate::ImMap<String, Arc<Vec<String>>>,
     hasher: Option<key::KeyHasher>,
+}
+
+/// A key as the request path uses it: its record, and the identity
+/// headers for the upstream, made once per config change rather than on
+/// every request.
+#[derive(Debug)]
+pub struct IndexedKey {
+    pub rec: ApiKeyRecord,
+    /// `x-tollgate-tenant` and `x-tollgate-key-id` (`None` if a value is
+    /// not a valid header value).
+    pub tenant_header: Option<HeaderValue>,
+    pub id_header: Option<HeaderValue>,
+}
+
+impl IndexedKey {
+    fn new(rec: ApiKeyRecord) -> Self {
+        Self {
+            tenant_header: HeaderValue::from_str(&rec.tenant).ok(),
+            id_header: HeaderValue::from_str(&rec.id).ok(),
+            rec,
+        }
+    }
+}
+
+impl std::ops::Deref for IndexedKey {
+    type Target = ApiKeyRecord;
+
+    fn deref(&self) -> &ApiKeyRecord {
+        &self.rec
+    }
 }
 
 /// Why a key was refused. Only logs see it; the client gets 403.
@@ -88,7 +118,8 @@ impl KeyIndex {
     pub fn upsert_key(&mut self, rec: &ApiKeyRecord) {
         self.remove_key(&rec.id);
         self.hash_of.insert(rec.id.clone(), rec.hash.clone());
-        self.by_hash.insert(rec.hash.clone(), Arc::new(rec.clone()));
+        self.by_hash
+            .insert(rec.hash.clone(), Arc::new(IndexedKey::new(rec.clone())));
     }
 
     pub fn remove_key(&mut self, id: &str) {
@@ -123,7 +154,7 @@ impl KeyIndex {
         &self,
         presented: Option<&HeaderValue>,
         api: &str,
-    ) -> Result<Arc<ApiKeyRecord>, KeyRefusal> {
+    ) -> Result<Arc<IndexedKey>, KeyRefusal> {
         let value = presented.ok_or(KeyRefusal::Missing)?;
         let value = value
             .to_str()

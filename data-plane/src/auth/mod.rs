@@ -200,6 +200,7 @@ impl AuthIndex {
                 Ok(rec) => {
                     identity.tenant = Some(rec.tenant.clone());
                     identity.key_id = Some(rec.id.clone());
+                    identity.key = Some(rec);
                 }
                 Err(refusal) => {
                     refusal.log(&api.id, &route.id);
@@ -259,6 +260,8 @@ pub struct Identity {
     /// The JWT's `sub`.
     pub subject: Option<String>,
     pub jwt: Option<JwtIdentity>,
+    /// The API key the caller presented, as indexed.
+    pub key: Option<Arc<keys::IndexedKey>>,
 }
 
 pub struct JwtIdentity {
@@ -285,8 +288,23 @@ pub fn prepare_upstream_headers(headers: &mut HeaderMap, identity: &Identity) {
             headers.insert(name.clone(), v);
         }
     };
-    put(headers, &X_TOLLGATE_TENANT, &identity.tenant);
-    put(headers, &X_TOLLGATE_KEY_ID, &identity.key_id);
+    match &identity.key {
+        // Made when the key was indexed: no parsing or copying here.
+        Some(key) => {
+            for (name, value) in [
+                (&X_TOLLGATE_TENANT, &key.tenant_header),
+                (&X_TOLLGATE_KEY_ID, &key.id_header),
+            ] {
+                if let Some(v) = value {
+                    headers.insert(name.clone(), v.clone());
+                }
+            }
+        }
+        None => {
+            put(headers, &X_TOLLGATE_TENANT, &identity.tenant);
+            put(headers, &X_TOLLGATE_KEY_ID, &identity.key_id);
+        }
+    }
     put(headers, &X_TOLLGATE_SUBJECT, &identity.subject);
     if let Some(jwt) = &identity.jwt {
         if !jwt.authorizer.forward_authorization() {
