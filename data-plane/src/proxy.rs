@@ -452,7 +452,7 @@ async fn guarded(
     };
     // Only key callers have a plan.
     let plan_span = tracing::debug_span!("plan");
-    let rate = if identity.key_id.is_some() {
+    let rate = if identity.key.is_some() {
         plan_phase(gw, snapshot, &identity, &api.id)
             .instrument(plan_span)
             .await
@@ -643,10 +643,8 @@ async fn plan_phase(
     identity: &auth::Identity,
     api_id: &str,
 ) -> Result<Option<crate::plans::RateInfo>, ProxyError> {
-    let (Some(key_id), Some(plans)) = (&identity.key_id, gw.plans()) else {
-        return Ok(None);
-    };
-    let Some(Resource::ApiKey(key)) = snapshot.config.get(ResourceKind::ApiKey, key_id) else {
+    // The key as authentication indexed it: no second lookup by id.
+    let (Some(key), Some(plans)) = (&identity.key, gw.plans()) else {
         return Ok(None);
     };
     let plan =
@@ -659,7 +657,7 @@ async fn plan_phase(
                 _ => None,
             });
     let Some(plan) = plan else { return Ok(None) };
-    plans.admit(key_id, plan).await.map_err(|d| match d {
+    plans.admit(&key.id, plan).await.map_err(|d| match d {
         crate::plans::PlanDenied::Throttled {
             info,
             retry_after_s,
