@@ -90,7 +90,6 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static HOP_BY_HOP: [&HeaderName; 9] = [
@@ -812,6 +811,17 @@ fn caused_by_body_limit(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// How one upstream attempt goes out.
+// One lives per attempt inside `forward`'s (boxed) future; boxing the
+// request would cost an allocation per unpooled attempt for nothing.
+#[allow(clippy::large_enum_variant)]
+enum Via<'a> {
+    /// Our HTTP/1.1 codec, on this thread's connections, with this body.
+    Pool(&'a Bytes),
+    /// hyper_util's client, with the request built for it.
+    Client(Request<ProxyBody>),
+}
+
 async fn forward(
     up: &Upstream<'_>,
     mut req: Request<Incoming>,
@@ -846,8 +856,8 @@ async fn forward(
     // One growth for the headers added below, not one per insert.
     headers.reserve(8);
     strip_hop_by_hop(&mut headers);
+    // `x-api-key` is already gone: `prepare_upstream_headers` ran.
     let host_header = headers.remove(header::HOST);
-    headers.remove(&X_API_KEY);
     append_forwarded_for(&mut headers, &conn.remote_ip);
     if !headers.contains_key(&X_FORWARDED_PROTO) {
         let proto = if conn.tls { "https" } else { "http" };
@@ -920,13 +930,9 @@ async fn forward(
         let last = attempt + 1 == attempts;
         // Plain HTTP/1.1 with the body in hand goes through this thread's
         // own pool; the rest through hyper_util's client.
-        let pooled = match &buffered {
-            Some(body) if !grpc && target.scheme == Scheme::HTTP => Some(body),
-            _ => None,
-        };
-        let client_request = match pooled {
-            Some(_) => None,
-            None => {
+        let attempt_via = match &buffered {
+            Some(body) if !grpc && target.scheme == Scheme::HTTP => Via::Pool(body),
+            _ => {
                 let mut path_and_query = String::with_capacity(
                     target.base_path.len() + upstream_path.len() + query.map_or(0, |q| q.len() + 1),
                 );
@@ -959,12 +965,12 @@ async fn forward(
                 if grpc {
                     *up.version_mut() = Version::HTTP_2;
                 }
-                Some(up)
+                Via::Client(up)
             }
         };
         let sending = async {
-            match (pooled, client_request) {
-                (Some(body), _) => {
+            match attempt_via {
+                Via::Pool(body) => {
                     let head = conn_pool::Head {
                         method: &method,
                         path: [&target.base_path, upstream_path],
@@ -974,11 +980,10 @@ async fn forward(
                     };
                     conn_pool::send(&target.authority, &head, body).await
                 }
-                (None, Some(up)) => match gw.clients.for_request(grpc).request(up).await {
+                Via::Client(up) => match gw.clients.for_request(grpc).request(up).await {
                     Ok(res) => Ok(res.map(body::boxed)),
                     Err(e) => Err(SendError::Client(e)),
                 },
-                (None, None) => unreachable!("a request is built for every unpooled attempt"),
             }
         };
         let outcome = tokio::time::timeout_at(deadline, sending).await;
