@@ -10,6 +10,44 @@ use http_body_util::{BodyExt, Empty, Full};
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ProxyBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
 
+/// A client's request body.
+pub enum RequestBody {
+    /// hyper's stream of it.
+    Streamed(hyper::body::Incoming),
+    /// All of it, read by the HTTP/1.1 fast path (`h1`) before the request
+    /// went in.
+    Whole(Full<Bytes>),
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            RequestBody::Streamed(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            RequestBody::Whole(b) => Pin::new(b).poll_frame(cx).map_err(|e| match e {}),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Streamed(b) => b.is_end_stream(),
+            RequestBody::Whole(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Streamed(b) => b.size_hint(),
+            RequestBody::Whole(b) => b.size_hint(),
+        }
+    }
+}
+
 pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
     Full::new(bytes.into()).map_err(|e| match e {}).boxed()
 }

@@ -407,25 +407,37 @@ fn framing(method: &Method, status: StatusCode, h: &HeaderMap) -> Result<Framing
             Framing::UntilClose
         });
     }
+    Ok(match content_length(h)? {
+        Some(0) => Framing::Done,
+        Some(n) => Framing::Length(n),
+        None => Framing::UntilClose,
+    })
+}
+
+/// The one length all `Content-Length` lines and list items agree on
+/// (RFC 9112 section 6.3: "5, 5" is 5), or why there is none.
+pub fn content_length(h: &HeaderMap) -> Result<Option<u64>, &'static str> {
     let mut length = None;
     for v in h.get_all(header::CONTENT_LENGTH) {
         for part in v.as_bytes().split(|b| *b == b',') {
-            let n = std::str::from_utf8(part.trim_ascii())
-                .ok()
-                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or("Content-Length")?;
+            let n = digits(part).ok_or("Content-Length")?;
             if length.is_some_and(|l| l != n) {
                 return Err("differing Content-Length values");
             }
             length = Some(n);
         }
     }
-    Ok(match length {
-        Some(0) => Framing::Done,
-        Some(n) => Framing::Length(n),
-        None => Framing::UntilClose,
-    })
+    Ok(length)
+}
+
+/// A decimal length: ASCII digits only, around optional spaces.
+pub fn digits(v: &[u8]) -> Option<u64> {
+    let v = v.trim_ascii();
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    v.iter()
+        .try_fold(0u64, |n, d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
 }
 
 /// Whether the answer says the connection closes after it.

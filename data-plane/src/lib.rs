@@ -8,8 +8,9 @@
 //! - `upstream`: target pools, load balancing, health checks, breakers.
 //! - `proxy`: the request path, phase by phase; `error`: every response the
 //!   gateway makes itself.
-//! - `server`: connections, TLS, limits, graceful shutdown; `framing`: the
-//!   smuggling guard.
+//! - `server`: connections, TLS, limits, graceful shutdown; `h1`: the
+//!   HTTP/1.1 fast path of plain-TCP connections; `framing`: the smuggling
+//!   guard on what hyper serves.
 //! - `cache`: the response cache.
 //! - `status`, `metrics`: the status port; `access_log`: one JSON line per
 //!   request, written off the request path; `trace`: W3C trace context;
@@ -33,6 +34,7 @@ pub mod echo;
 pub mod error;
 pub mod framing;
 pub mod gateway;
+pub mod h1;
 pub mod metrics;
 pub mod plans;
 pub mod proxy;

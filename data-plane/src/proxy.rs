@@ -32,7 +32,6 @@ use http::uri::Scheme;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tracing::Instrument;
 
@@ -40,7 +39,7 @@ use crate::auth;
 use tollgate_model::{Resource, ResourceKind};
 
 use crate::access_log::{AccessLog, LineWriter};
-use crate::body::{self, BoxError, Holding, ProxyBody};
+use crate::body::{self, BoxError, Holding, ProxyBody, RequestBody};
 use crate::cache::{self, FillError, X_CACHE};
 use crate::conn_pool::{self, SendError};
 use crate::error::ProxyError;
@@ -208,11 +207,11 @@ impl Trail {
 
 /// Serve one request. Never fails: errors become responses.
 pub async fn serve(
-    gw: Arc<Gateway>,
-    conn: Arc<ConnInfo>,
-    limits: Arc<Limits>,
-    req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, std::convert::Infallible> {
+    gw: &Gateway,
+    conn: &ConnInfo,
+    limits: &Limits,
+    req: Request<RequestBody>,
+) -> Response<ProxyBody> {
     let id = request_id(req.headers());
     let mut trail = Trail::new(&req);
     let span = tracing::debug_span!(
@@ -224,7 +223,7 @@ pub async fn serve(
         status = tracing::field::Empty,
     );
     trail.trace.link(&span);
-    let res = handle(&gw, &conn, &limits, &id, &mut trail, req)
+    let res = handle(gw, conn, limits, &id, &mut trail, req)
         .instrument(span.clone())
         .await;
     let mut res = match res {
@@ -236,9 +235,9 @@ pub async fn serve(
             .insert(X_CACHE.clone(), HeaderValue::from_static(c.as_str()));
     }
     span.record("status", res.status().as_u16());
-    let mut res = finish(&gw, trail, &id, res);
+    let mut res = finish(gw, trail, &id, res);
     res.headers_mut().insert(X_REQUEST_ID.clone(), id);
-    Ok(res)
+    res
 }
 
 /// Count the request and log it: now if the body's size is known, else
@@ -361,7 +360,7 @@ async fn handle(
     limits: &Limits,
     id: &HeaderValue,
     trail: &mut Trail,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     admit(conn, limits, &req)?;
     let snapshot = gw.snapshot();
@@ -414,7 +413,7 @@ async fn guarded(
     id: &HeaderValue,
     host: &str,
     matched: RouteMatch,
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
     trail: &mut Trail,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let api = &matched.api.doc;
@@ -555,7 +554,7 @@ async fn cached(
     cfg: &tollgate_model::docs::CacheConfig,
     key: Arc<str>,
     refresh: bool,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     trail: &mut Trail,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let cache = &up.gw.cache;
@@ -669,7 +668,7 @@ async fn plan_phase(
 }
 
 /// Phase 1: what hyper's parser accepts but the contract refuses.
-fn admit(conn: &ConnInfo, limits: &Limits, req: &Request<Incoming>) -> Result<(), ProxyError> {
+fn admit(conn: &ConnInfo, limits: &Limits, req: &Request<RequestBody>) -> Result<(), ProxyError> {
     if conn.bad_framing.load(Ordering::Acquire) {
         return Err(ProxyError::BadFraming(
             "both Content-Length and Transfer-Encoding",
@@ -712,7 +711,7 @@ fn uri_len(uri: &Uri) -> usize {
 
 /// The host the request is for: the authority of an absolute-form or
 /// HTTP/2 request, else the Host header (a cheap clone, not a copy).
-fn request_host(req: &Request<Incoming>) -> Option<HeaderValue> {
+fn request_host(req: &Request<RequestBody>) -> Option<HeaderValue> {
     match req.uri().authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
         None => req.headers().get(header::HOST).cloned(),
@@ -742,7 +741,7 @@ fn is_idempotent(m: &Method) -> bool {
 
 /// The `Upgrade` a request asks for, if the gateway passes it through.
 /// `h2c` is never forwarded.
-fn wanted_upgrade(req: &Request<Incoming>) -> Option<HeaderValue> {
+fn wanted_upgrade(req: &Request<RequestBody>) -> Option<HeaderValue> {
     if req.version() != Version::HTTP_11 {
         return None;
     }
@@ -824,7 +823,7 @@ enum Via<'a> {
 
 async fn forward(
     up: &Upstream<'_>,
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
     trail: &mut Trail,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let Upstream {

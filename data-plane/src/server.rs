@@ -2,7 +2,8 @@
 //! HTTP/1.1 and HTTP/2 (h2c by prior knowledge) through hyper's auto
 //! builder, the framing guard, the idle timeout, and graceful shutdown.
 
-use std::future::Future as _;
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
@@ -12,8 +13,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use bytes::Bytes;
 use futures::task::AtomicWaker;
-use http::HeaderValue;
+use http::{HeaderValue, Request, Response};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -23,8 +25,10 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::body::{ProxyBody, RequestBody};
 use crate::framing::FramingGuard;
 use crate::gateway::Gateway;
+use crate::h1;
 use crate::proxy::{self, ConnInfo, Limits};
 
 /// A rustls server config for the proxy from PEM files, with ALPN for
@@ -357,14 +361,44 @@ impl ProxyServer {
     async fn connection(&self, stream: TcpStream, remote: SocketAddr, activity: Arc<Activity>) {
         let _ = stream.set_nodelay(true);
         let flag = Arc::new(AtomicBool::new(false));
+        let info = Arc::new(ConnInfo {
+            remote,
+            remote_ip: HeaderValue::from_str(&remote.ip().to_string())
+                .expect("an IP address is a valid header value"),
+            tls: self.tls.is_some(),
+            bad_framing: flag.clone(),
+        });
         match &self.tls {
             None => {
-                let io = ConnIo {
+                // The fast path first; hyper (with the framing guard) from
+                // the first request it does not take.
+                let mut io = ConnIo {
                     inner: stream,
-                    guard: FramingGuard::new(flag.clone()),
+                    guard: FramingGuard::off(),
                     activity: activity.clone(),
                 };
-                self.serve_http(io, remote, false, flag, activity).await;
+                let outcome = {
+                    let fast = h1::serve(
+                        &mut io,
+                        &self.limits,
+                        || activity.order.load(Ordering::Acquire) != CARRY_ON,
+                        |req| respond(&self.gateway, &info, &self.limits, &activity, req),
+                    );
+                    tokio::pin!(fast);
+                    obey(&activity, |cx, _| fast.as_mut().poll(cx)).await
+                };
+                let Some(h1::Outcome::HandOver(read)) = outcome else {
+                    return;
+                };
+                let io = ConnIo {
+                    inner: Prefixed {
+                        read,
+                        inner: io.inner,
+                    },
+                    guard: FramingGuard::new(flag),
+                    activity: activity.clone(),
+                };
+                self.serve_http(io, info, activity).await;
             }
             Some(config) => {
                 let accept = TlsAcceptor::from(config.clone()).accept(stream);
@@ -383,43 +417,31 @@ impl ProxyServer {
                     guard: if h2 {
                         FramingGuard::off()
                     } else {
-                        FramingGuard::new(flag.clone())
+                        FramingGuard::new(flag)
                     },
                     activity: activity.clone(),
                 };
-                self.serve_http(io, remote, true, flag, activity).await;
+                self.serve_http(io, info, activity).await;
             }
         }
     }
 
-    async fn serve_http<T>(
-        &self,
-        io: ConnIo<T>,
-        remote: SocketAddr,
-        tls: bool,
-        flag: Arc<AtomicBool>,
-        activity: Arc<Activity>,
-    ) where
+    /// Serve a connection with hyper: HTTP/2, TLS, and what the fast path
+    /// hands over.
+    async fn serve_http<T>(&self, io: ConnIo<T>, info: Arc<ConnInfo>, activity: Arc<Activity>)
+    where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let info = Arc::new(ConnInfo {
-            remote,
-            remote_ip: HeaderValue::from_str(&remote.ip().to_string())
-                .expect("an IP address is a valid header value"),
-            tls,
-            bad_framing: flag,
-        });
+        let remote = info.remote;
         let (gw, limits) = (self.gateway.clone(), self.limits.clone());
         let act = activity.clone();
-        let svc = service_fn(move |req| {
+        let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
             let (gw, info, limits, act) = (gw.clone(), info.clone(), limits.clone(), act.clone());
             // On the heap from the start: the request's future is several
             // KiB, and every move of it up the chain would copy it whole.
             Box::pin(async move {
-                act.in_flight.fetch_add(1, Ordering::AcqRel);
-                let res = proxy::serve(gw, info, limits, req).await;
-                act.in_flight.fetch_sub(1, Ordering::AcqRel);
-                res
+                let req = req.map(RequestBody::Streamed);
+                Ok::<_, Infallible>(respond(&gw, &info, &limits, &act, req).await)
             })
         });
         let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -428,7 +450,7 @@ impl ProxyServer {
             .timer(TokioTimer::new())
             .header_read_timeout(self.limits.header_read_timeout)
             .max_headers(self.limits.max_headers)
-            .max_buf_size(64 * 1024)
+            .max_buf_size(h1::MAX_HEAD)
             // Head and body in one buffer, one `write`: cheaper than queueing
             // `iovec`s for the small answers most APIs give.
             .writev(false);
@@ -439,25 +461,106 @@ impl ProxyServer {
             .keep_alive_interval(Duration::from_secs(30));
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
         tokio::pin!(conn);
-        let mut draining = false;
-        std::future::poll_fn(|cx| {
-            // Registered before the order is read: an order given after the
-            // read wakes this task again.
-            activity.task.register(cx.waker());
-            match activity.order.load(Ordering::Acquire) {
-                CLOSE => return Poll::Ready(()),
-                DRAIN if !draining => {
-                    draining = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-                _ => {}
+        let ended = obey(&activity, |cx, drain_now| {
+            if drain_now {
+                conn.as_mut().graceful_shutdown();
             }
-            conn.as_mut().poll(cx).map(|res| {
-                if let Err(e) = res {
-                    tracing::debug!(%remote, error = %e, "connection ended with an error");
-                }
-            })
+            conn.as_mut().poll(cx)
         })
         .await;
+        if let Some(Err(e)) = ended {
+            tracing::debug!(%remote, error = %e, "connection ended with an error");
+        }
+    }
+}
+
+/// One request through the proxy, counted as under way for the sweeper.
+async fn respond(
+    gw: &Gateway,
+    info: &ConnInfo,
+    limits: &Limits,
+    activity: &Activity,
+    req: Request<RequestBody>,
+) -> Response<ProxyBody> {
+    activity.in_flight.fetch_add(1, Ordering::AcqRel);
+    let res = proxy::serve(gw, info, limits, req).await;
+    activity.in_flight.fetch_sub(1, Ordering::AcqRel);
+    res
+}
+
+/// Run a connection under its sweeper's orders: `CLOSE` drops it at once
+/// (`None`); at the first `DRAIN`, `poll` is told to drain (its second
+/// argument), after which the connection must finish by itself.
+///
+/// A poll function rather than a future: hyper's connection type, passed
+/// through a generic `F: Future`, defeats the compiler's `Send` proof.
+async fn obey<T>(
+    activity: &Activity,
+    mut poll: impl FnMut(&mut Context<'_>, bool) -> Poll<T>,
+) -> Option<T> {
+    let mut draining = false;
+    std::future::poll_fn(|cx| {
+        // Registered before the order is read: an order given after the
+        // read wakes this task again.
+        activity.task.register(cx.waker());
+        let drain_now = match activity.order.load(Ordering::Acquire) {
+            CLOSE => return Poll::Ready(None),
+            DRAIN => !std::mem::replace(&mut draining, true),
+            _ => false,
+        };
+        poll(cx, drain_now).map(Some)
+    })
+    .await
+}
+
+/// A stream whose first reads give back bytes already read from it: the
+/// fast path's leftovers, for hyper.
+struct Prefixed<T> {
+    read: Bytes,
+    inner: T,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.read.is_empty() {
+            return Pin::new(&mut self.inner).poll_read(cx, buf);
+        }
+        let n = buf.remaining().min(self.read.len());
+        buf.put_slice(&self.read.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

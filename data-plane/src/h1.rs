@@ -1,0 +1,424 @@
+//! The HTTP/1.1 fast path of plain-TCP client connections.
+//!
+//! hyper's server is general, and its generality was about a third of the
+//! instructions of a proxied request: a dispatcher, a role-generic parser
+//! and encoder, a service future copied into its box, and the framing
+//! guard parsing every head a second time. This path serves the common
+//! request itself, in the connection's task, as pingora does: the head is
+//! parsed once (httparse) straight into the `http` types without copying
+//! header values, a small body is read whole, and the response's head and
+//! body go out in one write.
+//!
+//! It takes only requests it can serve exactly as hyper would: HTTP/1.1,
+//! origin-form target, at most one Host and one Content-Length (digits,
+//! up to `SMALL_BODY`), no Transfer-Encoding, Upgrade or Expect, a head
+//! that parses and fits. At the first request that is anything else (and
+//! that includes HTTP/2's preface, HTTP/1.0, chunked or large uploads,
+//! WebSocket upgrades, and every malformed or oversized head) it hands the
+//! connection to hyper, with the bytes read and not yet used, for the rest
+//! of its life; hyper and the framing guard then give the answers the
+//! contract sets (400 and a close, 413, 414, 431). So nothing hyper refuses
+//! is ever accepted here, and the limits stay in one place.
+
+use std::future::{poll_fn, Future};
+use std::io::{self, Write as _};
+use std::mem::MaybeUninit;
+use std::ops::Range;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures::FutureExt as _;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body;
+use http_body_util::{BodyExt, Full};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use crate::body::{ProxyBody, RequestBody};
+use crate::conn_pool::{content_length, digits, SMALL_BODY};
+
+/// A head longer than this goes to hyper, whose buffer limit it is (431).
+pub const MAX_HEAD: usize = 64 * 1024;
+/// Header slots of one parse; a head with more goes to hyper.
+const MAX_HEADERS: usize = 128;
+/// Free space kept in the read buffer before each read.
+const READ_SPACE: usize = 4 * 1024;
+/// Body bytes gathered with the head before a write; larger frames are
+/// written on their own.
+const GATHER: usize = 16 * 1024;
+
+/// How a connection left the fast path.
+pub enum Outcome {
+    /// It is finished: either side closed it, it failed, or it drained.
+    Closed,
+    /// hyper serves the rest of it, starting with these bytes (read from
+    /// the socket, not yet used).
+    HandOver(Bytes),
+}
+
+/// Serve requests from `io` with `respond` until the connection ends or a
+/// request needs hyper. `draining` is asked between requests: when it says
+/// so, the connection closes once no request is under way.
+pub async fn serve<T, F, Fut>(
+    io: &mut T,
+    limits: &crate::proxy::Limits,
+    draining: impl Fn() -> bool + Sync,
+    mut respond: F,
+) -> Outcome
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+    F: FnMut(Request<RequestBody>) -> Fut,
+    Fut: Future<Output = Response<ProxyBody>>,
+{
+    let mut buf = BytesMut::with_capacity(READ_SPACE * 2);
+    let mut layout = Layout::default();
+    let mut out = Vec::with_capacity(1024);
+    loop {
+        if buf.is_empty() {
+            // Idle between requests: the sweeper's idle timeout applies,
+            // and a drain order closes the connection here.
+            if !matches!(read_more(io, &mut buf, Some(&draining)).await, Ok(true)) {
+                return Outcome::Closed;
+            }
+        }
+        let head_len =
+            match read_head(io, &mut buf, &mut layout, limits.header_read_timeout).await {
+                Ok(Parsed::Head(n)) => n,
+                Ok(Parsed::NotMine) => return Outcome::HandOver(buf.freeze()),
+                Err(_) => return Outcome::Closed,
+            };
+        let body_len = layout.content_length as usize;
+        // The body, whole: the head's promise is at most `SMALL_BODY`.
+        while buf.len() < head_len + body_len {
+            match read_more(io, &mut buf, None).await {
+                Ok(true) => {}
+                _ => return Outcome::Closed,
+            }
+        }
+        let bytes = buf.split_to(head_len + body_len).freeze();
+        let Some(req) = layout.request(&bytes, head_len) else {
+            // A value `http` refuses: hyper refuses it too, with a 400.
+            let mut rest = BytesMut::from(&bytes[..]);
+            rest.extend_from_slice(&buf);
+            return Outcome::HandOver(rest.freeze());
+        };
+        let head_only = req.method() == Method::HEAD;
+        let close = layout.close;
+        let res = respond(req).await;
+        match write_response(io, &mut out, res, head_only, close || draining()).await {
+            Ok(true) => {}
+            _ => return Outcome::Closed,
+        }
+    }
+}
+
+enum Parsed {
+    /// A head this path serves, this many bytes long, is in `layout`.
+    Head(usize),
+    /// hyper's to serve.
+    NotMine,
+}
+
+/// Read until the buffer holds a whole head, and lay it out. A head still
+/// partial after the header read timeout (counted from the first read that
+/// left it partial) fails the connection.
+async fn read_head<T: AsyncRead + Unpin>(
+    io: &mut T,
+    buf: &mut BytesMut,
+    layout: &mut Layout,
+    timeout: Duration,
+) -> io::Result<Parsed> {
+    let mut partial_since = None;
+    loop {
+        match layout.parse(buf) {
+            Some(Ok(n)) => return Ok(Parsed::Head(n)),
+            Some(Err(NotMine)) => return Ok(Parsed::NotMine),
+            None if buf.len() >= MAX_HEAD => return Ok(Parsed::NotMine),
+            None => {}
+        }
+        // Partial: the slow case, so only now a clock and a timer.
+        let since = *partial_since.get_or_insert_with(Instant::now);
+        let left = timeout.saturating_sub(since.elapsed());
+        match tokio::time::timeout(left, read_more(io, buf, None)).await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+        }
+    }
+}
+
+/// One read into the buffer's free space; `false` at the end of the
+/// stream. With `draining`, gives up (as `false`) once it says so.
+async fn read_more<T: AsyncRead + Unpin>(
+    io: &mut T,
+    buf: &mut BytesMut,
+    draining: Option<&(dyn Fn() -> bool + Sync)>,
+) -> io::Result<bool> {
+    buf.reserve(READ_SPACE);
+    poll_fn(|cx| {
+        if draining.is_some_and(|d| d()) {
+            return Poll::Ready(Ok(false));
+        }
+        tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut *io), cx, buf).map_ok(|n| n > 0)
+    })
+    .await
+}
+
+/// The request was not one for this path.
+struct NotMine;
+
+/// Where the parts of the head just parsed are: the owned values (method,
+/// names) made while the buffer was borrowed, and the ranges of the rest,
+/// taken from the buffer without copying once it is split off. Kept per
+/// connection so its vector is allocated once.
+#[derive(Default)]
+struct Layout {
+    method: Method,
+    target: Range<usize>,
+    headers: Vec<(HeaderName, Range<usize>)>,
+    content_length: u64,
+    /// The client asked to close after this request.
+    close: bool,
+}
+
+impl Layout {
+    /// `None`: the head is not complete yet.
+    fn parse(&mut self, buf: &[u8]) -> Option<Result<usize, NotMine>> {
+        let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut []);
+        let n = match req.parse_with_uninit_headers(buf, &mut slots) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => return None,
+            Err(_) => return Some(Err(NotMine)),
+        };
+        Some(self.lay_out(buf, &req).map(|()| n))
+    }
+
+    fn lay_out(&mut self, buf: &[u8], req: &httparse::Request<'_, '_>) -> Result<(), NotMine> {
+        let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
+            return Err(NotMine);
+        };
+        if !path.starts_with('/') {
+            return Err(NotMine);
+        }
+        self.method = Method::from_bytes(method.as_bytes()).map_err(|_| NotMine)?;
+        if self.method == Method::CONNECT {
+            return Err(NotMine);
+        }
+        let at = |s: &[u8]| {
+            let start = s.as_ptr() as usize - buf.as_ptr() as usize;
+            start..start + s.len()
+        };
+        self.target = at(path.as_bytes());
+        self.headers.clear();
+        self.content_length = 0;
+        self.close = false;
+        let (mut hosts, mut lengths) = (0, 0);
+        for h in req.headers.iter() {
+            let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| NotMine)?;
+            if name == header::HOST {
+                hosts += 1;
+            } else if name == header::CONTENT_LENGTH {
+                lengths += 1;
+                self.content_length = digits(h.value).ok_or(NotMine)?;
+            } else if name == header::CONNECTION {
+                for token in h.value.split(|&b| b == b',') {
+                    let token = token.trim_ascii();
+                    if token.eq_ignore_ascii_case(b"close") {
+                        self.close = true;
+                    } else if token.eq_ignore_ascii_case(b"upgrade") {
+                        return Err(NotMine);
+                    }
+                }
+            } else if name == header::TRANSFER_ENCODING
+                || name == header::UPGRADE
+                || name == header::EXPECT
+            {
+                return Err(NotMine);
+            }
+            self.headers.push((name, at(h.value)));
+        }
+        if hosts > 1 || lengths > 1 || self.content_length > SMALL_BODY {
+            return Err(NotMine);
+        }
+        Ok(())
+    }
+
+    /// The request from `bytes`: its head (`head_len` bytes) then its body.
+    /// `None` if `http` refuses the target or a value.
+    fn request(&mut self, bytes: &Bytes, head_len: usize) -> Option<Request<RequestBody>> {
+        let uri = Uri::from_maybe_shared(bytes.slice(self.target.clone())).ok()?;
+        // Room for the headers the proxy adds on the way up.
+        let mut headers = HeaderMap::with_capacity(self.headers.len() + 8);
+        for (name, range) in self.headers.drain(..) {
+            let value = HeaderValue::from_maybe_shared(bytes.slice(range)).ok()?;
+            headers.append(name, value);
+        }
+        let body = Full::new(bytes.slice(head_len..));
+        let mut req = Request::new(RequestBody::Whole(body));
+        *req.method_mut() = std::mem::take(&mut self.method);
+        *req.uri_mut() = uri;
+        *req.version_mut() = Version::HTTP_11;
+        *req.headers_mut() = headers;
+        Some(req)
+    }
+}
+
+/// Write the response; `Ok(true)` if the connection can take another
+/// request. `out` is the connection's write buffer.
+async fn write_response<T: AsyncWrite + Unpin>(
+    io: &mut T,
+    out: &mut Vec<u8>,
+    res: Response<ProxyBody>,
+    head_only: bool,
+    mut close: bool,
+) -> io::Result<bool> {
+    let (parts, mut body) = res.into_parts();
+    let status = parts.status;
+    let bodiless = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    // The framing is this writer's to set: one normalised Content-Length
+    // (the body's own when the header's is unusable), or chunked.
+    let length = if bodiless {
+        None
+    } else {
+        content_length(&parts.headers)
+            .ok()
+            .flatten()
+            .or_else(|| body.size_hint().exact())
+    };
+    let (mut dated, mut says_close) = (false, false);
+    for (name, value) in &parts.headers {
+        if *name == header::TRANSFER_ENCODING || *name == header::CONTENT_LENGTH {
+            continue;
+        }
+        if *name == header::DATE {
+            dated = true;
+        } else if *name == header::CONNECTION {
+            says_close |= value
+                .as_bytes()
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+        }
+        push_header(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    close |= says_close;
+    if !dated {
+        push_header(out, b"date", &date::now());
+    }
+    if close && !says_close {
+        push_header(out, b"connection", b"close");
+    }
+    let chunked = match length {
+        Some(n) => {
+            push_header(out, b"content-length", itoa::Buffer::new().format(n).as_bytes());
+            false
+        }
+        None if bodiless => false,
+        None => {
+            if !head_only {
+                push_header(out, b"transfer-encoding", b"chunked");
+            }
+            true
+        }
+    };
+    out.extend_from_slice(b"\r\n");
+    if bodiless || head_only {
+        io.write_all(out).await?;
+        return Ok(!close);
+    }
+    let mut sent = 0u64;
+    loop {
+        // Gather what is ready; write before waiting for more, so a
+        // streamed answer (server-sent events) is never held back.
+        let frame = match body.frame().now_or_never() {
+            Some(f) => f,
+            None => {
+                if !out.is_empty() {
+                    io.write_all(out).await?;
+                    out.clear();
+                }
+                body.frame().await
+            }
+        };
+        match frame {
+            None => break,
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "response body failed; closing the connection");
+                if !out.is_empty() {
+                    io.write_all(out).await?;
+                }
+                return Ok(false);
+            }
+            Some(Ok(frame)) => {
+                // Trailers are dropped, as hyper drops them on HTTP/1.
+                let Ok(data) = frame.into_data() else { continue };
+                if data.is_empty() {
+                    continue;
+                }
+                sent += data.len() as u64;
+                if chunked {
+                    write!(out, "{:x}\r\n", data.len())?;
+                }
+                if data.len() <= GATHER {
+                    out.extend_from_slice(&data);
+                } else {
+                    io.write_all(out).await?;
+                    out.clear();
+                    io.write_all(&data).await?;
+                }
+                if chunked {
+                    out.extend_from_slice(b"\r\n");
+                }
+            }
+        }
+    }
+    if chunked {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+    if !out.is_empty() {
+        io.write_all(out).await?;
+    }
+    // A body shorter or longer than its Content-Length leaves the client
+    // unable to find the next answer: close.
+    Ok(!close && length.is_none_or(|n| n == sent))
+}
+
+fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The `Date` header, formatted once a second per thread.
+mod date {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    /// An IMF-fixdate is always 29 bytes.
+    pub fn now() -> [u8; 29] {
+        thread_local! {
+            static LAST: RefCell<(u64, [u8; 29])> = const { RefCell::new((0, [0; 29])) };
+        }
+        let now = SystemTime::now();
+        let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        LAST.with_borrow_mut(|(at, text)| {
+            if *at != secs {
+                let s = httpdate::fmt_http_date(now);
+                text.copy_from_slice(&s.as_bytes()[..29]);
+                *at = secs;
+            }
+            *text
+        })
+    }
+}
