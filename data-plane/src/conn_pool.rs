@@ -355,8 +355,10 @@ fn parse_head(
         // slices of it (no copy).
         let base = conn.buf.as_ptr() as usize;
         let mut fields = Vec::with_capacity(res.headers.len());
+        let mut scan = HeadScan::default();
         for h in res.headers.iter() {
             let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad("header name"))?;
+            scan.see(&name, h.value);
             let start = h.value.as_ptr() as usize - base;
             fields.push((name, start..start + h.value.len()));
         }
@@ -369,17 +371,17 @@ fn parse_head(
                 .map_err(|_| bad("header value"))?;
             headers.append(name, value);
         }
-        if http10 && headers.contains_key(header::TRANSFER_ENCODING) {
+        if http10 && scan.chunked_last.is_some() {
             // RFC 9112 section 6.1: the framing of such an answer is faulty.
             return Err(bad("Transfer-Encoding in an HTTP/1.0 answer"));
         }
-        let framing = framing(method, status, &headers).map_err(bad)?;
-        if headers.contains_key(header::TRANSFER_ENCODING) {
+        let framing = framing(method, status, &scan).map_err(bad)?;
+        if scan.chunked_last.is_some() && scan.length != Ok(None) {
             // Transfer-Encoding wins; an intermediary drops the length
             // beside it (RFC 9112 section 6.3).
             headers.remove(header::CONTENT_LENGTH);
         }
-        let keep_alive = !http10 && !closes(&headers);
+        let keep_alive = !http10 && !scan.close;
         let mut parts = Response::new(()).into_parts().0;
         parts.status = status;
         // The client gets our HTTP version, not the target's (RFC 9110
@@ -390,24 +392,59 @@ fn parse_head(
     }
 }
 
+/// What a head's framing depends on, gathered as its fields are read
+/// (one pass, no lookups in the map afterwards).
+#[derive(Debug)]
+struct HeadScan {
+    /// Whether the last coding named over all Transfer-Encoding lines is
+    /// `chunked`; `None` without Transfer-Encoding.
+    chunked_last: Option<bool>,
+    length: Result<Option<u64>, &'static str>,
+    /// `Connection` lists `close`.
+    close: bool,
+}
+
+impl Default for HeadScan {
+    fn default() -> Self {
+        Self {
+            chunked_last: None,
+            length: Ok(None),
+            close: false,
+        }
+    }
+}
+
+impl HeadScan {
+    fn see(&mut self, name: &HeaderName, value: &[u8]) {
+        if *name == header::TRANSFER_ENCODING {
+            let last = value.rsplit(|b| *b == b',').next().unwrap_or(b"");
+            self.chunked_last = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if *name == header::CONTENT_LENGTH {
+            if let Ok(length) = self.length {
+                self.length = add_length(length, value);
+            }
+        } else if *name == header::CONNECTION {
+            self.close |= lists_token(value, b"close");
+        }
+    }
+}
+
 /// How the body of an answer is delimited (RFC 9112 section 6.3).
-fn framing(method: &Method, status: StatusCode, h: &HeaderMap) -> Result<Framing, &'static str> {
+fn framing(method: &Method, status: StatusCode, h: &HeadScan) -> Result<Framing, &'static str> {
     if method == Method::HEAD
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
     {
         return Ok(Framing::Done);
     }
-    // The last coding named, over all the Transfer-Encoding lines.
-    if let Some(te) = h.get_all(header::TRANSFER_ENCODING).iter().next_back() {
-        let last = te.as_bytes().rsplit(|b| *b == b',').next().unwrap_or(b"");
-        return Ok(if last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+    if let Some(chunked) = h.chunked_last {
+        return Ok(if chunked {
             Framing::Chunked(Chunk::Size)
         } else {
             Framing::UntilClose
         });
     }
-    Ok(match content_length(h)? {
+    Ok(match h.length? {
         Some(0) => Framing::Done,
         Some(n) => Framing::Length(n),
         None => Framing::UntilClose,
@@ -417,17 +454,28 @@ fn framing(method: &Method, status: StatusCode, h: &HeaderMap) -> Result<Framing
 /// The one length all `Content-Length` lines and list items agree on
 /// (RFC 9112 section 6.3: "5, 5" is 5), or why there is none.
 pub fn content_length(h: &HeaderMap) -> Result<Option<u64>, &'static str> {
-    let mut length = None;
-    for v in h.get_all(header::CONTENT_LENGTH) {
-        for part in v.as_bytes().split(|b| *b == b',') {
-            let n = digits(part).ok_or("Content-Length")?;
-            if length.is_some_and(|l| l != n) {
-                return Err("differing Content-Length values");
-            }
-            length = Some(n);
+    h.get_all(header::CONTENT_LENGTH)
+        .iter()
+        .try_fold(None, |length, v| add_length(length, v.as_bytes()))
+}
+
+/// The length so far with one more Content-Length line.
+fn add_length(mut length: Option<u64>, line: &[u8]) -> Result<Option<u64>, &'static str> {
+    for part in line.split(|b| *b == b',') {
+        let n = digits(part).ok_or("Content-Length")?;
+        if length.is_some_and(|l| l != n) {
+            return Err("differing Content-Length values");
         }
+        length = Some(n);
     }
     Ok(length)
+}
+
+/// Whether a comma-separated header value (`Connection`) lists `token`.
+pub fn lists_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|b| *b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// A decimal length: ASCII digits only, around optional spaces.
@@ -436,16 +484,9 @@ pub fn digits(v: &[u8]) -> Option<u64> {
     if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    v.iter()
-        .try_fold(0u64, |n, d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
-}
-
-/// Whether the answer says the connection closes after it.
-fn closes(h: &HeaderMap) -> bool {
-    h.get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+    v.iter().try_fold(0u64, |n, d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -661,14 +702,11 @@ mod tests {
     #[test]
     fn framing_follows_rfc_9112() {
         let h = |pairs: &[(&str, &str)]| {
-            let mut m = HeaderMap::new();
+            let mut scan = HeadScan::default();
             for (k, v) in pairs {
-                m.append(
-                    HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                    HeaderValue::from_str(v).unwrap(),
-                );
+                scan.see(&HeaderName::from_bytes(k.as_bytes()).unwrap(), v.as_bytes());
             }
-            m
+            scan
         };
         let ok = StatusCode::OK;
         assert_eq!(

@@ -36,7 +36,7 @@ use http_body_util::{BodyExt, Full};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::body::{ProxyBody, RequestBody};
-use crate::conn_pool::{content_length, digits, SMALL_BODY};
+use crate::conn_pool::{content_length, digits, lists_token, SMALL_BODY};
 
 /// A head longer than this goes to hyper, whose buffer limit it is (431).
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -82,12 +82,12 @@ where
                 return Outcome::Closed;
             }
         }
-        let head_len =
-            match read_head(io, &mut buf, &mut layout, limits.header_read_timeout).await {
-                Ok(Parsed::Head(n)) => n,
-                Ok(Parsed::NotMine) => return Outcome::HandOver(buf.freeze()),
-                Err(_) => return Outcome::Closed,
-            };
+        let head_len = match read_head(io, &mut buf, &mut layout, limits.header_read_timeout).await
+        {
+            Ok(Parsed::Head(n)) => n,
+            Ok(Parsed::NotMine) => return Outcome::HandOver(buf.freeze()),
+            Err(_) => return Outcome::Closed,
+        };
         let body_len = layout.content_length as usize;
         // The body, whole: the head's promise is at most `SMALL_BODY`.
         while buf.len() < head_len + body_len {
@@ -224,14 +224,10 @@ impl Layout {
                 lengths += 1;
                 self.content_length = digits(h.value).ok_or(NotMine)?;
             } else if name == header::CONNECTION {
-                for token in h.value.split(|&b| b == b',') {
-                    let token = token.trim_ascii();
-                    if token.eq_ignore_ascii_case(b"close") {
-                        self.close = true;
-                    } else if token.eq_ignore_ascii_case(b"upgrade") {
-                        return Err(NotMine);
-                    }
+                if lists_token(h.value, b"upgrade") {
+                    return Err(NotMine);
                 }
+                self.close |= lists_token(h.value, b"close");
             } else if name == header::TRANSFER_ENCODING
                 || name == header::UPGRADE
                 || name == header::EXPECT
@@ -286,15 +282,16 @@ async fn write_response<T: AsyncWrite + Unpin>(
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    // The framing is this writer's to set: one normalised Content-Length
-    // (the body's own when the header's is unusable), or chunked.
+    // The framing is this writer's to set: one Content-Length, or chunked.
+    // The length is the body's own when it knows it (what is sent); an
+    // answer to HEAD has no body, and its length is the header's.
+    let header_length = || content_length(&parts.headers).ok().flatten();
     let length = if bodiless {
         None
+    } else if head_only {
+        header_length().or_else(|| body.size_hint().exact())
     } else {
-        content_length(&parts.headers)
-            .ok()
-            .flatten()
-            .or_else(|| body.size_hint().exact())
+        body.size_hint().exact().or_else(header_length)
     };
     let (mut dated, mut says_close) = (false, false);
     for (name, value) in &parts.headers {
@@ -304,10 +301,7 @@ async fn write_response<T: AsyncWrite + Unpin>(
         if *name == header::DATE {
             dated = true;
         } else if *name == header::CONNECTION {
-            says_close |= value
-                .as_bytes()
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+            says_close |= lists_token(value.as_bytes(), b"close");
         }
         push_header(out, name.as_str().as_bytes(), value.as_bytes());
     }
@@ -320,7 +314,11 @@ async fn write_response<T: AsyncWrite + Unpin>(
     }
     let chunked = match length {
         Some(n) => {
-            push_header(out, b"content-length", itoa::Buffer::new().format(n).as_bytes());
+            push_header(
+                out,
+                b"content-length",
+                itoa::Buffer::new().format(n).as_bytes(),
+            );
             false
         }
         None if bodiless => false,
@@ -361,7 +359,9 @@ async fn write_response<T: AsyncWrite + Unpin>(
             }
             Some(Ok(frame)) => {
                 // Trailers are dropped, as hyper drops them on HTTP/1.
-                let Ok(data) = frame.into_data() else { continue };
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
                 if data.is_empty() {
                     continue;
                 }

@@ -750,9 +750,7 @@ fn wanted_upgrade(req: &Request<RequestBody>) -> Option<HeaderValue> {
         .headers()
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+        .any(|v| conn_pool::lists_token(v.as_bytes(), b"upgrade"));
     (wants && !up.as_bytes().eq_ignore_ascii_case(b"h2c")).then(|| up.clone())
 }
 
