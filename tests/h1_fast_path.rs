@@ -971,14 +971,12 @@ async fn graceful_shutdown_closes_idle_connections_and_finishes_requests() {
     );
 }
 
-/// BUG (found by this test, not fixed here): a fast-path request whose
-/// body stalls part-way is never answered and never closed. `h1::serve`
-/// reads the body (Content-Length up to 64 KiB) with `read_more(io, buf,
-/// None)`: no timeout, and the sweeper's drain order is not looked at
-/// there; the request is not yet counted as in flight either, so the
-/// idle sweep's DRAIN comes but is ignored. The same stall on hyper's path
-/// (a body over 64 KiB) gets the upstream's 504 once `timeout_ms` is up,
-/// since the request is already under way upstream.
+/// A request whose body stalls part-way is not left hanging. On the fast
+/// path (a body up to 64 KiB, read whole before the request goes in) the
+/// body must arrive within the header read timeout, else the connection
+/// closes; on hyper's path (a larger, streamed body) the request is already
+/// under way upstream and gets the API's 504 once `timeout_ms` is up.
+/// (This test found the fast path waiting forever.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_small_body_does_not_hold_the_connection_forever() {
     init_tracing();

@@ -24,6 +24,7 @@ use std::future::{poll_fn, Future};
 use std::io::{self, Write as _};
 use std::mem::MaybeUninit;
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -59,11 +60,13 @@ pub enum Outcome {
 
 /// Serve requests from `io` with `respond` until the connection ends or a
 /// request needs hyper. `draining` is asked between requests: when it says
-/// so, the connection closes once no request is under way.
+/// so, the connection closes once no request is under way. `in_flight`
+/// counts the request under way, for the idle sweeper.
 pub async fn serve<T, F, Fut>(
     io: &mut T,
     limits: &crate::proxy::Limits,
     draining: impl Fn() -> bool + Sync,
+    in_flight: &AtomicUsize,
     mut respond: F,
 ) -> Outcome
 where
@@ -89,11 +92,24 @@ where
             Err(_) => return Outcome::Closed,
         };
         let body_len = layout.content_length as usize;
-        // The body, whole: the head's promise is at most `SMALL_BODY`.
-        while buf.len() < head_len + body_len {
-            match read_more(io, &mut buf, None).await {
-                Ok(true) => {}
-                _ => return Outcome::Closed,
+        // The body, whole: the head's promise is at most `SMALL_BODY`. It
+        // must come within the header read timeout, and a drain order (the
+        // sweeper's idle timeout included: nothing is under way yet) ends
+        // the wait, so a stalled body cannot hold the connection.
+        if buf.len() < head_len + body_len {
+            let whole = async {
+                while buf.len() < head_len + body_len {
+                    if !read_more(io, &mut buf, Some(&draining)).await? {
+                        return Err(io::ErrorKind::UnexpectedEof.into());
+                    }
+                }
+                io::Result::Ok(())
+            };
+            if !matches!(
+                tokio::time::timeout(limits.header_read_timeout, whole).await,
+                Ok(Ok(()))
+            ) {
+                return Outcome::Closed;
             }
         }
         let bytes = buf.split_to(head_len + body_len).freeze();
@@ -105,7 +121,9 @@ where
         };
         let head_only = req.method() == Method::HEAD;
         let close = layout.close;
+        in_flight.fetch_add(1, Ordering::AcqRel);
         let res = respond(req).await;
+        in_flight.fetch_sub(1, Ordering::AcqRel);
         match write_response(io, &mut out, res, head_only, close || draining()).await {
             Ok(true) => {}
             _ => return Outcome::Closed,

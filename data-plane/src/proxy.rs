@@ -19,6 +19,7 @@
 //! Each phase runs in a debug-level `tracing` span under the `request`
 //! span, which joins the caller's W3C trace (`trace`).
 
+use std::future::Future as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -223,9 +224,13 @@ pub async fn serve(
         status = tracing::field::Empty,
     );
     trail.trace.link(&span);
-    let res = handle(gw, conn, limits, &id, &mut trail, req)
-        .instrument(span.clone())
-        .await;
+    // What `.instrument(span)` does, without moving the (large) future
+    // into a wrapper first: one copy of it per request, not two.
+    let res = {
+        let handling = handle(gw, conn, limits, &id, &mut trail, req);
+        tokio::pin!(handling);
+        std::future::poll_fn(|cx| span.in_scope(|| handling.as_mut().poll(cx))).await
+    };
     let mut res = match res {
         Ok(res) => res,
         Err(e) => trail.fail(e, &id),

@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bytes::Bytes;
 use futures::task::AtomicWaker;
-use http::{HeaderValue, Request, Response};
+use http::{HeaderValue, Request};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -25,7 +25,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::body::{ProxyBody, RequestBody};
+use crate::body::RequestBody;
 use crate::framing::FramingGuard;
 use crate::gateway::Gateway;
 use crate::h1;
@@ -382,7 +382,8 @@ impl ProxyServer {
                         &mut io,
                         &self.limits,
                         || activity.order.load(Ordering::Acquire) != CARRY_ON,
-                        |req| respond(&self.gateway, &info, &self.limits, &activity, req),
+                        &activity.in_flight,
+                        |req| proxy::serve(&self.gateway, &info, &self.limits, req),
                     );
                     tokio::pin!(fast);
                     obey(&activity, |cx, _| fast.as_mut().poll(cx)).await
@@ -440,8 +441,10 @@ impl ProxyServer {
             // On the heap from the start: the request's future is several
             // KiB, and every move of it up the chain would copy it whole.
             Box::pin(async move {
-                let req = req.map(RequestBody::Streamed);
-                Ok::<_, Infallible>(respond(&gw, &info, &limits, &act, req).await)
+                act.in_flight.fetch_add(1, Ordering::AcqRel);
+                let res = proxy::serve(&gw, &info, &limits, req.map(RequestBody::Streamed)).await;
+                act.in_flight.fetch_sub(1, Ordering::AcqRel);
+                Ok::<_, Infallible>(res)
             })
         });
         let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -472,20 +475,6 @@ impl ProxyServer {
             tracing::debug!(%remote, error = %e, "connection ended with an error");
         }
     }
-}
-
-/// One request through the proxy, counted as under way for the sweeper.
-async fn respond(
-    gw: &Gateway,
-    info: &ConnInfo,
-    limits: &Limits,
-    activity: &Activity,
-    req: Request<RequestBody>,
-) -> Response<ProxyBody> {
-    activity.in_flight.fetch_add(1, Ordering::AcqRel);
-    let res = proxy::serve(gw, info, limits, req).await;
-    activity.in_flight.fetch_sub(1, Ordering::AcqRel);
-    res
 }
 
 /// Run a connection under its sweeper's orders: `CLOSE` drops it at once
