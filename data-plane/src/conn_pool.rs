@@ -124,6 +124,9 @@ pub struct Head<'a> {
     pub query: Option<&'a str>,
     pub host: &'a HeaderValue,
     pub headers: &'a HeaderMap,
+    /// Written after `headers`: fields the gateway sets that the map does
+    /// not have.
+    pub added: &'a [Option<(&'static HeaderName, HeaderValue)>],
 }
 
 impl Head<'_> {
@@ -142,7 +145,8 @@ impl Head<'_> {
         out.extend_from_slice(self.host.as_bytes());
         out.extend_from_slice(b"\r\n");
         let mut declared = false;
-        for (name, value) in self.headers {
+        let added = self.added.iter().flatten().map(|(n, v)| (*n, v));
+        for (name, value) in self.headers.iter().chain(added) {
             if name == header::CONTENT_LENGTH {
                 declared = true;
                 continue;
@@ -750,6 +754,8 @@ mod tests {
         assert_eq!(framing(&Method::GET, ok, &h(&[])), Ok(Framing::UntilClose));
     }
 
+    static X_B: HeaderName = HeaderName::from_static("x-b");
+
     #[test]
     fn the_head_carries_our_framing_only() {
         let mut headers = HeaderMap::new();
@@ -762,11 +768,12 @@ mod tests {
             query: Some("q=1"),
             host: &host,
             headers: &headers,
+            added: &[Some((&X_B, HeaderValue::from_static("2")))],
         };
         let text = String::from_utf8(head.encode(3)).unwrap();
         assert_eq!(
             text,
-            "POST /base/p?q=1 HTTP/1.1\r\nhost: up.test\r\nx-a: 1\r\ncontent-length: 3\r\n\r\n"
+            "POST /base/p?q=1 HTTP/1.1\r\nhost: up.test\r\nx-a: 1\r\nx-b: 2\r\ncontent-length: 3\r\n\r\n"
         );
         let empty = HeaderMap::new();
         let get = Head {
@@ -775,6 +782,7 @@ mod tests {
             query: None,
             host: &host,
             headers: &empty,
+            added: &[],
         };
         assert_eq!(
             String::from_utf8(get.encode(0)).unwrap(),

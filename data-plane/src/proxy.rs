@@ -788,6 +788,66 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
+/// Which of the headers the gateway sets on the way up the client sent
+/// too: one pass over the names, instead of a lookup for each.
+#[derive(Default)]
+struct Sent {
+    forwarded_for: bool,
+    forwarded_proto: bool,
+    forwarded_host: bool,
+    request_id: bool,
+    traceparent: bool,
+}
+
+impl Sent {
+    fn scan(h: &HeaderMap) -> Self {
+        let mut sent = Sent::default();
+        for name in h.keys() {
+            let flag = if *name == X_FORWARDED_FOR {
+                &mut sent.forwarded_for
+            } else if *name == X_FORWARDED_PROTO {
+                &mut sent.forwarded_proto
+            } else if *name == X_FORWARDED_HOST {
+                &mut sent.forwarded_host
+            } else if *name == X_REQUEST_ID {
+                &mut sent.request_id
+            } else if *name == TRACEPARENT {
+                &mut sent.traceparent
+            } else {
+                continue;
+            };
+            *flag = true;
+        }
+        sent
+    }
+}
+
+/// Headers for the target that the request's map does not have (so
+/// writing them after the map's is the same as inserting them).
+#[derive(Default)]
+struct Added {
+    fields: [Option<(&'static HeaderName, HeaderValue)>; 5],
+    len: usize,
+}
+
+impl Added {
+    fn push(&mut self, name: &'static HeaderName, value: HeaderValue) {
+        self.fields[self.len] = Some((name, value));
+        self.len += 1;
+    }
+
+    fn as_slice(&self) -> &[Option<(&'static HeaderName, HeaderValue)>] {
+        &self.fields[..self.len]
+    }
+
+    fn insert_into(&self, h: &mut HeaderMap) {
+        h.reserve(self.len);
+        for (name, value) in self.as_slice().iter().flatten() {
+            h.insert(*name, value.clone());
+        }
+    }
+}
+
 fn append_forwarded_for(h: &mut HeaderMap, ip: &HeaderValue) {
     let value = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prev) => {
@@ -855,17 +915,25 @@ async fn forward(
     let method = parts.method;
 
     let mut headers = parts.headers;
-    // One growth for the headers added below, not one per insert.
-    headers.reserve(8);
     strip_hop_by_hop(&mut headers);
     // `x-api-key` is already gone: `prepare_upstream_headers` ran.
     let host_header = headers.remove(header::HOST);
-    append_forwarded_for(&mut headers, &conn.remote_ip);
-    if !headers.contains_key(&X_FORWARDED_PROTO) {
-        let proto = if conn.tls { "https" } else { "http" };
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    // The headers the gateway sets. Those the client did not send (the
+    // usual case) are kept aside, not inserted: our codec writes them after
+    // the map's, which saves hashing each into it; hyper_util's client gets
+    // them inserted.
+    let mut added = Added::default();
+    let sent = Sent::scan(&headers);
+    if sent.forwarded_for {
+        append_forwarded_for(&mut headers, &conn.remote_ip);
+    } else {
+        added.push(&X_FORWARDED_FOR, conn.remote_ip.clone());
     }
-    if !headers.contains_key(&X_FORWARDED_HOST) {
+    if !sent.forwarded_proto {
+        let proto = if conn.tls { "https" } else { "http" };
+        added.push(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    }
+    if !sent.forwarded_host {
         // The Host header as it came, unless the request line (absolute
         // form) or HTTP/2's authority named the host.
         let value = match host_header {
@@ -873,14 +941,20 @@ async fn forward(
             _ => HeaderValue::from_str(host),
         };
         if let Ok(v) = value {
-            headers.insert(X_FORWARDED_HOST.clone(), v);
+            added.push(&X_FORWARDED_HOST, v);
         }
     }
-    headers.insert(X_REQUEST_ID.clone(), id.clone());
-    headers.insert(
-        TRACEPARENT.clone(),
-        trail.trace.header(trace::child_span_id(&span)),
-    );
+    let traceparent = trail.trace.header(trace::child_span_id(&span));
+    if sent.request_id {
+        headers.insert(X_REQUEST_ID.clone(), id.clone());
+    } else {
+        added.push(&X_REQUEST_ID, id.clone());
+    }
+    if sent.traceparent {
+        headers.insert(TRACEPARENT.clone(), traceparent);
+    } else {
+        added.push(&TRACEPARENT, traceparent);
+    }
     if let Some(up) = &upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, up.clone());
@@ -964,6 +1038,7 @@ async fn forward(
                 } else {
                     headers.clone()
                 };
+                added.insert_into(up.headers_mut());
                 if grpc {
                     *up.version_mut() = Version::HTTP_2;
                 }
@@ -979,6 +1054,7 @@ async fn forward(
                         query,
                         host: &target.host_header,
                         headers: &headers,
+                        added: added.as_slice(),
                     };
                     conn_pool::send(&target.authority, &head, body).await
                 }
