@@ -104,9 +104,53 @@ static HOP_BY_HOP: [&HeaderName; 9] = [
     &header::UPGRADE,
 ];
 
-fn request_id(headers: &HeaderMap) -> HeaderValue {
-    headers
-        .get(&X_REQUEST_ID)
+/// What the request path reads from the client's header fields, found in
+/// one pass over them: a lookup for each would hash its name every time.
+#[derive(Default)]
+struct HeadFacts {
+    host: Option<HeaderValue>,
+    hosts: usize,
+    /// The `Content-Length`, if it is a number.
+    content_length: Option<u64>,
+    upgrade: Option<HeaderValue>,
+    /// `Connection` lists `upgrade`.
+    connection_upgrade: bool,
+    request_id: Option<HeaderValue>,
+    traceparent: Option<HeaderValue>,
+    /// Names and values, for the header size limit.
+    field_bytes: usize,
+}
+
+impl HeadFacts {
+    fn scan(h: &HeaderMap) -> Self {
+        let mut facts = HeadFacts::default();
+        let mut length_seen = false;
+        for (name, value) in h {
+            facts.field_bytes += name.as_str().len() + value.len();
+            if *name == header::HOST {
+                facts.hosts += 1;
+                facts.host.get_or_insert_with(|| value.clone());
+            } else if *name == header::CONTENT_LENGTH && !std::mem::replace(&mut length_seen, true)
+            {
+                facts.content_length = value.to_str().ok().and_then(|v| v.parse().ok());
+            } else if *name == header::UPGRADE {
+                facts.upgrade.get_or_insert_with(|| value.clone());
+            } else if *name == header::CONNECTION {
+                facts.connection_upgrade |= conn_pool::lists_token(value.as_bytes(), b"upgrade");
+            } else if *name == X_REQUEST_ID {
+                facts.request_id.get_or_insert_with(|| value.clone());
+            } else if *name == TRACEPARENT {
+                facts.traceparent.get_or_insert_with(|| value.clone());
+            }
+        }
+        facts
+    }
+}
+
+fn request_id(facts: &HeadFacts) -> HeaderValue {
+    facts
+        .request_id
+        .as_ref()
         .filter(|v| !v.is_empty() && v.len() <= 200)
         .cloned()
         .unwrap_or_else(|| {
@@ -135,12 +179,12 @@ pub struct Trail {
 }
 
 impl Trail {
-    fn new<B>(req: &Request<B>) -> Self {
+    fn new<B>(req: &Request<B>, facts: &HeadFacts) -> Self {
         Self {
             start: Instant::now(),
             method: req.method().clone(),
             uri: req.uri().clone(),
-            trace: TraceCtx::from_header(req.headers().get(&TRACEPARENT)),
+            trace: TraceCtx::from_header(facts.traceparent.as_ref()),
             route: None,
             identity: None,
             upstream: None,
@@ -213,8 +257,9 @@ pub async fn serve(
     limits: &Limits,
     req: Request<RequestBody>,
 ) -> Response<ProxyBody> {
-    let id = request_id(req.headers());
-    let mut trail = Trail::new(&req);
+    let facts = HeadFacts::scan(req.headers());
+    let id = request_id(&facts);
+    let mut trail = Trail::new(&req, &facts);
     let span = tracing::debug_span!(
         "request",
         method = %req.method(),
@@ -227,7 +272,7 @@ pub async fn serve(
     // What `.instrument(span)` does, without moving the (large) future
     // into a wrapper first: one copy of it per request, not two.
     let res = {
-        let handling = handle(gw, conn, limits, &id, &mut trail, req);
+        let handling = handle(gw, conn, limits, &facts, &id, &mut trail, req);
         tokio::pin!(handling);
         std::future::poll_fn(|cx| span.in_scope(|| handling.as_mut().poll(cx))).await
     };
@@ -363,13 +408,14 @@ async fn handle(
     gw: &Gateway,
     conn: &ConnInfo,
     limits: &Limits,
+    facts: &HeadFacts,
     id: &HeaderValue,
     trail: &mut Trail,
     req: Request<RequestBody>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    admit(conn, limits, &req)?;
+    admit(conn, limits, &req, facts)?;
     let snapshot = gw.snapshot();
-    let host_value = request_host(&req);
+    let host_value = request_host(&req, facts);
     let host = host_value
         .as_ref()
         .and_then(|h| h.to_str().ok())
@@ -397,7 +443,10 @@ async fn handle(
         .cors
         .as_ref()
         .and_then(|_| req.headers().get(header::ORIGIN).cloned());
-    let res = guarded(gw, &snapshot, conn, limits, id, host, matched, req, trail).await;
+    let res = guarded(
+        gw, &snapshot, conn, limits, facts, id, host, matched, req, trail,
+    )
+    .await;
     let Some(cors) = &api.doc.cors else {
         return res;
     };
@@ -415,6 +464,7 @@ async fn guarded(
     snapshot: &Snapshot,
     conn: &ConnInfo,
     limits: &Limits,
+    facts: &HeadFacts,
     id: &HeaderValue,
     host: &str,
     matched: RouteMatch,
@@ -423,7 +473,7 @@ async fn guarded(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let api = &matched.api.doc;
     let route = matched.route();
-    trail.bytes_in = declared_length(req.headers()).unwrap_or(0);
+    trail.bytes_in = facts.content_length.unwrap_or(0);
     // Open routes skip building (and moving) the authentication future;
     // the phase's span is there either way.
     let open = route.doc.auth.as_ref().unwrap_or(&api.auth).is_open();
@@ -499,6 +549,7 @@ async fn guarded(
             gw,
             conn,
             limits,
+            facts,
             id,
             host,
             matched: &matched,
@@ -531,6 +582,7 @@ struct Upstream<'a> {
     gw: &'a Gateway,
     conn: &'a ConnInfo,
     limits: &'a Limits,
+    facts: &'a HeadFacts,
     id: &'a HeaderValue,
     host: &'a str,
     matched: &'a RouteMatch,
@@ -631,12 +683,6 @@ fn take_response(slot: &std::sync::Mutex<Option<Response<ProxyBody>>>) -> Respon
         .unwrap_or_else(|| ProxyError::BadGateway("response already taken".into()).into_response())
 }
 
-fn declared_length(h: &HeaderMap) -> Option<u64> {
-    h.get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-}
-
 /// Phase 4: the usage plan of a key caller (the first of the key's plans
 /// that grants this API): throttle, quota, metering. Callers without a key
 /// have no plan.
@@ -673,32 +719,30 @@ async fn plan_phase(
 }
 
 /// Phase 1: what hyper's parser accepts but the contract refuses.
-fn admit(conn: &ConnInfo, limits: &Limits, req: &Request<RequestBody>) -> Result<(), ProxyError> {
+fn admit(
+    conn: &ConnInfo,
+    limits: &Limits,
+    req: &Request<RequestBody>,
+    facts: &HeadFacts,
+) -> Result<(), ProxyError> {
     if conn.bad_framing.load(Ordering::Acquire) {
         return Err(ProxyError::BadFraming(
             "both Content-Length and Transfer-Encoding",
         ));
     }
-    if req.headers().get_all(header::HOST).iter().count() > 1 {
+    if facts.hosts > 1 {
         return Err(ProxyError::BadFraming("more than one Host header"));
     }
     if uri_len(req.uri()) > limits.max_uri_bytes {
         return Err(ProxyError::UriTooLong);
     }
-    let header_bytes: usize = req
-        .headers()
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len())
-        .sum();
-    if header_bytes > limits.max_header_bytes || req.headers().len() > limits.max_headers {
+    if facts.field_bytes > limits.max_header_bytes || req.headers().len() > limits.max_headers {
         return Err(ProxyError::HeadersTooLarge);
     }
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limits.max_body_bytes as u64) {
+    if facts
+        .content_length
+        .is_some_and(|n| n > limits.max_body_bytes as u64)
+    {
         return Err(ProxyError::PayloadTooLarge);
     }
     Ok(())
@@ -716,10 +760,10 @@ fn uri_len(uri: &Uri) -> usize {
 
 /// The host the request is for: the authority of an absolute-form or
 /// HTTP/2 request, else the Host header (a cheap clone, not a copy).
-fn request_host(req: &Request<RequestBody>) -> Option<HeaderValue> {
+fn request_host(req: &Request<RequestBody>, facts: &HeadFacts) -> Option<HeaderValue> {
     match req.uri().authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-        None => req.headers().get(header::HOST).cloned(),
+        None => facts.host.clone(),
     }
 }
 
@@ -746,17 +790,12 @@ fn is_idempotent(m: &Method) -> bool {
 
 /// The `Upgrade` a request asks for, if the gateway passes it through.
 /// `h2c` is never forwarded.
-fn wanted_upgrade(req: &Request<RequestBody>) -> Option<HeaderValue> {
-    if req.version() != Version::HTTP_11 {
+fn wanted_upgrade(req: &Request<RequestBody>, facts: &HeadFacts) -> Option<HeaderValue> {
+    if req.version() != Version::HTTP_11 || !facts.connection_upgrade {
         return None;
     }
-    let up = req.headers().get(header::UPGRADE)?;
-    let wants = req
-        .headers()
-        .get_all(header::CONNECTION)
-        .iter()
-        .any(|v| conn_pool::lists_token(v.as_bytes(), b"upgrade"));
-    (wants && !up.as_bytes().eq_ignore_ascii_case(b"h2c")).then(|| up.clone())
+    let up = facts.upgrade.as_ref()?;
+    (!up.as_bytes().eq_ignore_ascii_case(b"h2c")).then(|| up.clone())
 }
 
 /// Remove hop-by-hop headers, including those named by `Connection`.
@@ -893,6 +932,7 @@ async fn forward(
         gw,
         conn,
         limits,
+        facts,
         id,
         host,
         matched,
@@ -904,7 +944,7 @@ async fn forward(
         target = tracing::field::Empty,
         status = tracing::field::Empty
     );
-    let upgrade = wanted_upgrade(&req);
+    let upgrade = wanted_upgrade(&req, facts);
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let grpc = req.version() == Version::HTTP_2
         && req
@@ -968,7 +1008,9 @@ async fn forward(
     let replayable = is_idempotent(&method) && retries > 0 && upgrade.is_none();
     let small = upgrade.is_none()
         && !grpc
-        && declared_length(&headers).is_some_and(|n| n <= conn_pool::SMALL_BODY);
+        && facts
+            .content_length
+            .is_some_and(|n| n <= conn_pool::SMALL_BODY);
     let mut buffered: Option<Bytes> = None;
     let mut streaming = None;
     if upgrade.is_none() && limited.is_end_stream() {
