@@ -1035,13 +1035,15 @@ async fn forward(
     let deadline =
         tokio::time::Instant::from_std(sent_at) + Duration::from_millis(pool.config.timeout_ms);
     let attempts = if replayable { retries + 1 } else { 1 };
-    let mut tried = Vec::new();
+    // At most 6 attempts (retries are 0 to 5): no allocation for the list.
+    let mut tried = [0usize; 6];
+    let attempts = attempts.min(tried.len());
     let mut last_err = ProxyError::NoHealthyUpstream;
     for attempt in 0..attempts {
-        let Some(lease) = pool.pick(&tried) else {
+        let Some(lease) = pool.pick(&tried[..attempt]) else {
             return Err(last_err);
         };
-        tried.push(lease.index);
+        tried[attempt] = lease.index;
         trail.upstream = Some((pool.clone(), lease.index));
         let target = lease.target();
         span.record("target", target.url.as_str());

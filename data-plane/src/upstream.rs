@@ -281,11 +281,7 @@ impl UpstreamPool {
     pub fn pick(self: &Arc<Self>, tried: &[usize]) -> Option<Lease> {
         let now = now_ms(self.epoch);
         let n = self.targets.len();
-        let usable = |i: usize| {
-            let t = &self.targets[i];
-            t.is_healthy() && !t.breaker.is_open(now)
-        };
-        let mut order: Vec<usize> = match self.config.load_balancing {
+        let index = match self.config.load_balancing {
             LoadBalancing::RoundRobin => {
                 // Weighted: position `k` of the cycle belongs to the target
                 // whose cumulative weight first exceeds it.
@@ -299,7 +295,7 @@ impl UpstreamPool {
                         acc > k
                     })
                     .unwrap_or(0);
-                (0..n).map(|j| (first + j) % n).collect()
+                self.first_allowed((0..n).map(|j| (first + j) % n), tried, now)
             }
             LoadBalancing::LeastRequest => {
                 let offset = self.next.fetch_add(1, Ordering::Relaxed);
@@ -309,20 +305,34 @@ impl UpstreamPool {
                     // In-flight per unit of weight, scaled to stay integral.
                     t.in_flight.load(Ordering::Relaxed) * 1000 / t.weight as usize
                 });
-                v
+                self.first_allowed(v.into_iter(), tried, now)
             }
-        };
-        order.retain(|&i| usable(i));
-        // Prefer targets not tried yet; fall back to a retry on the same one.
-        order.sort_by_key(|i| tried.contains(i));
-        let index = order
-            .into_iter()
-            .find(|&i| self.targets[i].breaker.allow(now))?;
+        }?;
         self.targets[index].in_flight.fetch_add(1, Ordering::AcqRel);
         Some(Lease {
             pool: self.clone(),
             index,
         })
+    }
+
+    /// The first target in the balancer's `order` that is healthy and whose
+    /// breaker lets a request through, preferring those not tried yet (a
+    /// retry goes to the same target only when no other is left).
+    fn first_allowed(
+        &self,
+        order: impl Iterator<Item = usize> + Clone,
+        tried: &[usize],
+        now: u64,
+    ) -> Option<usize> {
+        let usable = |i: &usize| {
+            let t = &self.targets[*i];
+            t.is_healthy() && !t.breaker.is_open(now)
+        };
+        let fresh = order.clone().filter(|i| usable(i) && !tried.contains(i));
+        let again = order.filter(|i| usable(i) && tried.contains(i));
+        fresh
+            .chain(again)
+            .find(|&i| self.targets[i].breaker.allow(now))
     }
 }
 
