@@ -4,22 +4,23 @@
 //! The data plane never sees a key value from the control plane: records
 //! carry the HMAC of the value under the cluster's secret. A presented
 //! value is shape-checked (a typo fails its checksum before any lookup),
-//! hashed with the same secret, looked up by hash, and the stored hash is
-//! compared in constant time.
+//! hashed with the same secret, looked up by hash (as bytes: records' hex
+//! is decoded when they are indexed), and the stored hash is compared in
+//! constant time.
 
 use std::fmt;
 use std::sync::Arc;
 
 use http::HeaderValue;
 use tollgate_model::docs::{ApiKeyRecord, UsagePlan};
-use tollgate_model::key::{self, ShapeError};
+use tollgate_model::key::{self, KeyDigest, ShapeError};
 
 #[derive(Clone, Default)]
 pub struct KeyIndex {
     /// Keyed hash → record.
-    by_hash: crate::ImMap<String, Arc<IndexedKey>>,
+    by_hash: crate::ImMap<KeyDigest, Arc<IndexedKey>>,
     /// Key id → its hash, to drop the old entry on update or removal.
-    hash_of: crate::ImMap<String, String>,
+    hash_of: crate::ImMap<String, KeyDigest>,
     /// Usage plan → the APIs it grants.
     plans: crate::ImMap<String, Arc<Vec<String>>>,
     hasher: Option<key::KeyHasher>,
@@ -31,6 +32,8 @@ pub struct KeyIndex {
 #[derive(Debug)]
 pub struct IndexedKey {
     pub rec: ApiKeyRecord,
+    /// `rec.hash` decoded.
+    digest: KeyDigest,
     /// `x-tollgate-tenant` and `x-tollgate-key-id` (`None` if a value is
     /// not a valid header value).
     pub tenant_header: Option<HeaderValue>,
@@ -38,8 +41,9 @@ pub struct IndexedKey {
 }
 
 impl IndexedKey {
-    fn new(rec: ApiKeyRecord) -> Self {
+    fn new(rec: ApiKeyRecord, digest: KeyDigest) -> Self {
         Self {
+            digest,
             tenant_header: HeaderValue::from_str(&rec.tenant).ok(),
             id_header: HeaderValue::from_str(&rec.id).ok(),
             rec,
@@ -117,9 +121,15 @@ impl KeyIndex {
 
     pub fn upsert_key(&mut self, rec: &ApiKeyRecord) {
         self.remove_key(&rec.id);
-        self.hash_of.insert(rec.id.clone(), rec.hash.clone());
+        // A hash not in the form the control plane writes could match no
+        // presented key: such a record is not indexed.
+        let Some(digest) = key::parse_hash(&rec.hash) else {
+            tracing::warn!(key_id = %rec.id, "API key record has a malformed hash; ignored");
+            return;
+        };
+        self.hash_of.insert(rec.id.clone(), digest);
         self.by_hash
-            .insert(rec.hash.clone(), Arc::new(IndexedKey::new(rec.clone())));
+            .insert(digest, Arc::new(IndexedKey::new(rec.clone(), digest)));
     }
 
     pub fn remove_key(&mut self, id: &str) {
@@ -161,14 +171,14 @@ impl KeyIndex {
             .map_err(|_| KeyRefusal::Malformed(ShapeError::Shape))?;
         key::check_shape(value).map_err(KeyRefusal::Malformed)?;
         let hasher = self.hasher.as_ref().ok_or(KeyRefusal::NoSecret)?;
-        let hash = hasher.hash(value);
+        let digest = hasher.digest(value);
         // The map lookup is on the output of a keyed HMAC, which tells an
         // attacker nothing about stored values; the final compare is
         // constant-time all the same.
         let rec = self
             .by_hash
-            .get(&hash)
-            .filter(|r| key::constant_time_eq(&r.hash, &hash))
+            .get(&digest)
+            .filter(|r| key::digests_equal(&r.digest, &digest))
             .ok_or(KeyRefusal::Unknown)?;
         if !rec.enabled {
             return Err(KeyRefusal::Disabled {
@@ -285,5 +295,17 @@ mod tests {
         ));
         assert_eq!(idx.len(), 2);
         assert_eq!(before.check(Some(&v), "orders").unwrap().id, "k1");
+
+        // A stored hash in another form than the control plane's is not
+        // indexed (it could match no presented key).
+        let fresh = key::generate();
+        let mut upper = record("k4", &secret, &fresh, &["gold"], true);
+        upper.hash = upper.hash.to_uppercase();
+        idx.upsert_key(&upper);
+        assert_eq!(idx.len(), 2);
+        assert_eq!(
+            idx.check(Some(&hv(&fresh)), "orders").unwrap_err(),
+            KeyRefusal::Unknown
+        );
     }
 }
