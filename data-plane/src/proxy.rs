@@ -37,7 +37,6 @@ use hyper_util::rt::TokioIo;
 use tracing::Instrument;
 
 use crate::auth;
-use tollgate_model::{Resource, ResourceKind};
 
 use crate::access_log::{AccessLog, LineWriter};
 use crate::body::{self, BoxError, Holding, ProxyBody};
@@ -452,9 +451,7 @@ async fn guarded(
     // Only key callers have a plan.
     let plan_span = tracing::debug_span!("plan");
     let rate = if identity.key.is_some() {
-        plan_phase(gw, snapshot, &identity, &api.id)
-            .instrument(plan_span)
-            .await
+        plan_phase(gw, &identity).instrument(plan_span).await
     } else {
         plan_span.in_scope(|| Ok(None))
     };
@@ -638,24 +635,12 @@ fn declared_length(h: &HeaderMap) -> Option<u64> {
 /// have no plan.
 async fn plan_phase(
     gw: &Gateway,
-    snapshot: &Snapshot,
     identity: &auth::Identity,
-    api_id: &str,
 ) -> Result<Option<crate::plans::RateInfo>, ProxyError> {
-    // The key as authentication indexed it: no second lookup by id.
-    let (Some(key), Some(plans)) = (&identity.key, gw.plans()) else {
+    // The key and its plan as authentication found them: no second lookup.
+    let (Some(key), Some(plan), Some(plans)) = (&identity.key, &identity.plan, gw.plans()) else {
         return Ok(None);
     };
-    let plan =
-        key.plans
-            .iter()
-            .find_map(|p| match snapshot.config.get(ResourceKind::UsagePlan, p) {
-                Some(Resource::UsagePlan(plan)) if plan.apis.iter().any(|a| a == api_id) => {
-                    Some(plan)
-                }
-                _ => None,
-            });
-    let Some(plan) = plan else { return Ok(None) };
     plans.admit(&key.id, plan).await.map_err(|d| match d {
         crate::plans::PlanDenied::Throttled {
             info,

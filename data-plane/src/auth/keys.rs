@@ -21,8 +21,9 @@ pub struct KeyIndex {
     by_hash: crate::ImMap<KeyDigest, Arc<IndexedKey>>,
     /// Key id → its hash, to drop the old entry on update or removal.
     hash_of: crate::ImMap<String, KeyDigest>,
-    /// Usage plan → the APIs it grants.
-    plans: crate::ImMap<String, Arc<Vec<String>>>,
+    /// Usage plans by id: the APIs they grant, and what the plan phase
+    /// applies.
+    plans: crate::ImMap<String, Arc<UsagePlan>>,
     hasher: Option<key::KeyHasher>,
 }
 
@@ -57,6 +58,14 @@ impl std::ops::Deref for IndexedKey {
     fn deref(&self) -> &ApiKeyRecord {
         &self.rec
     }
+}
+
+/// A key that passed the check, and the first of its usage plans that
+/// grants the API (the one the plan phase applies).
+#[derive(Debug)]
+pub struct Granted {
+    pub key: Arc<IndexedKey>,
+    pub plan: Arc<UsagePlan>,
 }
 
 /// Why a key was refused. Only logs see it; the client gets 403.
@@ -142,29 +151,24 @@ impl KeyIndex {
     }
 
     pub fn upsert_plan(&mut self, plan: &UsagePlan) {
-        self.plans
-            .insert(plan.id.clone(), Arc::new(plan.apis.clone()));
+        self.plans.insert(plan.id.clone(), Arc::new(plan.clone()));
     }
 
     pub fn remove_plan(&mut self, id: &str) {
         self.plans.remove(id);
     }
 
-    /// Does one of `plans` grant `api`?
-    pub fn grants(&self, plans: &[String], api: &str) -> bool {
-        plans.iter().any(|p| {
+    /// The first of `plans` that grants `api`.
+    pub fn granting_plan(&self, plans: &[String], api: &str) -> Option<&Arc<UsagePlan>> {
+        plans.iter().find_map(|p| {
             self.plans
                 .get(p)
-                .is_some_and(|apis| apis.iter().any(|a| a == api))
+                .filter(|plan| plan.apis.iter().any(|a| a == api))
         })
     }
 
     /// Check the value of an `x-api-key` header for `api`.
-    pub fn check(
-        &self,
-        presented: Option<&HeaderValue>,
-        api: &str,
-    ) -> Result<Arc<IndexedKey>, KeyRefusal> {
+    pub fn check(&self, presented: Option<&HeaderValue>, api: &str) -> Result<Granted, KeyRefusal> {
         let value = presented.ok_or(KeyRefusal::Missing)?;
         let value = value
             .to_str()
@@ -185,12 +189,15 @@ impl KeyIndex {
                 key_id: rec.id.clone(),
             });
         }
-        if !self.grants(&rec.plans, api) {
+        let Some(plan) = self.granting_plan(&rec.plans, api) else {
             return Err(KeyRefusal::NotGranted {
                 key_id: rec.id.clone(),
             });
-        }
-        Ok(rec.clone())
+        };
+        Ok(Granted {
+            key: rec.clone(),
+            plan: plan.clone(),
+        })
     }
 }
 
@@ -235,7 +242,7 @@ mod tests {
         idx.upsert_key(&record("k1", &secret, &good, &["gold"], true));
         idx.upsert_key(&record("k2", &secret, &off, &["gold"], false));
         idx.upsert_key(&record("k3", &secret, &other, &["silver"], true));
-        assert_eq!(idx.check(Some(&v), "orders").unwrap().id, "k1");
+        assert_eq!(idx.check(Some(&v), "orders").unwrap().key.id, "k1");
         assert_eq!(idx.check(None, "orders").unwrap_err(), KeyRefusal::Missing);
         let mut typo = good.clone().into_bytes();
         typo[5] = if typo[5] == b'a' { b'b' } else { b'a' };
@@ -294,7 +301,7 @@ mod tests {
             KeyRefusal::Disabled { .. }
         ));
         assert_eq!(idx.len(), 2);
-        assert_eq!(before.check(Some(&v), "orders").unwrap().id, "k1");
+        assert_eq!(before.check(Some(&v), "orders").unwrap().key.id, "k1");
 
         // A stored hash in another form than the control plane's is not
         // indexed (it could match no presented key).

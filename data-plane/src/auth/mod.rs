@@ -197,10 +197,11 @@ impl AuthIndex {
         }
         if policy.api_key {
             match self.keys.check(headers.get(&X_API_KEY), &api.id) {
-                Ok(rec) => {
-                    identity.tenant = Some(rec.tenant.clone());
-                    identity.key_id = Some(rec.id.clone());
-                    identity.key = Some(rec);
+                Ok(granted) => {
+                    identity.tenant = Some(granted.key.tenant.clone());
+                    identity.key_id = Some(granted.key.id.clone());
+                    identity.key = Some(granted.key);
+                    identity.plan = Some(granted.plan);
                 }
                 Err(refusal) => {
                     refusal.log(&api.id, &route.id);
@@ -262,6 +263,9 @@ pub struct Identity {
     pub jwt: Option<JwtIdentity>,
     /// The API key the caller presented, as indexed.
     pub key: Option<Arc<keys::IndexedKey>>,
+    /// The first of the key's usage plans that grants the API: the plan
+    /// phase applies it.
+    pub plan: Option<Arc<tollgate_model::docs::UsagePlan>>,
 }
 
 pub struct JwtIdentity {
