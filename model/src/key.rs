@@ -158,9 +158,16 @@ pub fn constant_time_eq(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
-/// Compare two digests without leaking where they differ.
+/// Compare two digests without leaking where they differ. By 64-bit
+/// words: as constant-time as by bytes, with an eighth of the optimization
+/// barriers (one per `ct_eq`).
 pub fn digests_equal(a: &KeyDigest, b: &KeyDigest) -> bool {
-    bool::from(a[..].ct_eq(&b[..]))
+    let words = |d: &KeyDigest| -> [u64; 4] {
+        std::array::from_fn(|i| {
+            u64::from_le_bytes(d[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
+        })
+    };
+    bool::from(words(a)[..].ct_eq(&words(b)[..]))
 }
 
 /// A new random secret for the keyed hash, hex.
