@@ -75,6 +75,25 @@ struct QuotaSlot {
     exhausted_until: AtomicU64,
 }
 
+impl QuotaSlot {
+    /// Take one unit from the chunk in hand, if any is left.
+    fn take_one(&self) -> bool {
+        let mut left = self.left.load(Ordering::Acquire);
+        while left > 0 {
+            match self.left.compare_exchange_weak(
+                left,
+                left - 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => left = actual,
+            }
+        }
+        false
+    }
+}
+
 pub struct PlanEnforcer {
     node_id: String,
     /// Distinguishes this boot's usage batches from an earlier boot's.
@@ -191,9 +210,7 @@ impl PlanEnforcer {
         }
         let today = usage::today();
         if plan.quota.is_some() {
-            // Boxed: the lease fetch is a large future, and every request's
-            // future would otherwise be sized (and moved) for it.
-            if let Err(e) = Box::pin(self.take_quota(&state, key, plan, today)).await {
+            if let Err(e) = self.take_quota(&state, key, plan, today).await {
                 self.over_quota.fetch_add(1, Ordering::Relaxed);
                 return Err(e);
             }
@@ -234,6 +251,8 @@ impl PlanEnforcer {
         }
     }
 
+    /// Take one unit of the plan's quota: from the chunk in hand, or from
+    /// a new chunk leased for it.
     async fn take_quota(
         &self,
         state: &KeyPlanState,
@@ -241,8 +260,27 @@ impl PlanEnforcer {
         plan: &UsagePlan,
         today: Day,
     ) -> Result<(), PlanDenied> {
+        let slot = self.quota_slot(state, key, plan, today);
+        if slot.take_one() {
+            return Ok(());
+        }
+        // Boxed: the lease fetch is a large future, and every request's
+        // future would otherwise be sized (and moved) for it; only a
+        // request that finds the chunk empty makes it.
+        Box::pin(self.refill_and_take(&slot, key, &plan.id, today)).await
+    }
+
+    /// The slot of the plan's quota for `today`'s period; a changed quota
+    /// or a new period starts a new slot.
+    fn quota_slot(
+        &self,
+        state: &KeyPlanState,
+        key: &str,
+        plan: &UsagePlan,
+        today: Day,
+    ) -> Arc<QuotaSlot> {
         let q = plan.quota.as_ref().expect("checked");
-        let slot = match state.quota.load_full() {
+        match state.quota.load_full() {
             Some(s) if s.quota == *q && s.period_start <= today && today < s.period_end => s,
             old => {
                 if let Some(old) = old.filter(|o| o.period_start <= today && today < o.period_end) {
@@ -260,20 +298,21 @@ impl PlanEnforcer {
                 state.quota.store(Some(s.clone()));
                 s
             }
-        };
+        }
+    }
+
+    /// Lease chunks for `slot` until a unit is taken or the quota is known
+    /// to be used up.
+    async fn refill_and_take(
+        &self,
+        slot: &QuotaSlot,
+        key: &str,
+        plan: &str,
+        today: Day,
+    ) -> Result<(), PlanDenied> {
         loop {
-            // Take one unit from the chunk, if any is left.
-            let mut left = slot.left.load(Ordering::Acquire);
-            while left > 0 {
-                match slot.left.compare_exchange_weak(
-                    left,
-                    left - 1,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                ) {
-                    Ok(_) => return Ok(()),
-                    Err(actual) => left = actual,
-                }
+            if slot.take_one() {
+                return Ok(());
             }
             if self.now_ms() < slot.exhausted_until.load(Ordering::Acquire) {
                 return Err(PlanDenied::QuotaExceeded);
@@ -288,7 +327,7 @@ impl PlanEnforcer {
             }
             let last = slot.last_chunk.load(Ordering::Relaxed);
             let want = (last * 2).clamp(10, 10_000);
-            match self.lease(key, &plan.id, today, want).await {
+            match self.lease(key, plan, today, want).await {
                 Some(granted) if granted > 0 => {
                     slot.last_chunk.store(granted, Ordering::Relaxed);
                     slot.left.fetch_add(granted as i64, Ordering::AcqRel);
