@@ -186,9 +186,9 @@ impl Trail {
             .str("method", self.method.as_str())
             .str("path", self.uri.path())
             .u64("status", u64::from(status))
-            .opt_str("key_id", who.and_then(|i| i.key_id.as_deref()))
+            .opt_str("key_id", who.and_then(|i| i.key_id()))
             .opt_str("subject", who.and_then(|i| i.subject.as_deref()))
-            .opt_str("tenant", who.and_then(|i| i.tenant.as_deref()))
+            .opt_str("tenant", who.and_then(|i| i.tenant()))
             .opt_str(
                 "upstream",
                 self.upstream

@@ -52,6 +52,24 @@ impl IndexedKey {
     }
 }
 
+#[cfg(test)]
+impl IndexedKey {
+    /// A key as if indexed, for tests elsewhere in the crate.
+    pub(crate) fn for_tests(id: &str, tenant: &str) -> Arc<Self> {
+        let rec = ApiKeyRecord {
+            id: id.into(),
+            tenant: tenant.into(),
+            name: String::new(),
+            prefix: String::new(),
+            hash: String::new(),
+            plans: Vec::new(),
+            enabled: true,
+            created_at: 0,
+        };
+        Arc::new(Self::new(rec, [0; 32]))
+    }
+}
+
 impl std::ops::Deref for IndexedKey {
     type Target = ApiKeyRecord;
 

@@ -198,8 +198,6 @@ impl AuthIndex {
         if policy.api_key {
             match self.keys.check(headers.get(&X_API_KEY), &api.id) {
                 Ok(granted) => {
-                    identity.tenant = Some(granted.key.tenant.clone());
-                    identity.key_id = Some(granted.key.id.clone());
                     identity.key = Some(granted.key);
                     identity.plan = Some(granted.plan);
                 }
@@ -256,8 +254,6 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 /// Who the caller turned out to be.
 #[derive(Default)]
 pub struct Identity {
-    pub tenant: Option<String>,
-    pub key_id: Option<String>,
     /// The JWT's `sub`.
     pub subject: Option<String>,
     pub jwt: Option<JwtIdentity>,
@@ -266,6 +262,18 @@ pub struct Identity {
     /// The first of the key's usage plans that grants the API: the plan
     /// phase applies it.
     pub plan: Option<Arc<tollgate_model::docs::UsagePlan>>,
+}
+
+impl Identity {
+    /// The id of the caller's API key.
+    pub fn key_id(&self) -> Option<&str> {
+        self.key.as_ref().map(|k| k.id.as_str())
+    }
+
+    /// The tenant of the caller's API key.
+    pub fn tenant(&self) -> Option<&str> {
+        self.key.as_ref().map(|k| k.tenant.as_str())
+    }
 }
 
 pub struct JwtIdentity {
@@ -292,21 +300,15 @@ pub fn prepare_upstream_headers(headers: &mut HeaderMap, identity: &Identity) {
             headers.insert(name.clone(), v);
         }
     };
-    match &identity.key {
-        // Made when the key was indexed: no parsing or copying here.
-        Some(key) => {
-            for (name, value) in [
-                (&X_TOLLGATE_TENANT, &key.tenant_header),
-                (&X_TOLLGATE_KEY_ID, &key.id_header),
-            ] {
-                if let Some(v) = value {
-                    headers.insert(name.clone(), v.clone());
-                }
+    // Made when the key was indexed: no parsing or copying here.
+    if let Some(key) = &identity.key {
+        for (name, value) in [
+            (&X_TOLLGATE_TENANT, &key.tenant_header),
+            (&X_TOLLGATE_KEY_ID, &key.id_header),
+        ] {
+            if let Some(v) = value {
+                headers.insert(name.clone(), v.clone());
             }
-        }
-        None => {
-            put(headers, &X_TOLLGATE_TENANT, &identity.tenant);
-            put(headers, &X_TOLLGATE_KEY_ID, &identity.key_id);
         }
     }
     put(headers, &X_TOLLGATE_SUBJECT, &identity.subject);
