@@ -419,14 +419,25 @@ async fn guarded(
     let api = &matched.api.doc;
     let route = matched.route();
     trail.bytes_in = declared_length(req.headers()).unwrap_or(0);
-    // Open routes skip building (and moving) the authentication future;
-    // the phase's span is there either way.
-    let open = route.doc.auth.as_ref().unwrap_or(&api.auth).is_open();
+    // Only routes with a JWT authorizer build (and move) the
+    // authentication future: API keys are checked without waiting. The
+    // phase's span is there either way.
+    let has_authorizer = route
+        .doc
+        .auth
+        .as_ref()
+        .unwrap_or(&api.auth)
+        .authorizer
+        .is_some();
     let auth_span = tracing::debug_span!("auth");
     let identity = match auth_span.in_scope(|| snapshot.auth.check_ip(&api.id, conn.remote.ip())) {
         Err(e) => Err(e),
-        Ok(()) if open => Ok(auth::Identity::default()),
-        // Boxed: only authenticated routes pay for its size (about 1 KiB).
+        Ok(()) if !has_authorizer => auth_span.in_scope(|| {
+            snapshot
+                .auth
+                .authenticate_key(api, &route.doc, req.headers())
+        }),
+        // Boxed: only these routes pay for its size (about 1 KiB).
         Ok(()) => {
             Box::pin(
                 snapshot
