@@ -274,10 +274,10 @@ pub fn plan<B>(
     if !policy.is_open() && !cfg.shared {
         // Each caller has their own entries; a caller the gateway cannot
         // name is not cached at all.
-        if identity.key_id.is_none() && identity.subject.is_none() {
+        if identity.key_id().is_none() && identity.subject.is_none() {
             return Plan::Bypass;
         }
-        if let Some(k) = &identity.key_id {
+        if let Some(k) = identity.key_id() {
             key.push_str("\nk:");
             key.push_str(k);
         }
@@ -473,6 +473,7 @@ impl Body for FramesThen {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::keys::IndexedKey;
 
     fn cfg(key: &[&str]) -> CacheConfig {
         serde_json::from_value(serde_json::json!({"ttl_s": 60, "key": key})).unwrap()
@@ -572,11 +573,11 @@ mod tests {
         let keyed: AuthPolicy =
             serde_json::from_value(serde_json::json!({"api_key": true})).unwrap();
         let alice = Identity {
-            key_id: Some("key_a".into()),
+            key: Some(IndexedKey::for_tests("key_a", "acme")),
             ..Default::default()
         };
         let bob = Identity {
-            key_id: Some("key_b".into()),
+            key: Some(IndexedKey::for_tests("key_b", "acme")),
             ..Default::default()
         };
         let r = req("/x", &[]);

@@ -139,7 +139,7 @@ impl ProxyError {
                 retry_after_s,
             } => {
                 set_rate_headers(h, info);
-                h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_s));
+                h.insert(header::RETRY_AFTER, number(*retry_after_s));
             }
             _ => {}
         }
@@ -154,7 +154,14 @@ pub fn set_rate_headers(h: &mut http::HeaderMap, info: &crate::plans::RateInfo) 
     static LIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit-limit");
     static REMAINING: http::HeaderName = http::HeaderName::from_static("ratelimit-remaining");
     static RESET: http::HeaderName = http::HeaderName::from_static("ratelimit-reset");
-    h.insert(LIMIT.clone(), HeaderValue::from(info.limit));
-    h.insert(REMAINING.clone(), HeaderValue::from(info.remaining));
-    h.insert(RESET.clone(), HeaderValue::from(info.reset_s));
+    h.insert(LIMIT.clone(), number(info.limit));
+    h.insert(REMAINING.clone(), number(info.remaining));
+    h.insert(RESET.clone(), number(info.reset_s));
+}
+
+/// A number as a header value. Not `HeaderValue::from(u64)`: that makes a
+/// buffer with room to spare, then a second allocation to share it;
+/// copying the digits makes one.
+fn number(n: u64) -> HeaderValue {
+    HeaderValue::from_str(itoa::Buffer::new().format(n)).expect("digits are a header value")
 }

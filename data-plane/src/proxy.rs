@@ -37,7 +37,6 @@ use hyper_util::rt::TokioIo;
 use tracing::Instrument;
 
 use crate::auth;
-use tollgate_model::{Resource, ResourceKind};
 
 use crate::access_log::{AccessLog, LineWriter};
 use crate::body::{self, BoxError, Holding, ProxyBody, RequestBody};
@@ -231,9 +230,9 @@ impl Trail {
             .str("method", self.method.as_str())
             .str("path", self.uri.path())
             .u64("status", u64::from(status))
-            .opt_str("key_id", who.and_then(|i| i.key_id.as_deref()))
+            .opt_str("key_id", who.and_then(|i| i.key_id()))
             .opt_str("subject", who.and_then(|i| i.subject.as_deref()))
-            .opt_str("tenant", who.and_then(|i| i.tenant.as_deref()))
+            .opt_str("tenant", who.and_then(|i| i.tenant()))
             .opt_str(
                 "upstream",
                 self.upstream
@@ -474,14 +473,25 @@ async fn guarded(
     let api = &matched.api.doc;
     let route = matched.route();
     trail.bytes_in = facts.content_length.unwrap_or(0);
-    // Open routes skip building (and moving) the authentication future;
-    // the phase's span is there either way.
-    let open = route.doc.auth.as_ref().unwrap_or(&api.auth).is_open();
+    // Only routes with a JWT authorizer build (and move) the
+    // authentication future: API keys are checked without waiting. The
+    // phase's span is there either way.
+    let has_authorizer = route
+        .doc
+        .auth
+        .as_ref()
+        .unwrap_or(&api.auth)
+        .authorizer
+        .is_some();
     let auth_span = tracing::debug_span!("auth");
     let identity = match auth_span.in_scope(|| snapshot.auth.check_ip(&api.id, conn.remote.ip())) {
         Err(e) => Err(e),
-        Ok(()) if open => Ok(auth::Identity::default()),
-        // Boxed: only authenticated routes pay for its size (about 1 KiB).
+        Ok(()) if !has_authorizer => auth_span.in_scope(|| {
+            snapshot
+                .auth
+                .authenticate_key(api, &route.doc, req.headers())
+        }),
+        // Boxed: only these routes pay for its size (about 1 KiB).
         Ok(()) => {
             Box::pin(
                 snapshot
@@ -506,9 +516,7 @@ async fn guarded(
     // Only key callers have a plan.
     let plan_span = tracing::debug_span!("plan");
     let rate = if identity.key.is_some() {
-        plan_phase(gw, snapshot, &identity, &api.id)
-            .instrument(plan_span)
-            .await
+        plan_phase(gw, &identity).instrument(plan_span).await
     } else {
         plan_span.in_scope(|| Ok(None))
     };
@@ -688,24 +696,12 @@ fn take_response(slot: &std::sync::Mutex<Option<Response<ProxyBody>>>) -> Respon
 /// have no plan.
 async fn plan_phase(
     gw: &Gateway,
-    snapshot: &Snapshot,
     identity: &auth::Identity,
-    api_id: &str,
 ) -> Result<Option<crate::plans::RateInfo>, ProxyError> {
-    // The key as authentication indexed it: no second lookup by id.
-    let (Some(key), Some(plans)) = (&identity.key, gw.plans()) else {
+    // The key and its plan as authentication found them: no second lookup.
+    let (Some(key), Some(plan), Some(plans)) = (&identity.key, &identity.plan, gw.plans()) else {
         return Ok(None);
     };
-    let plan =
-        key.plans
-            .iter()
-            .find_map(|p| match snapshot.config.get(ResourceKind::UsagePlan, p) {
-                Some(Resource::UsagePlan(plan)) if plan.apis.iter().any(|a| a == api_id) => {
-                    Some(plan)
-                }
-                _ => None,
-            });
-    let Some(plan) = plan else { return Ok(None) };
     plans.admit(&key.id, plan).await.map_err(|d| match d {
         crate::plans::PlanDenied::Throttled {
             info,

@@ -4,24 +4,26 @@
 //! The data plane never sees a key value from the control plane: records
 //! carry the HMAC of the value under the cluster's secret. A presented
 //! value is shape-checked (a typo fails its checksum before any lookup),
-//! hashed with the same secret, looked up by hash, and the stored hash is
-//! compared in constant time.
+//! hashed with the same secret, looked up by hash (as bytes: records' hex
+//! is decoded when they are indexed), and the stored hash is compared in
+//! constant time.
 
 use std::fmt;
 use std::sync::Arc;
 
 use http::HeaderValue;
 use tollgate_model::docs::{ApiKeyRecord, UsagePlan};
-use tollgate_model::key::{self, ShapeError};
+use tollgate_model::key::{self, KeyDigest, ShapeError};
 
 #[derive(Clone, Default)]
 pub struct KeyIndex {
     /// Keyed hash → record.
-    by_hash: crate::ImMap<String, Arc<IndexedKey>>,
+    by_hash: crate::ImMap<KeyDigest, Arc<IndexedKey>>,
     /// Key id → its hash, to drop the old entry on update or removal.
-    hash_of: crate::ImMap<String, String>,
-    /// Usage plan → the APIs it grants.
-    plans: crate::ImMap<String, Arc<Vec<String>>>,
+    hash_of: crate::ImMap<String, KeyDigest>,
+    /// Usage plans by id: the APIs they grant, and what the plan phase
+    /// applies.
+    plans: crate::ImMap<String, Arc<UsagePlan>>,
     hasher: Option<key::KeyHasher>,
 }
 
@@ -31,6 +33,8 @@ pub struct KeyIndex {
 #[derive(Debug)]
 pub struct IndexedKey {
     pub rec: ApiKeyRecord,
+    /// `rec.hash` decoded.
+    digest: KeyDigest,
     /// `x-tollgate-tenant` and `x-tollgate-key-id` (`None` if a value is
     /// not a valid header value).
     pub tenant_header: Option<HeaderValue>,
@@ -38,12 +42,31 @@ pub struct IndexedKey {
 }
 
 impl IndexedKey {
-    fn new(rec: ApiKeyRecord) -> Self {
+    fn new(rec: ApiKeyRecord, digest: KeyDigest) -> Self {
         Self {
+            digest,
             tenant_header: HeaderValue::from_str(&rec.tenant).ok(),
             id_header: HeaderValue::from_str(&rec.id).ok(),
             rec,
         }
+    }
+}
+
+#[cfg(test)]
+impl IndexedKey {
+    /// A key as if indexed, for tests elsewhere in the crate.
+    pub(crate) fn for_tests(id: &str, tenant: &str) -> Arc<Self> {
+        let rec = ApiKeyRecord {
+            id: id.into(),
+            tenant: tenant.into(),
+            name: String::new(),
+            prefix: String::new(),
+            hash: String::new(),
+            plans: Vec::new(),
+            enabled: true,
+            created_at: 0,
+        };
+        Arc::new(Self::new(rec, [0; 32]))
     }
 }
 
@@ -53,6 +76,14 @@ impl std::ops::Deref for IndexedKey {
     fn deref(&self) -> &ApiKeyRecord {
         &self.rec
     }
+}
+
+/// A key that passed the check, and the first of its usage plans that
+/// grants the API (the one the plan phase applies).
+#[derive(Debug)]
+pub struct Granted {
+    pub key: Arc<IndexedKey>,
+    pub plan: Arc<UsagePlan>,
 }
 
 /// Why a key was refused. Only logs see it; the client gets 403.
@@ -117,9 +148,15 @@ impl KeyIndex {
 
     pub fn upsert_key(&mut self, rec: &ApiKeyRecord) {
         self.remove_key(&rec.id);
-        self.hash_of.insert(rec.id.clone(), rec.hash.clone());
+        // A hash not in the form the control plane writes could match no
+        // presented key: such a record is not indexed.
+        let Some(digest) = key::parse_hash(&rec.hash) else {
+            tracing::warn!(key_id = %rec.id, "API key record has a malformed hash; ignored");
+            return;
+        };
+        self.hash_of.insert(rec.id.clone(), digest);
         self.by_hash
-            .insert(rec.hash.clone(), Arc::new(IndexedKey::new(rec.clone())));
+            .insert(digest, Arc::new(IndexedKey::new(rec.clone(), digest)));
     }
 
     pub fn remove_key(&mut self, id: &str) {
@@ -132,55 +169,53 @@ impl KeyIndex {
     }
 
     pub fn upsert_plan(&mut self, plan: &UsagePlan) {
-        self.plans
-            .insert(plan.id.clone(), Arc::new(plan.apis.clone()));
+        self.plans.insert(plan.id.clone(), Arc::new(plan.clone()));
     }
 
     pub fn remove_plan(&mut self, id: &str) {
         self.plans.remove(id);
     }
 
-    /// Does one of `plans` grant `api`?
-    pub fn grants(&self, plans: &[String], api: &str) -> bool {
-        plans.iter().any(|p| {
+    /// The first of `plans` that grants `api`.
+    pub fn granting_plan(&self, plans: &[String], api: &str) -> Option<&Arc<UsagePlan>> {
+        plans.iter().find_map(|p| {
             self.plans
                 .get(p)
-                .is_some_and(|apis| apis.iter().any(|a| a == api))
+                .filter(|plan| plan.apis.iter().any(|a| a == api))
         })
     }
 
     /// Check the value of an `x-api-key` header for `api`.
-    pub fn check(
-        &self,
-        presented: Option<&HeaderValue>,
-        api: &str,
-    ) -> Result<Arc<IndexedKey>, KeyRefusal> {
+    pub fn check(&self, presented: Option<&HeaderValue>, api: &str) -> Result<Granted, KeyRefusal> {
         let value = presented.ok_or(KeyRefusal::Missing)?;
         let value = value
             .to_str()
             .map_err(|_| KeyRefusal::Malformed(ShapeError::Shape))?;
         key::check_shape(value).map_err(KeyRefusal::Malformed)?;
         let hasher = self.hasher.as_ref().ok_or(KeyRefusal::NoSecret)?;
-        let hash = hasher.hash(value);
+        let digest = hasher.digest(value);
         // The map lookup is on the output of a keyed HMAC, which tells an
         // attacker nothing about stored values; the final compare is
         // constant-time all the same.
         let rec = self
             .by_hash
-            .get(&hash)
-            .filter(|r| key::constant_time_eq(&r.hash, &hash))
+            .get(&digest)
+            .filter(|r| key::digests_equal(&r.digest, &digest))
             .ok_or(KeyRefusal::Unknown)?;
         if !rec.enabled {
             return Err(KeyRefusal::Disabled {
                 key_id: rec.id.clone(),
             });
         }
-        if !self.grants(&rec.plans, api) {
+        let Some(plan) = self.granting_plan(&rec.plans, api) else {
             return Err(KeyRefusal::NotGranted {
                 key_id: rec.id.clone(),
             });
-        }
-        Ok(rec.clone())
+        };
+        Ok(Granted {
+            key: rec.clone(),
+            plan: plan.clone(),
+        })
     }
 }
 
@@ -225,7 +260,7 @@ mod tests {
         idx.upsert_key(&record("k1", &secret, &good, &["gold"], true));
         idx.upsert_key(&record("k2", &secret, &off, &["gold"], false));
         idx.upsert_key(&record("k3", &secret, &other, &["silver"], true));
-        assert_eq!(idx.check(Some(&v), "orders").unwrap().id, "k1");
+        assert_eq!(idx.check(Some(&v), "orders").unwrap().key.id, "k1");
         assert_eq!(idx.check(None, "orders").unwrap_err(), KeyRefusal::Missing);
         let mut typo = good.clone().into_bytes();
         typo[5] = if typo[5] == b'a' { b'b' } else { b'a' };
@@ -284,6 +319,18 @@ mod tests {
             KeyRefusal::Disabled { .. }
         ));
         assert_eq!(idx.len(), 2);
-        assert_eq!(before.check(Some(&v), "orders").unwrap().id, "k1");
+        assert_eq!(before.check(Some(&v), "orders").unwrap().key.id, "k1");
+
+        // A stored hash in another form than the control plane's is not
+        // indexed (it could match no presented key).
+        let fresh = key::generate();
+        let mut upper = record("k4", &secret, &fresh, &["gold"], true);
+        upper.hash = upper.hash.to_uppercase();
+        idx.upsert_key(&upper);
+        assert_eq!(idx.len(), 2);
+        assert_eq!(
+            idx.check(Some(&hv(&fresh)), "orders").unwrap_err(),
+            KeyRefusal::Unknown
+        );
     }
 }

@@ -191,23 +191,7 @@ impl AuthIndex {
         headers: &HeaderMap,
     ) -> Result<Identity, ProxyError> {
         let policy: &AuthPolicy = route.auth.as_ref().unwrap_or(&api.auth);
-        let mut identity = Identity::default();
-        if policy.is_open() {
-            return Ok(identity);
-        }
-        if policy.api_key {
-            match self.keys.check(headers.get(&X_API_KEY), &api.id) {
-                Ok(rec) => {
-                    identity.tenant = Some(rec.tenant.clone());
-                    identity.key_id = Some(rec.id.clone());
-                    identity.key = Some(rec);
-                }
-                Err(refusal) => {
-                    refusal.log(&api.id, &route.id);
-                    return Err(ProxyError::Forbidden);
-                }
-            }
-        }
+        let mut identity = self.authenticate_key(api, route, headers)?;
         if let Some(authorizer_id) = &policy.authorizer {
             let Some(authorizer) = self.authorizers.get(authorizer_id) else {
                 tracing::error!(api = %api.id, authorizer = %authorizer_id, "the route's authorizer is not in the config");
@@ -242,6 +226,33 @@ impl AuthIndex {
         }
         Ok(identity)
     }
+
+    /// The part of `authenticate` that needs no waiting: the API key, if
+    /// the policy asks for one. All of it for a policy without a JWT
+    /// authorizer.
+    pub fn authenticate_key(
+        &self,
+        api: &Api,
+        route: &Route,
+        headers: &HeaderMap,
+    ) -> Result<Identity, ProxyError> {
+        let policy: &AuthPolicy = route.auth.as_ref().unwrap_or(&api.auth);
+        let mut identity = Identity::default();
+        if !policy.api_key {
+            return Ok(identity);
+        }
+        match self.keys.check(headers.get(&X_API_KEY), &api.id) {
+            Ok(granted) => {
+                identity.key = Some(granted.key);
+                identity.plan = Some(granted.plan);
+                Ok(identity)
+            }
+            Err(refusal) => {
+                refusal.log(&api.id, &route.id);
+                Err(ProxyError::Forbidden)
+            }
+        }
+    }
 }
 
 /// The token of `Authorization: Bearer <token>` (scheme case-insensitive).
@@ -255,13 +266,26 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 /// Who the caller turned out to be.
 #[derive(Default)]
 pub struct Identity {
-    pub tenant: Option<String>,
-    pub key_id: Option<String>,
     /// The JWT's `sub`.
     pub subject: Option<String>,
     pub jwt: Option<JwtIdentity>,
     /// The API key the caller presented, as indexed.
     pub key: Option<Arc<keys::IndexedKey>>,
+    /// The first of the key's usage plans that grants the API: the plan
+    /// phase applies it.
+    pub plan: Option<Arc<tollgate_model::docs::UsagePlan>>,
+}
+
+impl Identity {
+    /// The id of the caller's API key.
+    pub fn key_id(&self) -> Option<&str> {
+        self.key.as_ref().map(|k| k.id.as_str())
+    }
+
+    /// The tenant of the caller's API key.
+    pub fn tenant(&self) -> Option<&str> {
+        self.key.as_ref().map(|k| k.tenant.as_str())
+    }
 }
 
 pub struct JwtIdentity {
@@ -288,21 +312,15 @@ pub fn prepare_upstream_headers(headers: &mut HeaderMap, identity: &Identity) {
             headers.insert(name.clone(), v);
         }
     };
-    match &identity.key {
-        // Made when the key was indexed: no parsing or copying here.
-        Some(key) => {
-            for (name, value) in [
-                (&X_TOLLGATE_TENANT, &key.tenant_header),
-                (&X_TOLLGATE_KEY_ID, &key.id_header),
-            ] {
-                if let Some(v) = value {
-                    headers.insert(name.clone(), v.clone());
-                }
+    // Made when the key was indexed: no parsing or copying here.
+    if let Some(key) = &identity.key {
+        for (name, value) in [
+            (&X_TOLLGATE_TENANT, &key.tenant_header),
+            (&X_TOLLGATE_KEY_ID, &key.id_header),
+        ] {
+            if let Some(v) = value {
+                headers.insert(name.clone(), v.clone());
             }
-        }
-        None => {
-            put(headers, &X_TOLLGATE_TENANT, &identity.tenant);
-            put(headers, &X_TOLLGATE_KEY_ID, &identity.key_id);
         }
     }
     put(headers, &X_TOLLGATE_SUBJECT, &identity.subject);

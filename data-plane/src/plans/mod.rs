@@ -13,13 +13,15 @@
 //!   the cluster never admits more than the limit; a data plane that dies
 //!   loses its chunk (under-admits). Unused chunks go back on shutdown.
 //! - **Metering**: every admitted request is counted per (key, plan, UTC
-//!   day) and reported in batches tagged (data plane, boot epoch, sequence),
-//!   one batch in flight at a time, retried until acknowledged, so a batch
-//!   is never counted twice and never skipped. Graceful shutdown flushes;
-//!   a crash loses at most one report interval.
+//!   day), in an atomic counter per (key, plan) that each report tick
+//!   empties into the next batch. Batches are tagged (data plane, boot
+//!   epoch, sequence), one in flight at a time, retried until
+//!   acknowledged, so a batch is never counted twice and never skipped.
+//!   Graceful shutdown flushes; a crash loses at most one report interval.
 
 pub mod gcra;
 pub mod link;
+mod state;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
@@ -34,8 +36,8 @@ use tollgate_model::docs::UsagePlan;
 use tollgate_model::usage::{self, Day};
 use tollgate_proto::{Demand, DemandReport, LeaseRequest, ReleaseRequest, UsageBatch, UsageCount};
 
-use gcra::Gcra;
 use link::ControlPlaneLink;
+use state::{KeyPlan, KeyPlanIds, KeyPlanState, Throttle};
 
 const SYNC_EVERY: Duration = Duration::from_millis(200);
 const REPORT_EVERY: Duration = Duration::from_secs(1);
@@ -44,8 +46,6 @@ const SYNC_STALE: Duration = Duration::from_secs(1);
 const LEASE_TIMEOUT: Duration = Duration::from_secs(2);
 /// After the control plane said a quota is used up, ask again after this.
 const EXHAUSTED_RECHECK: Duration = Duration::from_secs(1);
-
-type KeyPlan = (String, String);
 
 /// What the response should say about the throttle.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -59,16 +59,6 @@ pub struct RateInfo {
 pub enum PlanDenied {
     Throttled { info: RateInfo, retry_after_s: u64 },
     QuotaExceeded,
-}
-
-#[derive(Default)]
-struct Throttle {
-    bucket: Gcra,
-    /// Requests seen (admitted or not) since the last sync.
-    demand: AtomicU64,
-    /// Syncs in a row that found no demand; the key is reported (as 0)
-    /// for a while after its demand stops, so its share moves elsewhere.
-    idle_syncs: AtomicU32,
 }
 
 struct QuotaSlot {
@@ -85,19 +75,39 @@ struct QuotaSlot {
     exhausted_until: AtomicU64,
 }
 
+impl QuotaSlot {
+    /// Take one unit from the chunk in hand, if any is left.
+    fn take_one(&self) -> bool {
+        let mut left = self.left.load(Ordering::Acquire);
+        while left > 0 {
+            match self.left.compare_exchange_weak(
+                left,
+                left - 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => left = actual,
+            }
+        }
+        false
+    }
+}
+
 pub struct PlanEnforcer {
     node_id: String,
     /// Distinguishes this boot's usage batches from an earlier boot's.
     epoch: u64,
     link: ControlPlaneLink,
     started: Instant,
-    throttles: DashMap<KeyPlan, Arc<Throttle>, FastHash>,
-    shares: DashMap<KeyPlan, f64, FastHash>,
+    /// Throttle, share, quota slot and metering counter per (key, plan).
+    states: DashMap<KeyPlan, Arc<KeyPlanState>, FastHash>,
     /// Data planes in the cluster, as last heard.
     data_planes: AtomicU32,
     /// ms since `started` of the last successful sync (0: never).
     last_sync_ms: AtomicU64,
-    quotas: DashMap<KeyPlan, Arc<QuotaSlot>, FastHash>,
+    /// Metered counts moved out of the per-(key, plan) counters, waiting
+    /// for the next batch.
     pending: Mutex<HashMap<(String, String, Day), u64, FastHash>>,
     /// (seq, batch) sent but not yet acknowledged.
     in_flight: tokio::sync::Mutex<(u64, Option<UsageBatch>)>,
@@ -116,11 +126,9 @@ impl PlanEnforcer {
                 .map_or(0, |d| d.as_nanos() as u64),
             link,
             started: Instant::now(),
-            throttles: DashMap::default(),
-            shares: DashMap::default(),
+            states: DashMap::default(),
             data_planes: AtomicU32::new(1),
             last_sync_ms: AtomicU64::new(0),
-            quotas: DashMap::default(),
             pending: Mutex::default(),
             in_flight: tokio::sync::Mutex::new((0, None)),
             throttled: AtomicU64::new(0),
@@ -146,31 +154,41 @@ impl PlanEnforcer {
     }
 
     /// This data plane's part of a key's rate.
-    fn share(&self, kp: &KeyPlan, now_ms: u64) -> f64 {
+    fn share(&self, state: &KeyPlanState, now_ms: u64) -> f64 {
         let (n, fresh) = self.cluster_view_at(now_ms);
         let n = f64::from(n.max(1));
         if fresh {
-            self.shares.get(kp).map_or(1.0 / n, |s| *s)
+            state.share().unwrap_or(1.0 / n)
         } else {
             1.0 / n
         }
     }
 
+    /// The state of (key, plan), made on first use. The lookup borrows the
+    /// ids; only a new pair allocates.
+    fn state(&self, key: &str, plan: &str) -> Arc<KeyPlanState> {
+        if let Some(s) = self.states.get(&(key, plan) as &dyn KeyPlanIds) {
+            return s.clone();
+        }
+        let kp = KeyPlan {
+            key: key.to_string(),
+            plan: plan.to_string(),
+        };
+        self.states.entry(kp).or_default().clone()
+    }
+
     /// Run the plan's checks for one request of `key`; on success the
     /// request is metered.
     pub async fn admit(&self, key: &str, plan: &UsagePlan) -> Result<Option<RateInfo>, PlanDenied> {
-        let kp: KeyPlan = (key.to_string(), plan.id.clone());
+        let state = self.state(key, &plan.id);
         let mut info = None;
         if let Some(t) = &plan.throttle {
             // One clock read for the bucket and the share.
             let now = self.started.elapsed();
-            // A lookup first: `entry` needs an owned key (an allocation).
-            let found = self.throttles.get(&kp).map(|t| t.clone());
-            let throttle =
-                found.unwrap_or_else(|| self.throttles.entry(kp.clone()).or_default().clone());
+            let throttle = state.throttle.get_or_init(Throttle::default);
             throttle.demand.fetch_add(1, Ordering::Relaxed);
             let share = self
-                .share(&kp, now.as_millis() as u64 + 1)
+                .share(&state, now.as_millis() as u64 + 1)
                 .clamp(0.001, 1.0);
             let burst = (f64::from(t.burst) * share).max(1.0);
             let v = throttle
@@ -192,70 +210,109 @@ impl PlanEnforcer {
         }
         let today = usage::today();
         if plan.quota.is_some() {
-            // Boxed: the lease fetch is a large future, and every request's
-            // future would otherwise be sized (and moved) for it.
-            if let Err(e) = Box::pin(self.take_quota(&kp, plan, today)).await {
+            if let Err(e) = self.take_quota(&state, key, plan, today).await {
                 self.over_quota.fetch_add(1, Ordering::Relaxed);
                 return Err(e);
             }
         }
-        self.meter(kp, today);
+        if let Some((day, count)) = state.metered.add(today) {
+            self.add_pending(key, &plan.id, day, count);
+        }
         Ok(info)
     }
 
-    fn meter(&self, (key, plan): KeyPlan, day: Day) {
+    fn add_pending(&self, key: &str, plan: &str, day: Day, count: u64) {
         *self
             .pending
             .lock()
             .expect("meter lock")
-            .entry((key, plan, day))
-            .or_default() += 1;
+            .entry((key.to_string(), plan.to_string(), day))
+            .or_default() += count;
     }
 
+    /// Move every (key, plan)'s metered count into `pending`.
+    fn sweep_metered(&self) {
+        // Taken first, merged after: `pending`'s lock is never held while
+        // the map's shards are.
+        let taken: Vec<(KeyPlan, Day, u64)> = self
+            .states
+            .iter()
+            .filter_map(|e| {
+                let (day, count) = e.value().metered.take()?;
+                Some((e.key().clone(), day, count))
+            })
+            .collect();
+        if taken.is_empty() {
+            return;
+        }
+        let mut pending = self.pending.lock().expect("meter lock");
+        for (KeyPlan { key, plan }, day, count) in taken {
+            *pending.entry((key, plan, day)).or_default() += count;
+        }
+    }
+
+    /// Take one unit of the plan's quota: from the chunk in hand, or from
+    /// a new chunk leased for it.
     async fn take_quota(
         &self,
-        kp: &KeyPlan,
+        state: &KeyPlanState,
+        key: &str,
         plan: &UsagePlan,
         today: Day,
     ) -> Result<(), PlanDenied> {
+        let slot = self.quota_slot(state, key, plan, today);
+        if slot.take_one() {
+            return Ok(());
+        }
+        // Boxed: the lease fetch is a large future, and every request's
+        // future would otherwise be sized (and moved) for it; only a
+        // request that finds the chunk empty makes it.
+        Box::pin(self.refill_and_take(&slot, key, &plan.id, today)).await
+    }
+
+    /// The slot of the plan's quota for `today`'s period; a changed quota
+    /// or a new period starts a new slot.
+    fn quota_slot(
+        &self,
+        state: &KeyPlanState,
+        key: &str,
+        plan: &UsagePlan,
+        today: Day,
+    ) -> Arc<QuotaSlot> {
         let q = plan.quota.as_ref().expect("checked");
-        let slot = {
-            let current = self.quotas.get(kp).map(|s| s.clone());
-            match current {
-                Some(s) if s.quota == *q && s.period_start <= today && today < s.period_end => s,
-                old => {
-                    if let Some(old) =
-                        old.filter(|o| o.period_start <= today && today < o.period_end)
-                    {
-                        self.give_back(kp.clone(), &old);
-                    }
-                    let s = Arc::new(QuotaSlot {
-                        quota: *q,
-                        period_start: usage::period_start(q.period, today),
-                        period_end: usage::period_end(q.period, today),
-                        left: AtomicI64::new(0),
-                        last_chunk: AtomicU64::new(0),
-                        refill: tokio::sync::Mutex::new(()),
-                        exhausted_until: AtomicU64::new(0),
-                    });
-                    self.quotas.insert(kp.clone(), s.clone());
-                    s
+        match state.quota.load_full() {
+            Some(s) if s.quota == *q && s.period_start <= today && today < s.period_end => s,
+            old => {
+                if let Some(old) = old.filter(|o| o.period_start <= today && today < o.period_end) {
+                    self.give_back(key, &plan.id, &old);
                 }
+                let s = Arc::new(QuotaSlot {
+                    quota: *q,
+                    period_start: usage::period_start(q.period, today),
+                    period_end: usage::period_end(q.period, today),
+                    left: AtomicI64::new(0),
+                    last_chunk: AtomicU64::new(0),
+                    refill: tokio::sync::Mutex::new(()),
+                    exhausted_until: AtomicU64::new(0),
+                });
+                state.quota.store(Some(s.clone()));
+                s
             }
-        };
+        }
+    }
+
+    /// Lease chunks for `slot` until a unit is taken or the quota is known
+    /// to be used up.
+    async fn refill_and_take(
+        &self,
+        slot: &QuotaSlot,
+        key: &str,
+        plan: &str,
+        today: Day,
+    ) -> Result<(), PlanDenied> {
         loop {
-            // Take one unit from the chunk, if any is left.
-            let mut left = slot.left.load(Ordering::Acquire);
-            while left > 0 {
-                match slot.left.compare_exchange_weak(
-                    left,
-                    left - 1,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                ) {
-                    Ok(_) => return Ok(()),
-                    Err(actual) => left = actual,
-                }
+            if slot.take_one() {
+                return Ok(());
             }
             if self.now_ms() < slot.exhausted_until.load(Ordering::Acquire) {
                 return Err(PlanDenied::QuotaExceeded);
@@ -270,7 +327,7 @@ impl PlanEnforcer {
             }
             let last = slot.last_chunk.load(Ordering::Relaxed);
             let want = (last * 2).clamp(10, 10_000);
-            match self.lease(kp, today, want).await {
+            match self.lease(key, plan, today, want).await {
                 Some(granted) if granted > 0 => {
                     slot.last_chunk.store(granted, Ordering::Relaxed);
                     slot.left.fetch_add(granted as i64, Ordering::AcqRel);
@@ -288,15 +345,15 @@ impl PlanEnforcer {
     }
 
     /// Return a replaced slot's unused units in the background.
-    fn give_back(&self, (key, plan): KeyPlan, slot: &QuotaSlot) {
+    fn give_back(&self, key: &str, plan: &str, slot: &QuotaSlot) {
         let left = slot.left.swap(0, Ordering::AcqRel);
         if left <= 0 {
             return;
         }
         if let Some(mut client) = self.link.client() {
             let req = ReleaseRequest {
-                key_id: key,
-                plan_id: plan,
+                key_id: key.to_string(),
+                plan_id: plan.to_string(),
                 period_start: slot.period_start,
                 amount: left as u64,
             };
@@ -306,13 +363,13 @@ impl PlanEnforcer {
         }
     }
 
-    async fn lease(&self, (key, plan): &KeyPlan, day: Day, want: u64) -> Option<u64> {
+    async fn lease(&self, key: &str, plan: &str, day: Day, want: u64) -> Option<u64> {
         for _ in 0..2 {
             let mut client = self.link.client()?;
             let mut req = tonic::Request::new(LeaseRequest {
                 data_plane: self.node_id.clone(),
-                key_id: key.clone(),
-                plan_id: plan.clone(),
+                key_id: key.to_string(),
+                plan_id: plan.to_string(),
                 day,
                 want,
             });
@@ -339,10 +396,10 @@ impl PlanEnforcer {
     /// share of each key's rate.
     async fn sync_once(&self, window: Duration) {
         let items: Vec<Demand> = self
-            .throttles
+            .states
             .iter()
             .filter_map(|e| {
-                let t = e.value();
+                let t = e.value().throttle.get()?;
                 let n = t.demand.swap(0, Ordering::AcqRel);
                 let idle = if n > 0 {
                     t.idle_syncs.store(0, Ordering::Relaxed);
@@ -351,8 +408,8 @@ impl PlanEnforcer {
                     t.idle_syncs.fetch_add(1, Ordering::Relaxed) + 1
                 };
                 (idle <= 10).then(|| Demand {
-                    key_id: e.key().0.clone(),
-                    plan_id: e.key().1.clone(),
+                    key_id: e.key().key.clone(),
+                    plan_id: e.key().plan.clone(),
                     requests: n,
                 })
             })
@@ -372,7 +429,7 @@ impl PlanEnforcer {
                 self.data_planes
                     .store(r.data_planes.max(1), Ordering::Release);
                 for s in r.shares {
-                    self.shares.insert((s.key_id, s.plan_id), s.share);
+                    self.state(&s.key_id, &s.plan_id).set_share(s.share);
                 }
                 self.last_sync_ms.store(self.now_ms(), Ordering::Release);
             }
@@ -387,6 +444,8 @@ impl PlanEnforcer {
     /// is left unreported.
     async fn report_once(&self) -> bool {
         let mut in_flight = self.in_flight.lock().await;
+        // Every tick, so that the counters hold about one interval's counts.
+        self.sweep_metered();
         if in_flight.1.is_none() {
             let pending = std::mem::take(&mut *self.pending.lock().expect("meter lock"));
             if pending.is_empty() {
@@ -417,6 +476,7 @@ impl PlanEnforcer {
         match client.report(req).await {
             Ok(_) => {
                 in_flight.1 = None;
+                self.sweep_metered();
                 self.pending.lock().expect("meter lock").is_empty()
             }
             Err(s) => {
@@ -459,11 +519,11 @@ impl PlanEnforcer {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let slots: Vec<(KeyPlan, Arc<QuotaSlot>)> = self
-            .quotas
+            .states
             .iter()
-            .map(|e| (e.key().clone(), e.value().clone()))
+            .filter_map(|e| Some((e.key().clone(), e.value().quota.load_full()?)))
             .collect();
-        for ((key, plan), slot) in slots {
+        for (KeyPlan { key, plan }, slot) in slots {
             let left = slot.left.swap(0, Ordering::AcqRel);
             if left <= 0 {
                 continue;
