@@ -23,6 +23,11 @@ pub struct Verdict {
 }
 
 impl Gcra {
+    /// A full bucket again.
+    pub fn reset(&self) {
+        self.tat.store(0, Ordering::Release);
+    }
+
     /// Admit one request at `now_ns` with `rate` per second and a bucket of
     /// `burst` requests. `rate` must be positive.
     pub fn check(&self, now_ns: u64, rate: f64, burst: f64) -> Verdict {

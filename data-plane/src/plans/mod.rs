@@ -191,9 +191,11 @@ impl PlanEnforcer {
                 .share(&state, now.as_millis() as u64 + 1)
                 .clamp(0.001, 1.0);
             let burst = (f64::from(t.burst) * share).max(1.0);
-            let v = throttle
-                .bucket
-                .check(now.as_nanos() as u64, t.rate * share, burst);
+            let v = throttle.bucket_for(t.rate, t.burst).check(
+                now.as_nanos() as u64,
+                t.rate * share,
+                burst,
+            );
             let rate_info = RateInfo {
                 limit: u64::from(t.burst.max(1)),
                 remaining: v.remaining,

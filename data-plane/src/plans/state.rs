@@ -79,11 +79,33 @@ impl<'a> Borrow<dyn KeyPlanIds + 'a> for KeyPlan {
 #[derive(Default)]
 pub(super) struct Throttle {
     pub bucket: Gcra,
+    /// The plan's throttle (rate bits, burst) the bucket has run under.
+    terms: AtomicU64,
+    terms_burst: AtomicU32,
     /// Requests seen (admitted or not) since the last sync.
     pub demand: AtomicU64,
     /// Syncs in a row that found no demand; the key is reported (as 0)
     /// for a while after its demand stops, so its share moves elsewhere.
     pub idle_syncs: AtomicU32,
+}
+
+impl Throttle {
+    /// The bucket for the plan's `rate` and `burst`. A bucket filled under
+    /// other terms starts full: its state, in the old rate's units, would
+    /// hold a faster rate back for up to the old burst's length, and a
+    /// plan change is to apply at once. (A share change is not a change of
+    /// terms: the bucket carries on.)
+    pub fn bucket_for(&self, rate: f64, burst: u32) -> &Gcra {
+        let bits = rate.to_bits();
+        if self.terms.load(Ordering::Acquire) != bits
+            || self.terms_burst.load(Ordering::Acquire) != burst
+        {
+            self.terms.store(bits, Ordering::Release);
+            self.terms_burst.store(burst, Ordering::Release);
+            self.bucket.reset();
+        }
+        &self.bucket
+    }
 }
 
 /// `share` before the control plane has given one.
@@ -206,6 +228,33 @@ mod tests {
         // The boundary between the two ids counts.
         assert_eq!(found("k1g", "old"), None);
         assert_eq!(found("k", "1gold"), None);
+    }
+
+    #[test]
+    fn new_throttle_terms_apply_at_once() {
+        let t = Throttle::default();
+        let s = 1_000_000_000;
+        // 1 request/s, burst 2: the third request at t=10 s is refused.
+        let admitted = (0..3)
+            .filter(|_| t.bucket_for(1.0, 2).check(10 * s, 1.0, 2.0).allowed)
+            .count();
+        assert_eq!(admitted, 2);
+        // The plan now allows 1000/s: a burst of 1000 is admitted at once,
+        // not after the old rate's lead has run out.
+        let admitted = (0..1000)
+            .filter(|_| {
+                t.bucket_for(1000.0, 1000)
+                    .check(10 * s, 1000.0, 1000.0)
+                    .allowed
+            })
+            .count();
+        assert_eq!(admitted, 1000);
+        // Same terms (a new share only): the bucket carries on, empty.
+        assert!(
+            !t.bucket_for(1000.0, 1000)
+                .check(10 * s, 500.0, 500.0)
+                .allowed
+        );
     }
 
     #[test]
