@@ -864,6 +864,20 @@ async fn a_head_left_partial_is_cut_off_after_the_header_read_timeout() {
         );
     }
 
+    // A connection that sends nothing at all is cut off at the header read
+    // timeout too, not kept for the idle timeout (60 s here).
+    let mut conn = Conn::open(dp.proxy_addr).await;
+    let t = Instant::now();
+    assert!(
+        conn.closes_within(Duration::from_secs(5)).await,
+        "a silent connection must be cut off"
+    );
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(350) && took < Duration::from_millis(2500),
+        "silent connection cut off after {took:?}, the timeout is 500 ms"
+    );
+
     // A head trickled a byte at a time: the clock runs from its first byte,
     // not from the last.
     let mut conn = Conn::open(dp.proxy_addr).await;

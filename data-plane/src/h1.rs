@@ -77,6 +77,16 @@ where
     let mut buf = BytesMut::with_capacity(READ_SPACE * 2);
     let mut layout = Layout::default();
     let mut out = Vec::with_capacity(1024);
+    // A new connection must start its first head within the header read
+    // timeout: one that sends nothing is not kept for the (longer) idle
+    // timeout.
+    let first = tokio::time::timeout(
+        limits.header_read_timeout,
+        read_more(io, &mut buf, Some(&draining)),
+    );
+    if !matches!(first.await, Ok(Ok(true))) {
+        return Outcome::Closed;
+    }
     loop {
         if buf.is_empty() {
             // Idle between requests: the sweeper's idle timeout applies,
