@@ -173,6 +173,9 @@ impl Watched {
 /// The client's stream with the framing guard and activity tracking.
 struct ConnIo<T> {
     inner: T,
+    /// Bytes already read from `inner` and not yet used (what the fast
+    /// path hands to hyper): the first reads give these back.
+    unread: Bytes,
     guard: FramingGuard,
     activity: Arc<Activity>,
 }
@@ -190,7 +193,13 @@ impl<T: AsyncRead + Unpin> AsyncRead for ConnIo<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
-        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let res = if self.unread.is_empty() {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        } else {
+            let n = buf.remaining().min(self.unread.len());
+            buf.put_slice(&self.unread.split_to(n));
+            Poll::Ready(Ok(()))
+        };
         if let Poll::Ready(Ok(())) = res {
             let new = &buf.filled()[before..];
             if !new.is_empty() {
@@ -374,6 +383,7 @@ impl ProxyServer {
                 // the first request it does not take.
                 let mut io = ConnIo {
                     inner: stream,
+                    unread: Bytes::new(),
                     guard: FramingGuard::off(),
                     activity: activity.clone(),
                 };
@@ -391,14 +401,10 @@ impl ProxyServer {
                 let Some(h1::Outcome::HandOver(read)) = outcome else {
                     return;
                 };
-                let io = ConnIo {
-                    inner: Prefixed {
-                        read,
-                        inner: io.inner,
-                    },
-                    guard: FramingGuard::new(flag),
-                    activity: activity.clone(),
-                };
+                // hyper reads the request it did not take again, through
+                // the framing guard.
+                io.unread = read;
+                io.guard = FramingGuard::new(flag);
                 self.serve_http(io, info, activity).await;
             }
             Some(config) => {
@@ -415,6 +421,7 @@ impl ProxyServer {
                 let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                 let io = ConnIo {
                     inner: tls,
+                    unread: Bytes::new(),
                     guard: if h2 {
                         FramingGuard::off()
                     } else {
@@ -500,56 +507,4 @@ async fn obey<T>(
         poll(cx, drain_now).map(Some)
     })
     .await
-}
-
-/// A stream whose first reads give back bytes already read from it: the
-/// fast path's leftovers, for hyper.
-struct Prefixed<T> {
-    read: Bytes,
-    inner: T,
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if self.read.is_empty() {
-            return Pin::new(&mut self.inner).poll_read(cx, buf);
-        }
-        let n = buf.remaining().min(self.read.len());
-        buf.put_slice(&self.read.split_to(n));
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, data)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }
