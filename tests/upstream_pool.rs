@@ -1628,3 +1628,56 @@ async fn an_overlong_chunk_size_line_cuts_the_answer_short() {
     )
     .await;
 }
+
+/// The pooled client passes the answer's fields on as the target wrote
+/// them, without a header map: the gateway's own fields still replace the
+/// target's, hop-by-hop fields (and those `Connection` names) stay behind,
+/// and repeated fields all arrive. The same holds where the fields do go
+/// into a map: hyper's HTTP/2 server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_answers_own_fields_pass_through_and_the_gateways_replace_the_targets() {
+    init_tracing();
+    let up = upstream_with(|s| {
+        (s.path() == "/fields").then(|| {
+            answer(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nSet-Cookie: a=1\r\n\
+                  X-Request-Id: the-targets\r\nConnection: keep-alive, X-Hop\r\n\
+                  X-Hop: secret\r\nKeep-Alive: timeout=5\r\nset-cookie: b=2\r\n\
+                  Date: Mon, 30 Nov 2026 18:00:00 GMT\r\nContent-Length: 2\r\n\r\nok",
+            )
+        })
+    })
+    .await;
+    let (_cluster, dp) = gateway(&up.url()).await;
+    let check = |what: &str, status: u16, h: &http::HeaderMap, body: &[u8]| {
+        assert_eq!((status, body), (200, &b"ok"[..]), "{what}: {h:?}");
+        let all = |name: &str| -> Vec<&str> {
+            h.get_all(name).iter().map(|v| v.to_str().unwrap()).collect()
+        };
+        assert_eq!(all("content-type"), ["text/plain"], "{what}");
+        assert_eq!(all("set-cookie"), ["a=1", "b=2"], "{what}");
+        assert_eq!(all("date"), ["Mon, 30 Nov 2026 18:00:00 GMT"], "{what}");
+        let id = all("x-request-id");
+        assert_eq!(id.len(), 1, "{what}: {id:?}");
+        assert_ne!(id[0], "the-targets", "{what}");
+        for hop in ["x-hop", "keep-alive"] {
+            assert!(h.get(hop).is_none(), "{what}: {hop} passed on");
+        }
+    };
+    let a = GwConn::open(dp.proxy_addr).await.get("/pool/fields").await;
+    check("HTTP/1.1", a.status, &a.headers, &a.body);
+
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = h2
+        .get(format!("http://{}/pool/fields", dp.proxy_addr))
+        .header("host", "gw.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    let (status, headers) = (r.status().as_u16(), r.headers().clone());
+    check("HTTP/2", status, &headers, &r.bytes().await.unwrap());
+}

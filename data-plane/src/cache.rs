@@ -359,9 +359,10 @@ pub fn storable(status: StatusCode, h: &HeaderMap, cfg: &CacheConfig) -> Option<
 /// Read `res` into an entry if it may be stored; otherwise hand it back,
 /// whole (what was read already goes first).
 pub async fn collect(
-    res: Response<ProxyBody>,
+    mut res: Response<ProxyBody>,
     cfg: &CacheConfig,
 ) -> Result<Arc<CachedResponse>, FillError> {
+    crate::fields::materialize(&mut res);
     let unstorable = |res| FillError::Unstorable(std::sync::Mutex::new(Some(res)));
     let Some(ttl) = storable(res.status(), res.headers(), cfg) else {
         return Err(unstorable(res));

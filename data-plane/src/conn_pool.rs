@@ -22,6 +22,7 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::mem::MaybeUninit;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -33,8 +34,10 @@ use http::{Method, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::time::{Instant as Deadline, Sleep};
 
 use crate::body::{BoxError, ProxyBody};
+use crate::fields::UpstreamFields;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle connections older than this are closed rather than reused.
@@ -56,6 +59,11 @@ struct Conn {
     buf: BytesMut,
     /// Whether it served a request before this one.
     reused: bool,
+    /// The current request's deadline. Kept with the connection and reset
+    /// for each request: moving a deadline later is one atomic store in
+    /// tokio's timer, where a new timer per request is an insertion into
+    /// the timer wheel and a removal (both under the driver's lock).
+    deadline: Pin<Box<Sleep>>,
 }
 
 struct Idle {
@@ -91,6 +99,9 @@ pub enum SendError {
     /// likely the target's keep-alive timeout racing this request.
     #[error("pooled connection closed before an answer: {0}")]
     Stale(std::io::Error),
+    /// No answer by the route's deadline.
+    #[error("no answer within the route's timeout")]
+    TimedOut,
     /// From hyper_util's client (streamed uploads, HTTPS, HTTP/2, upgrades).
     #[error(transparent)]
     Client(#[from] hyper_util::client::legacy::Error),
@@ -215,15 +226,20 @@ fn checkin(authority: &Authority, mut conn: Conn) {
     });
 }
 
-async fn connect(authority: &Authority) -> Result<Conn, SendError> {
+/// Connect, giving up at the request's deadline (`TimedOut`) or after
+/// `CONNECT_TIMEOUT` (a connect error, which another target may not have).
+async fn connect(authority: &Authority, deadline: Deadline) -> Result<Conn, SendError> {
     let failed = |source| SendError::Connect {
         authority: authority.clone(),
         source,
     };
     let addr = (authority.host(), authority.port_u16().unwrap_or(80));
-    let io = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+    let connect_by = Deadline::now() + CONNECT_TIMEOUT;
+    let io = match tokio::time::timeout_at(deadline.min(connect_by), TcpStream::connect(addr)).await
+    {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(failed(e)),
+        Err(_) if deadline <= connect_by => return Err(SendError::TimedOut),
         Err(_) => return Err(failed(std::io::ErrorKind::TimedOut.into())),
     };
     let _ = io.set_nodelay(true);
@@ -232,36 +248,59 @@ async fn connect(authority: &Authority) -> Result<Conn, SendError> {
         io,
         buf: BytesMut::with_capacity(READ_CHUNK),
         reused: false,
+        deadline: Box::pin(tokio::time::sleep_until(deadline)),
     })
 }
 
 /// Send a request to `authority` on an idle connection of this thread, or
-/// a new one, and read the head of the answer. A pooled connection the
-/// target closed meanwhile is noticed before anything is written, and the
-/// request goes on a new connection instead.
+/// a new one, and read the head of the answer by `deadline`. A pooled
+/// connection the target closed meanwhile is noticed before anything is
+/// written, and the request goes on a new connection instead.
 pub async fn send(
     authority: &Authority,
     head: &Head<'_>,
     body: &Bytes,
+    deadline: Deadline,
 ) -> Result<Response<ProxyBody>, SendError> {
     let mut conn = match checkout(authority) {
-        Some(c) => c,
+        Some(mut c) => {
+            c.deadline.as_mut().reset(deadline);
+            c
+        }
         // Boxed: connecting is rare, and its future is large.
-        None => Box::pin(connect(authority)).await?,
+        None => Box::pin(connect(authority, deadline)).await?,
     };
     let encoded = head.encode(body.len());
-    let written = conn
-        .io
-        .write_all_buf(&mut Buf::chain(&encoded[..], &body[..]))
-        .await;
-    if let Err(e) = written {
-        return Err(if conn.reused {
-            SendError::Stale(e)
-        } else {
-            e.into()
-        });
-    }
-    let (parts, framing, keep_alive) = read_head(&mut conn, head.method).await?;
+    let (parts, framing, keep_alive) = {
+        let Conn {
+            io,
+            buf,
+            reused,
+            deadline,
+        } = &mut conn;
+        let exchange = async {
+            let written = io
+                .write_all_buf(&mut Buf::chain(&encoded[..], &body[..]))
+                .await;
+            if let Err(e) = written {
+                return Err(if *reused {
+                    SendError::Stale(e)
+                } else {
+                    e.into()
+                });
+            }
+            read_head(io, buf, *reused, head.method).await
+        };
+        tokio::pin!(exchange);
+        std::future::poll_fn(|cx| match exchange.as_mut().poll(cx) {
+            Poll::Pending => deadline
+                .as_mut()
+                .poll(cx)
+                .map(|()| Err(SendError::TimedOut)),
+            done => done,
+        })
+        .await?
+    };
     let mut body = UpstreamBody {
         conn: Some(conn),
         framing,
@@ -277,39 +316,41 @@ pub async fn send(
     ))
 }
 
-/// Read more from the target into `conn.buf`; `Ok(0)` at the end.
-async fn fill(conn: &mut Conn) -> std::io::Result<usize> {
-    std::future::poll_fn(|cx| poll_fill(conn, cx)).await
-}
-
-fn poll_fill(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-    if conn.buf.capacity() - conn.buf.len() < READ_CHUNK / 4 {
-        conn.buf.reserve(READ_CHUNK);
+/// Read more from the target into `buf`; `Ok(0)` at the end.
+fn poll_fill(
+    io: &mut TcpStream,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<usize>> {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
     }
-    tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.buf)
+    tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
 }
 
 /// The response head, skipping interim (1xx) answers, how its body is
 /// delimited, and whether the connection can be kept after it.
 async fn read_head(
-    conn: &mut Conn,
+    io: &mut TcpStream,
+    buf: &mut BytesMut,
+    reused: bool,
     method: &Method,
 ) -> Result<(http::response::Parts, Framing, bool), SendError> {
     let mut received = false;
     loop {
-        if !conn.buf.is_empty() {
+        if !buf.is_empty() {
             received = true;
-            if let Some(parsed) = parse_head(conn, method)? {
+            if let Some(parsed) = parse_head(buf, method)? {
                 return Ok(parsed);
             }
-            if conn.buf.len() > MAX_HEAD_BYTES {
+            if buf.len() > MAX_HEAD_BYTES {
                 return Err(SendError::Protocol(
                     "upstream response head too large".into(),
                 ));
             }
         }
-        match fill(conn).await {
-            Ok(0) if !received && conn.reused => {
+        match std::future::poll_fn(|cx| poll_fill(io, buf, cx)).await {
+            Ok(0) if !received && reused => {
                 return Err(SendError::Stale(std::io::ErrorKind::UnexpectedEof.into()))
             }
             Ok(0) => {
@@ -318,15 +359,15 @@ async fn read_head(
                 ))
             }
             Ok(_) => {}
-            Err(e) if !received && conn.reused => return Err(SendError::Stale(e)),
+            Err(e) if !received && reused => return Err(SendError::Stale(e)),
             Err(e) => return Err(e.into()),
         }
     }
 }
 
-/// Parse a complete head out of `conn.buf` (`None`: not complete yet).
+/// Parse a complete head out of `buf` (`None`: not complete yet).
 fn parse_head(
-    conn: &mut Conn,
+    buf: &mut BytesMut,
     method: &Method,
 ) -> Result<Option<(http::response::Parts, Framing, bool)>, SendError> {
     let bad = |what: &str| SendError::Protocol(format!("invalid upstream response: {what}"));
@@ -334,7 +375,7 @@ fn parse_head(
         let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut res = httparse::Response::new(&mut []);
         let len = match httparse::ParserConfig::default()
-            .parse_response_with_uninit_headers(&mut res, &conn.buf, &mut slots)
+            .parse_response_with_uninit_headers(&mut res, &buf, &mut slots)
         {
             Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD_BYTES => n,
             Ok(httparse::Status::Complete(_)) => return Err(bad("head over 64 KiB")),
@@ -344,8 +385,8 @@ fn parse_head(
         let code = res.code.unwrap_or(0);
         if (100..200).contains(&code) && code != 101 {
             // 100 Continue and the like: the answer proper follows.
-            conn.buf.advance(len);
-            if conn.buf.is_empty() {
+            buf.advance(len);
+            if buf.is_empty() {
                 return Ok(None);
             }
             continue;
@@ -355,43 +396,57 @@ fn parse_head(
             return Err(bad("101 to a request that asked for no upgrade"));
         }
         let http10 = res.version == Some(0);
-        // Names now; values once the head is split off the buffer, as
-        // slices of it (no copy).
-        let base = conn.buf.as_ptr() as usize;
-        let mut fields = Vec::with_capacity(res.headers.len());
+        // The fields stay where they are: offsets into the head, which is
+        // split off the buffer once parsed (see `fields`).
+        let base = buf.as_ptr() as usize;
+        let offsets = |s: &[u8]| {
+            let start = s.as_ptr() as usize - base;
+            start..start + s.len()
+        };
+        let mut kept = UpstreamFields::new(res.headers.len());
         let mut scan = HeadScan::default();
+        let mut connection_names = false;
         for h in res.headers.iter() {
-            let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad("header name"))?;
-            scan.see(&name, h.value);
-            let start = h.value.as_ptr() as usize - base;
-            fields.push((name, start..start + h.value.len()));
-        }
-        let raw = conn.buf.split_to(len).freeze();
-        // Room for what the proxy adds (request id, rate limits, cache
-        // status, CORS) without growing the map.
-        let mut headers = HeaderMap::with_capacity(fields.len() + 8);
-        for (name, range) in fields {
-            let value = HeaderValue::from_maybe_shared(raw.slice(range))
-                .map_err(|_| bad("header value"))?;
-            headers.append(name, value);
+            let name = h.name.as_bytes();
+            scan.see(name, h.value);
+            if crate::proxy::is_hop_by_hop(name) {
+                connection_names |= name.eq_ignore_ascii_case(b"connection");
+                continue;
+            }
+            kept.dated |= name.eq_ignore_ascii_case(b"date");
+            kept.push(offsets(name), offsets(h.value));
         }
         if http10 && scan.chunked_last.is_some() {
             // RFC 9112 section 6.1: the framing of such an answer is faulty.
             return Err(bad("Transfer-Encoding in an HTTP/1.0 answer"));
         }
         let framing = framing(method, status, &scan).map_err(bad)?;
-        if scan.chunked_last.is_some() && scan.length != Ok(None) {
+        let chunked = scan.chunked_last.is_some();
+        if chunked || connection_names {
             // Transfer-Encoding wins; an intermediary drops the length
-            // beside it (RFC 9112 section 6.3).
-            headers.remove(header::CONTENT_LENGTH);
+            // beside it (RFC 9112 section 6.3). Fields that `Connection`
+            // names are hop-by-hop too.
+            let named: Vec<&[u8]> = res
+                .headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+                .flat_map(|h| h.value.split(|b| *b == b','))
+                .map(<[u8]>::trim_ascii)
+                .collect();
+            kept.retain_names(buf, |name| {
+                !(chunked && name.eq_ignore_ascii_case(b"content-length"))
+                    && !named.iter().any(|n| n.eq_ignore_ascii_case(name))
+            });
         }
+        kept.length = if chunked { None } else { scan.length.ok().flatten() };
+        kept.set_head(buf.split_to(len).freeze());
         let keep_alive = !http10 && !scan.close;
         let mut parts = Response::new(()).into_parts().0;
         parts.status = status;
         // The client gets our HTTP version, not the target's (RFC 9110
         // section 6.2).
         parts.version = Version::HTTP_11;
-        parts.headers = headers;
+        parts.extensions.insert(kept);
         return Ok(Some((parts, framing, keep_alive)));
     }
 }
@@ -419,15 +474,15 @@ impl Default for HeadScan {
 }
 
 impl HeadScan {
-    fn see(&mut self, name: &HeaderName, value: &[u8]) {
-        if *name == header::TRANSFER_ENCODING {
+    fn see(&mut self, name: &[u8], value: &[u8]) {
+        if name.eq_ignore_ascii_case(b"transfer-encoding") {
             let last = value.rsplit(|b| *b == b',').next().unwrap_or(b"");
             self.chunked_last = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if *name == header::CONTENT_LENGTH {
+        } else if name.eq_ignore_ascii_case(b"content-length") {
             if let Ok(length) = self.length {
                 self.length = add_length(length, value);
             }
-        } else if *name == header::CONNECTION {
+        } else if name.eq_ignore_ascii_case(b"connection") {
             self.close |= lists_token(value, b"close");
         }
     }
@@ -649,7 +704,7 @@ impl UpstreamBody {
             _ => true,
         };
         debug_assert!(need_more);
-        match poll_fill(conn, cx) {
+        match poll_fill(&mut conn.io, &mut conn.buf, cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
             Poll::Ready(Ok(0)) => {
@@ -708,7 +763,7 @@ mod tests {
         let h = |pairs: &[(&str, &str)]| {
             let mut scan = HeadScan::default();
             for (k, v) in pairs {
-                scan.see(&HeaderName::from_bytes(k.as_bytes()).unwrap(), v.as_bytes());
+                scan.see(k.as_bytes(), v.as_bytes());
             }
             scan
         };

@@ -299,7 +299,8 @@ async fn write_response<T: AsyncWrite + Unpin>(
     head_only: bool,
     mut close: bool,
 ) -> io::Result<bool> {
-    let (parts, mut body) = res.into_parts();
+    let (mut parts, mut body) = res.into_parts();
+    let upstream = crate::fields::take(&mut parts.extensions);
     let status = parts.status;
     let bodiless = status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -313,7 +314,10 @@ async fn write_response<T: AsyncWrite + Unpin>(
     // The framing is this writer's to set: one Content-Length, or chunked.
     // The length is the body's own when it knows it (what is sent); an
     // answer to HEAD has no body, and its length is the header's.
-    let header_length = || content_length(&parts.headers).ok().flatten();
+    let header_length = || {
+        let length = content_length(&parts.headers).ok().flatten();
+        length.or_else(|| upstream.as_ref()?.length)
+    };
     let length = if bodiless {
         None
     } else if head_only {
@@ -322,6 +326,10 @@ async fn write_response<T: AsyncWrite + Unpin>(
         body.size_hint().exact().or_else(header_length)
     };
     let (mut dated, mut says_close) = (false, false);
+    if let Some(upstream) = &upstream {
+        upstream.write(out, &parts.headers);
+        dated = upstream.dated;
+    }
     for (name, value) in &parts.headers {
         if *name == header::TRANSFER_ENCODING || *name == header::CONTENT_LENGTH {
             continue;

@@ -32,6 +32,7 @@ pub mod config;
 pub mod conn_pool;
 pub mod echo;
 pub mod error;
+pub mod fields;
 pub mod framing;
 pub mod gateway;
 pub mod h1;

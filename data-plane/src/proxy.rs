@@ -103,6 +103,13 @@ static HOP_BY_HOP: [&HeaderName; 9] = [
     &header::UPGRADE,
 ];
 
+/// Whether a field name (any case) is one of `HOP_BY_HOP`.
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| h.as_str().as_bytes().eq_ignore_ascii_case(name))
+}
+
 /// What the request path reads from the client's header fields, found in
 /// one pass over them: a lookup for each would hash its name every time.
 #[derive(Default)]
@@ -1096,22 +1103,26 @@ async fn forward(
                         headers: &headers,
                         added: added.as_slice(),
                     };
-                    conn_pool::send(&target.authority, &head, body).await
+                    conn_pool::send(&target.authority, &head, body, deadline).await
                 }
-                Via::Client(up) => match gw.clients.for_request(grpc).request(up).await {
-                    Ok(res) => Ok(res.map(body::boxed)),
-                    Err(e) => Err(SendError::Client(e)),
-                },
+                Via::Client(up) => {
+                    let sent = gw.clients.for_request(grpc).request(up);
+                    match tokio::time::timeout_at(deadline, sent).await {
+                        Ok(Ok(res)) => Ok(res.map(body::boxed)),
+                        Ok(Err(e)) => Err(SendError::Client(e)),
+                        Err(_) => Err(SendError::TimedOut),
+                    }
+                }
             }
         };
-        let outcome = tokio::time::timeout_at(deadline, sending).await;
+        let outcome = sending.await;
         trail.upstream_us = Some(sent_at.elapsed().as_micros() as u64);
         match outcome {
-            Err(_) => {
+            Err(SendError::TimedOut) => {
                 lease.record(false);
                 return Err(ProxyError::GatewayTimeout);
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 lease.record(false);
                 if caused_by_body_limit(&e) {
                     return Err(ProxyError::PayloadTooLarge);
@@ -1123,7 +1134,7 @@ async fn forward(
                 }
                 return Err(last_err);
             }
-            Ok(Ok(mut res)) => {
+            Ok(mut res) => {
                 let status = res.status();
                 span.record("status", status.as_u16());
                 let failed = matches!(

@@ -237,8 +237,14 @@ impl RouteTable {
         let rest = after_base(api, path);
         let mut allow = Vec::new();
         for (i, r) in api.routes.iter().enumerate() {
-            let Some(params) = r.template.matches(rest) else {
-                continue;
+            // Parameters are kept only for a rewrite.
+            let rewritten = match &r.rewrite {
+                None if r.template.match_with(rest, |_, _| {}) => None,
+                None => continue,
+                Some(rewrite) => match r.template.matches(rest) {
+                    Some(params) => Some(rewrite.render(&params)),
+                    None => continue,
+                },
             };
             if !r.allows(method) {
                 allow.extend(r.methods.iter().cloned());
@@ -247,7 +253,7 @@ impl RouteTable {
             return Ok(RouteMatch {
                 api: api.clone(),
                 route: i,
-                rewritten: r.rewrite.as_ref().map(|t| t.render(&params)),
+                rewritten,
             });
         }
         if allow.is_empty() {

@@ -93,6 +93,18 @@ impl PathTemplate {
     /// Match a request path (already split after the base path) and return
     /// the captured parameters, in template order.
     pub fn matches<'a>(&self, path: &'a str) -> Option<Vec<(&str, &'a str)>> {
+        let mut captured = Vec::new();
+        self.match_with(path, |name, value| captured.push((name, value)))
+            .then_some(captured)
+    }
+
+    /// Whether a request path matches; each captured parameter goes to
+    /// `capture` as it is found (a match that needs none allocates nothing).
+    pub fn match_with<'s, 'a>(
+        &'s self,
+        path: &'a str,
+        mut capture: impl FnMut(&'s str, &'a str),
+    ) -> bool {
         let trimmed = path.strip_prefix('/').unwrap_or(path);
         let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
         let mut rest = if trimmed.is_empty() {
@@ -100,11 +112,12 @@ impl PathTemplate {
         } else {
             Some(trimmed)
         };
-        let mut captured = Vec::new();
         for seg in &self.segments {
-            let current = rest?;
+            let Some(current) = rest else {
+                return false;
+            };
             if let Segment::Rest(name) = seg {
-                captured.push((name.as_str(), current));
+                capture(name.as_str(), current);
                 rest = None;
                 continue;
             }
@@ -114,12 +127,12 @@ impl PathTemplate {
             };
             match seg {
                 Segment::Literal(lit) if lit == head => {}
-                Segment::Param(name) if !head.is_empty() => captured.push((name.as_str(), head)),
-                _ => return None,
+                Segment::Param(name) if !head.is_empty() => capture(name.as_str(), head),
+                _ => return false,
             }
             rest = tail;
         }
-        rest.is_none().then_some(captured)
+        rest.is_none()
     }
 
     /// Fill a rewrite template (`upstream_path`) with captured parameters.

@@ -159,6 +159,8 @@ static GATEWAY_OWNED: [HeaderName; 3] = [
 /// The CORS headers of an actual response (upstream or the gateway's own,
 /// errors included, so browsers can read a 401 or 429).
 pub fn decorate(cors: &Cors, origin: Option<&HeaderValue>, res: &mut Response<ProxyBody>) {
+    // `Vary` merges with the upstream's.
+    crate::fields::materialize(res);
     let h = res.headers_mut();
     for name in &GATEWAY_OWNED {
         h.remove(name);

@@ -1,0 +1,185 @@
+//! An upstream answer's header fields as the target sent them, without a
+//! `HeaderMap` built for them.
+//!
+//! Most answers pass through the proxy untouched: hashing each field into a
+//! map, only for the client codec to write it out again, was about a tenth
+//! of a proxied request's work. So the pooled HTTP/1.1 client (`conn_pool`)
+//! leaves them as slices of the head it read, in the response's extensions,
+//! and the response's map starts empty. The rules:
+//!
+//! - A field in the map replaces the upstream's fields of that name, as
+//!   `HeaderMap::insert` would have: the gateway's `x-request-id`,
+//!   `RateLimit-*` and `x-cache` win over the target's.
+//! - Anything that reads or merges the upstream's fields (the cache, CORS,
+//!   hyper's server) calls [`materialize`] first, which moves them into the
+//!   map under the same rule.
+//! - The fast HTTP/1.1 server (`h1`) writes them as they are ([`take`],
+//!   [`UpstreamFields::write`]).
+
+use std::ops::Range;
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::Response;
+
+/// The fields of one upstream head to pass on: hop-by-hop fields, and a
+/// `Content-Length` beside `Transfer-Encoding`, are already left out.
+#[derive(Clone)]
+pub struct UpstreamFields {
+    /// The head as read; the fields are ranges of it.
+    head: Bytes,
+    fields: Vec<Field>,
+    /// One of the fields is `Date`.
+    pub dated: bool,
+    /// The length the head declares (what a `HEAD` answer carries).
+    pub length: Option<u64>,
+}
+
+#[derive(Clone)]
+struct Field {
+    name: Range<u32>,
+    value: Range<u32>,
+}
+
+impl UpstreamFields {
+    /// `head` is the buffer the ranges given to [`Self::push`] point into.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            head: Bytes::new(),
+            fields: Vec::with_capacity(capacity),
+            dated: false,
+            length: None,
+        }
+    }
+
+    /// Keep the field at these offsets of the head.
+    pub fn push(&mut self, name: Range<usize>, value: Range<usize>) {
+        let to32 = |r: Range<usize>| r.start as u32..r.end as u32;
+        self.fields.push(Field {
+            name: to32(name),
+            value: to32(value),
+        });
+    }
+
+    /// Drop the fields `drop` says to, by name.
+    pub fn retain_names(&mut self, head: &[u8], mut keep: impl FnMut(&[u8]) -> bool) {
+        self.fields.retain(|f| keep(&head[range(&f.name)]));
+    }
+
+    /// The head the offsets point into, once it is split off the buffer.
+    pub fn set_head(&mut self, head: Bytes) {
+        self.head = head;
+    }
+
+    /// Write each field as `name: value\r\n`, except those whose name the
+    /// map has (they replace the upstream's).
+    pub fn write(&self, out: &mut Vec<u8>, replaced_by: &HeaderMap) {
+        for f in &self.fields {
+            let name = &self.head[range(&f.name)];
+            if replaced_by
+                .keys()
+                .any(|k| k.as_str().as_bytes().eq_ignore_ascii_case(name))
+            {
+                continue;
+            }
+            out.extend_from_slice(name);
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(&self.head[range(&f.value)]);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+
+    /// Into `map`, except the names it already has.
+    fn into_map(self, map: &mut HeaderMap) {
+        let mut upstream = HeaderMap::with_capacity(self.fields.len() + map.len());
+        for f in &self.fields {
+            // httparse accepted both, by the same rules as `http`'s.
+            let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(&self.head[range(&f.name)]),
+                HeaderValue::from_maybe_shared(self.head.slice(range(&f.value))),
+            ) else {
+                continue;
+            };
+            if !map.contains_key(&name) {
+                upstream.append(name, value);
+            }
+        }
+        let mut last = None;
+        for (name, value) in std::mem::take(map) {
+            // `None`: another value of the name just before.
+            let name = name.or_else(|| last.clone()).expect("a map starts with a name");
+            upstream.append(&name, value);
+            last = Some(name);
+        }
+        *map = upstream;
+    }
+}
+
+fn range(r: &Range<u32>) -> Range<usize> {
+    r.start as usize..r.end as usize
+}
+
+/// Move the upstream's raw fields, if any, into the response's map: for
+/// code that reads or merges header fields.
+pub fn materialize<B>(res: &mut Response<B>) {
+    if let Some(fields) = res.extensions_mut().remove::<UpstreamFields>() {
+        fields.into_map(res.headers_mut());
+    }
+}
+
+/// Take the raw fields out of the response's extensions, for a codec that
+/// writes them itself.
+pub fn take(extensions: &mut http::Extensions) -> Option<UpstreamFields> {
+    extensions.remove::<UpstreamFields>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fields of `head` (lines of `name: value`), kept as `parse_head`
+    /// would.
+    fn fields(head: &'static str) -> UpstreamFields {
+        let mut f = UpstreamFields::new(4);
+        let mut at = 0;
+        for line in head.split_inclusive("\r\n") {
+            let (name, value) = line.trim_end().split_once(": ").unwrap();
+            f.push(at..at + name.len(), at + name.len() + 2..at + name.len() + 2 + value.len());
+            at += line.len();
+        }
+        f.set_head(Bytes::from_static(head.as_bytes()));
+        f
+    }
+
+    #[test]
+    fn written_as_sent_unless_the_map_replaces_them() {
+        let f = fields("Content-Type: text/plain\r\nX-Request-Id: theirs\r\nset-cookie: a\r\nSet-Cookie: b\r\n");
+        let mut map = HeaderMap::new();
+        map.insert("x-request-id", HeaderValue::from_static("ours"));
+        let mut out = Vec::new();
+        f.write(&mut out, &map);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "Content-Type: text/plain\r\nset-cookie: a\r\nSet-Cookie: b\r\n"
+        );
+    }
+
+    #[test]
+    fn materialized_fields_keep_every_value_and_yield_to_the_map() {
+        let mut res = Response::new(());
+        res.extensions_mut().insert(fields(
+            "Vary: Accept\r\nX-Request-Id: theirs\r\nvary: Cookie\r\n",
+        ));
+        res.headers_mut()
+            .insert("x-request-id", HeaderValue::from_static("ours"));
+        res.headers_mut()
+            .append("x-cache", HeaderValue::from_static("Miss"));
+        materialize(&mut res);
+        let h = res.headers();
+        let vary: Vec<_> = h.get_all("vary").iter().collect();
+        assert_eq!(vary, ["Accept", "Cookie"]);
+        assert_eq!(h.get_all("x-request-id").iter().collect::<Vec<_>>(), ["ours"]);
+        assert_eq!(h["x-cache"], "Miss");
+        assert!(take(res.extensions_mut()).is_none());
+    }
+}
