@@ -1652,9 +1652,13 @@ async fn the_answers_own_fields_pass_through_and_the_gateways_replace_the_target
     let check = |what: &str, status: u16, h: &http::HeaderMap, body: &[u8]| {
         assert_eq!((status, body), (200, &b"ok"[..]), "{what}: {h:?}");
         let all = |name: &str| -> Vec<&str> {
-            h.get_all(name).iter().map(|v| v.to_str().unwrap()).collect()
+            h.get_all(name)
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect()
         };
         assert_eq!(all("content-type"), ["text/plain"], "{what}");
+        assert_eq!(all("content-length"), ["2"], "{what}");
         assert_eq!(all("set-cookie"), ["a=1", "b=2"], "{what}");
         assert_eq!(all("date"), ["Mon, 30 Nov 2026 18:00:00 GMT"], "{what}");
         let id = all("x-request-id");

@@ -21,8 +21,8 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
-use std::mem::MaybeUninit;
 use std::future::Future;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -413,6 +413,10 @@ fn parse_head(
                 connection_names |= name.eq_ignore_ascii_case(b"connection");
                 continue;
             }
+            if name.eq_ignore_ascii_case(b"content-length") {
+                // Framing: the client side sets its own (`length` below).
+                continue;
+            }
             kept.dated |= name.eq_ignore_ascii_case(b"date");
             kept.push(offsets(name), offsets(h.value));
         }
@@ -422,10 +426,8 @@ fn parse_head(
         }
         let framing = framing(method, status, &scan).map_err(bad)?;
         let chunked = scan.chunked_last.is_some();
-        if chunked || connection_names {
-            // Transfer-Encoding wins; an intermediary drops the length
-            // beside it (RFC 9112 section 6.3). Fields that `Connection`
-            // names are hop-by-hop too.
+        if connection_names {
+            // Fields that `Connection` names are hop-by-hop too.
             let named: Vec<&[u8]> = res
                 .headers
                 .iter()
@@ -434,11 +436,16 @@ fn parse_head(
                 .map(<[u8]>::trim_ascii)
                 .collect();
             kept.retain_names(buf, |name| {
-                !(chunked && name.eq_ignore_ascii_case(b"content-length"))
-                    && !named.iter().any(|n| n.eq_ignore_ascii_case(name))
+                !named.iter().any(|n| n.eq_ignore_ascii_case(name))
             });
         }
-        kept.length = if chunked { None } else { scan.length.ok().flatten() };
+        // Transfer-Encoding wins; an intermediary drops the length beside
+        // it (RFC 9112 section 6.3).
+        kept.length = if chunked {
+            None
+        } else {
+            scan.length.ok().flatten()
+        };
         kept.set_head(buf.split_to(len).freeze());
         let keep_alive = !http10 && !scan.close;
         let mut parts = Response::new(()).into_parts().0;

@@ -22,8 +22,9 @@ use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::Response;
 
-/// The fields of one upstream head to pass on: hop-by-hop fields, and a
-/// `Content-Length` beside `Transfer-Encoding`, are already left out.
+/// The fields of one upstream head to pass on: hop-by-hop fields are
+/// already left out, and `Content-Length` is kept as a number (framing is
+/// the client side's to write).
 #[derive(Clone)]
 pub struct UpstreamFields {
     /// The head as read; the fields are ranges of it.
@@ -31,7 +32,8 @@ pub struct UpstreamFields {
     fields: Vec<Field>,
     /// One of the fields is `Date`.
     pub dated: bool,
-    /// The length the head declares (what a `HEAD` answer carries).
+    /// The length the head declares, unless `Transfer-Encoding` overrides
+    /// it (what a `HEAD` answer passes on).
     pub length: Option<u64>,
 }
 
@@ -61,7 +63,7 @@ impl UpstreamFields {
         });
     }
 
-    /// Drop the fields `drop` says to, by name.
+    /// Keep only the fields `keep` says to, by name.
     pub fn retain_names(&mut self, head: &[u8], mut keep: impl FnMut(&[u8]) -> bool) {
         self.fields.retain(|f| keep(&head[range(&f.name)]));
     }
@@ -104,10 +106,18 @@ impl UpstreamFields {
                 upstream.append(name, value);
             }
         }
+        if let Some(n) = self
+            .length
+            .filter(|_| !map.contains_key(http::header::CONTENT_LENGTH))
+        {
+            upstream.insert(http::header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
         let mut last = None;
         for (name, value) in std::mem::take(map) {
             // `None`: another value of the name just before.
-            let name = name.or_else(|| last.clone()).expect("a map starts with a name");
+            let name = name
+                .or_else(|| last.clone())
+                .expect("a map starts with a name");
             upstream.append(&name, value);
             last = Some(name);
         }
@@ -144,7 +154,10 @@ mod tests {
         let mut at = 0;
         for line in head.split_inclusive("\r\n") {
             let (name, value) = line.trim_end().split_once(": ").unwrap();
-            f.push(at..at + name.len(), at + name.len() + 2..at + name.len() + 2 + value.len());
+            f.push(
+                at..at + name.len(),
+                at + name.len() + 2..at + name.len() + 2 + value.len(),
+            );
             at += line.len();
         }
         f.set_head(Bytes::from_static(head.as_bytes()));
@@ -167,9 +180,9 @@ mod tests {
     #[test]
     fn materialized_fields_keep_every_value_and_yield_to_the_map() {
         let mut res = Response::new(());
-        res.extensions_mut().insert(fields(
-            "Vary: Accept\r\nX-Request-Id: theirs\r\nvary: Cookie\r\n",
-        ));
+        let mut upstream = fields("Vary: Accept\r\nX-Request-Id: theirs\r\nvary: Cookie\r\n");
+        upstream.length = Some(12);
+        res.extensions_mut().insert(upstream);
         res.headers_mut()
             .insert("x-request-id", HeaderValue::from_static("ours"));
         res.headers_mut()
@@ -178,8 +191,12 @@ mod tests {
         let h = res.headers();
         let vary: Vec<_> = h.get_all("vary").iter().collect();
         assert_eq!(vary, ["Accept", "Cookie"]);
-        assert_eq!(h.get_all("x-request-id").iter().collect::<Vec<_>>(), ["ours"]);
+        assert_eq!(
+            h.get_all("x-request-id").iter().collect::<Vec<_>>(),
+            ["ours"]
+        );
         assert_eq!(h["x-cache"], "Miss");
+        assert_eq!(h["content-length"], "12");
         assert!(take(res.extensions_mut()).is_none());
     }
 }

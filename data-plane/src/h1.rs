@@ -274,8 +274,10 @@ impl Layout {
     /// `None` if `http` refuses the target or a value.
     fn request(&mut self, bytes: &Bytes, head_len: usize) -> Option<Request<RequestBody>> {
         let uri = Uri::from_maybe_shared(bytes.slice(self.target.clone())).ok()?;
-        // Room for the headers the proxy adds on the way up.
-        let mut headers = HeaderMap::with_capacity(self.headers.len() + 8);
+        // The gateway's own fields for the target are written beside the
+        // map, not into it: only the caller's identity (a keyed or JWT
+        // route) may need room.
+        let mut headers = HeaderMap::with_capacity(self.headers.len() + 3);
         for (name, range) in self.headers.drain(..) {
             let value = HeaderValue::from_maybe_shared(bytes.slice(range)).ok()?;
             headers.append(name, value);
