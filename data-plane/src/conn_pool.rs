@@ -177,13 +177,14 @@ impl Head<'_> {
     }
 }
 
-/// A connection of this thread to `authority` that is still open.
-fn checkout(authority: &Authority) -> Option<Conn> {
+/// A connection of this thread to `authority` that is still open (`now`:
+/// the caller's clock reading).
+fn checkout(authority: &Authority, now: Instant) -> Option<Conn> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let list = idle.get_mut(authority.as_str())?;
         while let Some(mut c) = list.pop_back() {
-            if c.since.elapsed() < IDLE_TIMEOUT && still_open(&mut c.conn) {
+            if now.saturating_duration_since(c.since) < IDLE_TIMEOUT && still_open(&mut c.conn) {
                 return Some(c.conn);
             }
         }
@@ -253,16 +254,18 @@ async fn connect(authority: &Authority, deadline: Deadline) -> Result<Conn, Send
 }
 
 /// Send a request to `authority` on an idle connection of this thread, or
-/// a new one, and read the head of the answer by `deadline`. A pooled
+/// a new one, and read the head of the answer by `deadline` (`sent_at`:
+/// the clock as the request goes out). A pooled
 /// connection the target closed meanwhile is noticed before anything is
 /// written, and the request goes on a new connection instead.
 pub async fn send(
     authority: &Authority,
     head: &Head<'_>,
     body: &Bytes,
+    sent_at: Instant,
     deadline: Deadline,
 ) -> Result<Response<ProxyBody>, SendError> {
-    let mut conn = match checkout(authority) {
+    let mut conn = match checkout(authority, sent_at) {
         Some(mut c) => {
             c.deadline.as_mut().reset(deadline);
             c

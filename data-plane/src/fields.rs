@@ -74,14 +74,17 @@ impl UpstreamFields {
     }
 
     /// Write each field as `name: value\r\n`, except those whose name the
-    /// map has (they replace the upstream's).
-    pub fn write(&self, out: &mut Vec<u8>, replaced_by: &HeaderMap) {
+    /// map or `also` has (they replace the upstream's).
+    pub fn write(&self, out: &mut Vec<u8>, replaced_by: &HeaderMap, also: &HeaderName) {
+        let replaced = |name: &[u8]| {
+            also.as_str().as_bytes().eq_ignore_ascii_case(name)
+                || replaced_by
+                    .keys()
+                    .any(|k| k.as_str().as_bytes().eq_ignore_ascii_case(name))
+        };
         for f in &self.fields {
             let name = &self.head[range(&f.name)];
-            if replaced_by
-                .keys()
-                .any(|k| k.as_str().as_bytes().eq_ignore_ascii_case(name))
-            {
+            if replaced(name) {
                 continue;
             }
             out.extend_from_slice(name);
@@ -170,10 +173,16 @@ mod tests {
         let mut map = HeaderMap::new();
         map.insert("x-request-id", HeaderValue::from_static("ours"));
         let mut out = Vec::new();
-        f.write(&mut out, &map);
+        f.write(&mut out, &map, &http::header::SERVER);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "Content-Type: text/plain\r\nset-cookie: a\r\nSet-Cookie: b\r\n"
+        );
+        let mut out = Vec::new();
+        f.write(&mut out, &HeaderMap::new(), &http::header::SET_COOKIE);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "Content-Type: text/plain\r\nX-Request-Id: theirs\r\n"
         );
     }
 

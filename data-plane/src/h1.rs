@@ -31,13 +31,14 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt as _;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, StatusCode, Uri, Version};
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use crate::body::{ProxyBody, RequestBody};
+use crate::body::RequestBody;
 use crate::conn_pool::{content_length, digits, lists_token, SMALL_BODY};
+use crate::proxy::{Served, X_REQUEST_ID};
 
 /// A head longer than this goes to hyper, whose buffer limit it is (431).
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -72,7 +73,7 @@ pub async fn serve<T, F, Fut>(
 where
     T: AsyncRead + AsyncWrite + Unpin,
     F: FnMut(Request<RequestBody>) -> Fut,
-    Fut: Future<Output = Response<ProxyBody>>,
+    Fut: Future<Output = Served>,
 {
     let mut buf = BytesMut::with_capacity(READ_SPACE * 2);
     let mut layout = Layout::default();
@@ -297,11 +298,11 @@ impl Layout {
 async fn write_response<T: AsyncWrite + Unpin>(
     io: &mut T,
     out: &mut Vec<u8>,
-    res: Response<ProxyBody>,
+    served: Served,
     head_only: bool,
     mut close: bool,
 ) -> io::Result<bool> {
-    let (mut parts, mut body) = res.into_parts();
+    let (mut parts, mut body) = served.res.into_parts();
     let upstream = crate::fields::take(&mut parts.extensions);
     let status = parts.status;
     let bodiless = status.is_informational()
@@ -329,11 +330,15 @@ async fn write_response<T: AsyncWrite + Unpin>(
     };
     let (mut dated, mut says_close) = (false, false);
     if let Some(upstream) = &upstream {
-        upstream.write(out, &parts.headers);
+        upstream.write(out, &parts.headers, &X_REQUEST_ID);
         dated = upstream.dated;
     }
+    push_header(out, b"x-request-id", served.request_id.as_bytes());
     for (name, value) in &parts.headers {
-        if *name == header::TRANSFER_ENCODING || *name == header::CONTENT_LENGTH {
+        if *name == header::TRANSFER_ENCODING
+            || *name == header::CONTENT_LENGTH
+            || *name == X_REQUEST_ID
+        {
             continue;
         }
         if *name == header::DATE {

@@ -256,13 +256,32 @@ impl Trail {
     }
 }
 
+/// A response, and the request id it is to carry.
+pub struct Served {
+    pub res: Response<ProxyBody>,
+    /// Replaces any `x-request-id` the response has. Kept beside the map:
+    /// a codec that writes it itself spares the map its one insertion
+    /// (most answers from the pool have nothing else in it).
+    pub request_id: HeaderValue,
+}
+
+impl Served {
+    /// The response with its request id in the map.
+    pub fn stamped(self) -> Response<ProxyBody> {
+        let mut res = self.res;
+        res.headers_mut()
+            .insert(X_REQUEST_ID.clone(), self.request_id);
+        res
+    }
+}
+
 /// Serve one request. Never fails: errors become responses.
 pub async fn serve(
     gw: &Gateway,
     conn: &ConnInfo,
     limits: &Limits,
     req: Request<RequestBody>,
-) -> Response<ProxyBody> {
+) -> Served {
     let facts = HeadFacts::scan(req.headers());
     let id = request_id(&facts);
     let mut trail = Trail::new(&req, &facts);
@@ -291,9 +310,10 @@ pub async fn serve(
             .insert(X_CACHE.clone(), HeaderValue::from_static(c.as_str()));
     }
     span.record("status", res.status().as_u16());
-    let mut res = finish(gw, trail, &id, res);
-    res.headers_mut().insert(X_REQUEST_ID.clone(), id);
-    res
+    Served {
+        res: finish(gw, trail, &id, res),
+        request_id: id,
+    }
 }
 
 /// Count the request and log it: now if the body's size is known, else
@@ -1103,7 +1123,7 @@ async fn forward(
                         headers: &headers,
                         added: added.as_slice(),
                     };
-                    conn_pool::send(&target.authority, &head, body, deadline).await
+                    conn_pool::send(&target.authority, &head, body, sent_at, deadline).await
                 }
                 Via::Client(up) => {
                     let sent = gw.clients.for_request(grpc).request(up);

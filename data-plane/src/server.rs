@@ -449,8 +449,9 @@ impl ProxyServer {
             // KiB, and every move of it up the chain would copy it whole.
             Box::pin(async move {
                 act.in_flight.fetch_add(1, Ordering::AcqRel);
-                let mut res =
+                let served =
                     proxy::serve(&gw, &info, &limits, req.map(RequestBody::Streamed)).await;
+                let mut res = served.stamped();
                 // hyper writes the map only.
                 crate::fields::materialize(&mut res);
                 act.in_flight.fetch_sub(1, Ordering::AcqRel);

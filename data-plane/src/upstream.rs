@@ -129,20 +129,28 @@ impl Breaker {
     }
 
     /// Returns true when this failure opened the breaker.
-    fn record(&self, ok: bool, now: u64) -> bool {
+    /// `now` is asked only on a failure.
+    fn record(&self, ok: bool, now: impl FnOnce() -> u64) -> bool {
         if self.threshold == 0 {
             return false;
         }
         if ok {
-            self.failures.store(0, Ordering::Release);
-            self.open_until.store(0, Ordering::Release);
+            // Loads first: every request succeeds through here, and a store
+            // would take the cache line from the other cores each time.
+            if self.failures.load(Ordering::Acquire) != 0 {
+                self.failures.store(0, Ordering::Release);
+            }
+            if self.open_until.load(Ordering::Acquire) != 0 {
+                self.open_until.store(0, Ordering::Release);
+            }
             return false;
         }
         let f = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
         if f >= self.threshold {
-            let was = self
-                .open_until
-                .swap(now + BREAKER_COOLDOWN.as_millis() as u64, Ordering::AcqRel);
+            let was = self.open_until.swap(
+                now() + BREAKER_COOLDOWN.as_millis() as u64,
+                Ordering::AcqRel,
+            );
             return was == 0;
         }
         false
@@ -199,7 +207,7 @@ impl Lease {
     /// Feed the attempt's outcome to the breaker.
     pub fn record(&self, ok: bool) {
         let t = self.target();
-        if t.breaker.record(ok, now_ms(self.pool.epoch)) {
+        if t.breaker.record(ok, || now_ms(self.pool.epoch)) {
             tracing::warn!(api = %self.pool.api_id, target = %t.url, "circuit breaker open");
         }
     }
