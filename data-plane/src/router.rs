@@ -130,9 +130,52 @@ type Map<K, V> = crate::ImMap<K, V>;
 #[derive(Clone, Default)]
 pub struct RouteTable {
     apis: Map<String, Arc<CompiledApi>>,
-    /// Lower-case host ("" for any host) → base path → API. Nested so a
+    /// Lower-case host ("" for any host) → its base paths. Nested so a
     /// lookup borrows the request's strings instead of building a key.
-    mounts: Map<String, Map<String, Arc<CompiledApi>>>,
+    mounts: Map<String, Bases>,
+    /// Some API names hosts: a request's host is worth a lookup.
+    named_hosts: bool,
+}
+
+/// One host's base paths → API, and how many base paths have each depth
+/// (segment count; the last slot counts all deeper ones): a path prefix
+/// of a depth no base path has is not looked up. Most tables mount
+/// everything on a few shallow base paths.
+#[derive(Clone, Default)]
+struct Bases {
+    by_path: Map<String, Arc<CompiledApi>>,
+    depths: [u32; 8],
+}
+
+impl Bases {
+    fn depth(path: &str) -> usize {
+        path.bytes()
+            .filter(|b| *b == b'/')
+            .count()
+            .min(8)
+            .saturating_sub(usize::from(path == "/"))
+            .min(7)
+    }
+
+    fn insert(&mut self, base: String, api: Arc<CompiledApi>) {
+        let depth = Self::depth(&base);
+        if self.by_path.insert(base, api).is_none() {
+            self.depths[depth] += 1;
+        }
+    }
+
+    fn remove(&mut self, base: &str) {
+        if self.by_path.remove(base).is_some() {
+            self.depths[Self::depth(base)] -= 1;
+        }
+    }
+
+    /// The API mounted on the longest base path that `path` starts with.
+    fn longest_match(&self, path: &str) -> Option<&Arc<CompiledApi>> {
+        prefixes(path)
+            .filter(|p| self.depths[Self::depth(p)] > 0)
+            .find_map(|p| self.by_path.get(p))
+    }
 }
 
 fn mount_keys(api: &Api) -> impl Iterator<Item = (String, String)> + '_ {
@@ -187,10 +230,10 @@ impl RouteTable {
             if let Some(old) = next.apis.remove(id) {
                 for (host, base) in mount_keys(&old.doc) {
                     if let Some(bases) = next.mounts.get_mut(&host) {
-                        if bases.get(&base).is_some_and(|a| a.doc.id == id) {
+                        if bases.by_path.get(&base).is_some_and(|a| a.doc.id == id) {
                             bases.remove(&base);
                         }
-                        if bases.is_empty() {
+                        if bases.by_path.is_empty() {
                             next.mounts.remove(&host);
                         }
                     }
@@ -210,6 +253,7 @@ impl RouteTable {
             }
             next.apis.insert(api.doc.id.clone(), api);
         }
+        next.named_hosts = next.mounts.len() > usize::from(next.mounts.contains_key(""));
         next
     }
 
@@ -224,7 +268,7 @@ impl RouteTable {
         } else {
             host.into()
         };
-        let hosts: &[&str] = if host.is_empty() {
+        let hosts: &[&str] = if host.is_empty() || !self.named_hosts {
             &[""]
         } else {
             &[host.as_ref(), ""]
@@ -232,7 +276,7 @@ impl RouteTable {
         let api = hosts
             .iter()
             .filter_map(|h| self.mounts.get(*h))
-            .find_map(|bases| prefixes(path).find_map(|p| bases.get(p)))
+            .find_map(|bases| bases.longest_match(path))
             .ok_or(RouteError::NotFound)?;
         let rest = after_base(api, path);
         let mut allow = Vec::new();
@@ -372,6 +416,35 @@ mod tests {
             "orders"
         );
         assert_eq!(t2.len(), 3);
+    }
+
+    /// Lookups skip depths no base path has, and a table with no named
+    /// hosts skips the host: both follow every change.
+    #[test]
+    fn skipped_lookups_follow_changes() {
+        let t = table();
+        let id = |t: &RouteTable, host: &str, path: &str| {
+            t.find(host, path, &Method::GET).map(|m| m.api.doc.id.clone())
+        };
+        assert_eq!(id(&t, "x", "/orders/archive/1").unwrap(), "deep");
+        // The only depth-2 base path goes: its paths fall to `/orders`.
+        let t2 = t.with_changes([], ["deep".to_string()]);
+        assert_eq!(id(&t2, "x", "/orders/archive").unwrap(), "orders");
+        // A new depth-3 base path is found.
+        let t3 = t2.with_changes(
+            [api(serde_json::json!({"id":"d3","base_path":"/a/b/c","routes":[
+                {"id":"all","path":"/{rest+}","mock":{}}]}))],
+            [],
+        );
+        assert_eq!(id(&t3, "x", "/a/b/c/d").unwrap(), "d3");
+        assert_eq!(id(&t3, "x", "/a/b/x").unwrap(), "root");
+        // Without the one API that names a host, no host is looked up; with
+        // it back, its host routes to it again.
+        let t4 = t3.with_changes([], ["hosted".to_string()]);
+        assert!(!t4.named_hosts);
+        assert_eq!(id(&t4, "api.example", "/orders").unwrap(), "orders");
+        assert!(t3.named_hosts);
+        assert_eq!(id(&t3, "api.example", "/orders").unwrap(), "hosted");
     }
 
     #[test]
