@@ -82,16 +82,28 @@ impl UpstreamFields {
                     .keys()
                     .any(|k| k.as_str().as_bytes().eq_ignore_ascii_case(name))
         };
+        // Lines are copied as the target wrote them, and neighbours in
+        // one piece: with nothing left out, the whole block is one copy.
+        let mut run = 0..0;
         for f in &self.fields {
-            let name = &self.head[range(&f.name)];
-            if replaced(name) {
+            if replaced(&self.head[range(&f.name)]) {
                 continue;
             }
-            out.extend_from_slice(name);
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(&self.head[range(&f.value)]);
-            out.extend_from_slice(b"\r\n");
+            let (start, end) = (f.name.start as usize, f.value.end as usize);
+            if run.end != start {
+                out.extend_from_slice(&self.head[run]);
+                run = start..start;
+            }
+            if self.head[end..].starts_with(b"\r\n") {
+                run.end = end + 2;
+            } else {
+                // A bare LF, or spaces after the value: ours instead.
+                out.extend_from_slice(&self.head[run.start..end]);
+                out.extend_from_slice(b"\r\n");
+                run = 0..0;
+            }
         }
+        out.extend_from_slice(&self.head[run]);
     }
 
     /// Into `map`, except the names it already has.
@@ -178,6 +190,15 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "Content-Type: text/plain\r\nset-cookie: a\r\nSet-Cookie: b\r\n"
         );
+        let mut out = Vec::new();
+        let mut odd = UpstreamFields::new(3);
+        let head = b"A: 1\nB: 2  \r\nC:3\r\n";
+        odd.push(0..1, 3..4);
+        odd.push(5..6, 8..9);
+        odd.push(13..14, 15..16);
+        odd.set_head(Bytes::from_static(head));
+        odd.write(&mut out, &HeaderMap::new(), &http::header::SERVER);
+        assert_eq!(String::from_utf8(out).unwrap(), "A: 1\r\nB: 2\r\nC:3\r\n");
         let mut out = Vec::new();
         f.write(&mut out, &HeaderMap::new(), &http::header::SET_COOKIE);
         assert_eq!(
