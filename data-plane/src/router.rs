@@ -148,33 +148,39 @@ struct Bases {
 }
 
 impl Bases {
+    /// The slot in `depths` of a path this many segments deep.
+    fn slot(depth: usize) -> usize {
+        depth.min(7)
+    }
+
     fn depth(path: &str) -> usize {
-        path.bytes()
-            .filter(|b| *b == b'/')
-            .count()
-            .min(8)
-            .saturating_sub(usize::from(path == "/"))
-            .min(7)
+        let slashes = path.bytes().filter(|b| *b == b'/').count();
+        slashes.saturating_sub(usize::from(path == "/"))
     }
 
     fn insert(&mut self, base: String, api: Arc<CompiledApi>) {
-        let depth = Self::depth(&base);
+        let slot = Self::slot(Self::depth(&base));
         if self.by_path.insert(base, api).is_none() {
-            self.depths[depth] += 1;
+            self.depths[slot] += 1;
         }
     }
 
     fn remove(&mut self, base: &str) {
         if self.by_path.remove(base).is_some() {
-            self.depths[Self::depth(base)] -= 1;
+            self.depths[Self::slot(Self::depth(base))] -= 1;
         }
     }
 
     /// The API mounted on the longest base path that `path` starts with.
     fn longest_match(&self, path: &str) -> Option<&Arc<CompiledApi>> {
+        // Each prefix is one segment shorter than the one before, down to
+        // `/` (depth 0), so the depth is counted once. (A path starting
+        // `//` yields `/` twice, the second time at its true depth.)
+        let deepest = Self::depth(path.trim_end_matches('/'));
         prefixes(path)
-            .filter(|p| self.depths[Self::depth(p)] > 0)
-            .find_map(|p| self.by_path.get(p))
+            .enumerate()
+            .filter(|(i, _)| self.depths[Self::slot(deepest.saturating_sub(*i))] > 0)
+            .find_map(|(_, p)| self.by_path.get(p))
     }
 }
 
@@ -424,7 +430,8 @@ mod tests {
     fn skipped_lookups_follow_changes() {
         let t = table();
         let id = |t: &RouteTable, host: &str, path: &str| {
-            t.find(host, path, &Method::GET).map(|m| m.api.doc.id.clone())
+            t.find(host, path, &Method::GET)
+                .map(|m| m.api.doc.id.clone())
         };
         assert_eq!(id(&t, "x", "/orders/archive/1").unwrap(), "deep");
         // The only depth-2 base path goes: its paths fall to `/orders`.
@@ -432,11 +439,23 @@ mod tests {
         assert_eq!(id(&t2, "x", "/orders/archive").unwrap(), "orders");
         // A new depth-3 base path is found.
         let t3 = t2.with_changes(
-            [api(serde_json::json!({"id":"d3","base_path":"/a/b/c","routes":[
-                {"id":"all","path":"/{rest+}","mock":{}}]}))],
+            [api(
+                serde_json::json!({"id":"d3","base_path":"/a/b/c","routes":[
+                {"id":"all","path":"/{rest+}","mock":{}}]}),
+            )],
             [],
         );
         assert_eq!(id(&t3, "x", "/a/b/c/d").unwrap(), "d3");
+        // Deeper than the last slot counts: still found, from deeper paths.
+        let t9 = t3.with_changes(
+            [api(
+                serde_json::json!({"id":"d9","base_path":"/1/2/3/4/5/6/7/8/9","routes":[
+                {"id":"all","path":"/{rest+}","mock":{}}]}),
+            )],
+            [],
+        );
+        assert_eq!(id(&t9, "x", "/1/2/3/4/5/6/7/8/9/10/11").unwrap(), "d9");
+        assert_eq!(id(&t9, "x", "//a/b/c/d").unwrap(), "root");
         assert_eq!(id(&t3, "x", "/a/b/x").unwrap(), "root");
         // Without the one API that names a host, no host is looked up; with
         // it back, its host routes to it again.
