@@ -65,19 +65,24 @@ where
 }
 
 /// A body that keeps something alive (an upstream lease, a metrics guard)
-/// until the body has been sent or dropped.
-pub struct Holding<T> {
-    inner: ProxyBody,
+/// until the body has been sent or dropped. Generic over the body so a
+/// concrete one is boxed once, with what it holds.
+pub struct Holding<B, T> {
+    inner: B,
     _held: T,
 }
 
-impl<T: Send + Sync + Unpin + 'static> Holding<T> {
-    pub fn wrap(inner: ProxyBody, held: T) -> ProxyBody {
+impl<B, T> Holding<B, T>
+where
+    B: Body<Data = Bytes, Error = BoxError> + Send + Sync + Unpin + 'static,
+    T: Send + Sync + Unpin + 'static,
+{
+    pub fn wrap(inner: B, held: T) -> ProxyBody {
         Holding { inner, _held: held }.boxed()
     }
 }
 
-impl<T: Unpin> Body for Holding<T> {
+impl<B: Body<Data = Bytes, Error = BoxError> + Unpin, T: Unpin> Body for Holding<B, T> {
     type Data = Bytes;
     type Error = BoxError;
 

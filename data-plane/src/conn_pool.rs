@@ -36,7 +36,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::{Instant as Deadline, Sleep};
 
-use crate::body::{BoxError, ProxyBody};
+use crate::body::BoxError;
 use crate::fields::UpstreamFields;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -264,7 +264,7 @@ pub async fn send(
     body: &Bytes,
     sent_at: Instant,
     deadline: Deadline,
-) -> Result<Response<ProxyBody>, SendError> {
+) -> Result<Response<UpstreamBody>, SendError> {
     let mut conn = match checkout(authority, sent_at) {
         Some(mut c) => {
             c.deadline.as_mut().reset(deadline);
@@ -313,10 +313,7 @@ pub async fn send(
     if body.framing == Framing::Done {
         body.release();
     }
-    Ok(Response::from_parts(
-        parts,
-        http_body_util::BodyExt::boxed(body),
-    ))
+    Ok(Response::from_parts(parts, body))
 }
 
 /// Read more from the target into `buf`; `Ok(0)` at the end.
@@ -582,7 +579,7 @@ enum Chunk {
 
 /// A response body read from the target as it is asked for, which puts its
 /// connection back in the pool once it has been read to the end.
-struct UpstreamBody {
+pub struct UpstreamBody {
     conn: Option<Conn>,
     framing: Framing,
     keep_alive: bool,

@@ -32,7 +32,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::Scheme;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::{BodyExt, Either, Limited};
 use hyper_util::rt::TokioIo;
 use tracing::Instrument;
 
@@ -1123,12 +1123,14 @@ async fn forward(
                         headers: &headers,
                         added: added.as_slice(),
                     };
-                    conn_pool::send(&target.authority, &head, body, sent_at, deadline).await
+                    conn_pool::send(&target.authority, &head, body, sent_at, deadline)
+                        .await
+                        .map(|res| res.map(Either::Left))
                 }
                 Via::Client(up) => {
                     let sent = gw.clients.for_request(grpc).request(up);
                     match tokio::time::timeout_at(deadline, sent).await {
-                        Ok(Ok(res)) => Ok(res.map(body::boxed)),
+                        Ok(Ok(res)) => Ok(res.map(|b| Either::Right(body::boxed(b)))),
                         Ok(Err(e)) => Err(SendError::Client(e)),
                         Err(_) => Err(SendError::TimedOut),
                     }

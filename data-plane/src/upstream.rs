@@ -104,11 +104,12 @@ struct Breaker {
 }
 
 impl Breaker {
-    fn allow(&self, now: u64) -> bool {
+    fn allow(&self, now: impl FnOnce() -> u64) -> bool {
         let until = self.open_until.load(Ordering::Acquire);
         if until == 0 {
             return true;
         }
+        let now = now();
         if now < until {
             return false;
         }
@@ -123,9 +124,10 @@ impl Breaker {
             .is_ok()
     }
 
-    fn is_open(&self, now: u64) -> bool {
+    /// `now` is asked only while the breaker has a cooldown set.
+    fn is_open(&self, now: impl FnOnce() -> u64) -> bool {
         let until = self.open_until.load(Ordering::Acquire);
-        until != 0 && now < until
+        until != 0 && now() < until
     }
 
     /// Returns true when this failure opened the breaker.
@@ -222,7 +224,7 @@ impl Drop for Lease {
 impl UpstreamPool {
     /// Whether target `i`'s circuit breaker is open (refusing requests).
     pub fn breaker_open(&self, i: usize) -> bool {
-        self.targets[i].breaker.is_open(now_ms(self.epoch))
+        self.targets[i].breaker.is_open(|| now_ms(self.epoch))
     }
 
     /// Build a pool and start its health checks (if configured).
@@ -287,7 +289,9 @@ impl UpstreamPool {
     /// Pick a target for one attempt, skipping `tried` while others remain.
     /// `None` when every target is down or its breaker is open.
     pub fn pick(self: &Arc<Self>, tried: &[usize]) -> Option<Lease> {
-        let now = now_ms(self.epoch);
+        // The clock is read only if a breaker has a cooldown set.
+        let clock = std::cell::OnceCell::new();
+        let now = || *clock.get_or_init(|| now_ms(self.epoch));
         let n = self.targets.len();
         let index = match self.config.load_balancing {
             LoadBalancing::RoundRobin => {
@@ -330,7 +334,7 @@ impl UpstreamPool {
         &self,
         order: impl Iterator<Item = usize> + Clone,
         tried: &[usize],
-        now: u64,
+        now: impl Fn() -> u64 + Copy,
     ) -> Option<usize> {
         let usable = |i: &usize| {
             let t = &self.targets[*i];
