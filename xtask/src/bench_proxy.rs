@@ -49,6 +49,10 @@ struct Wrk {
     rps: f64,
     /// CPU (user + system) the measured process spent per request, in µs.
     cpu_us: f64,
+    /// The same for the upstream behind it: what the proxy sends it (the
+    /// contract's extra headers, which the upstream reads and echoes) costs
+    /// CPU there too, on the same two cores.
+    upstream_cpu_us: f64,
     p50_ms: f64,
     p99_ms: f64,
 }
@@ -66,6 +70,7 @@ impl Wrk {
             p50_ms: mid(|w| w.p50_ms),
             p99_ms: mid(|w| w.p99_ms),
             cpu_us: mid(|w| w.cpu_us),
+            upstream_cpu_us: mid(|w| w.upstream_cpu_us),
         }
     }
 }
@@ -86,17 +91,22 @@ fn parse_ms(s: &str) -> Option<f64> {
 
 /// wrk against `url`, and the CPU the process `pid` spent per request.
 fn wrk(url: &str, connections: usize, seconds: u64, pid: u32) -> anyhow::Result<Wrk> {
-    wrk_with(url, connections, seconds, &[], pid)
+    wrk_with(url, connections, seconds, &[], (pid, None))
 }
 
+/// The same with request headers, and the CPU of the upstream process too
+/// (`pids`: the measured one, the upstream's).
 fn wrk_with(
     url: &str,
     connections: usize,
     seconds: u64,
     headers: &[&str],
-    pid: u32,
+    pids: (u32, Option<u32>),
 ) -> anyhow::Result<Wrk> {
+    let (pid, upstream) = pids;
+    let upstream_ticks = || upstream.map_or(0, cpu_ticks);
     let cpu_before = cpu_ticks(pid);
+    let upstream_before = upstream_ticks();
     let mut cmd = Command::new("wrk");
     cmd.args([
         "-t2",
@@ -109,6 +119,7 @@ fn wrk_with(
     }
     let out = cmd.arg(url).output()?;
     let cpu_ticks_used = cpu_ticks(pid).saturating_sub(cpu_before);
+    let upstream_ticks_used = upstream_ticks().saturating_sub(upstream_before);
     anyhow::ensure!(
         out.status.success(),
         "wrk failed: {}",
@@ -129,9 +140,11 @@ fn wrk_with(
         .find(|l| l.contains("requests in"))
         .and_then(|l| l.split_whitespace().next()?.parse().ok())
         .unwrap_or(0);
+    // Linux counts 100 ticks a second.
+    let per_request = |ticks: u64| ticks as f64 * 10_000.0 / requests.max(1) as f64;
     Ok(Wrk {
-        // Linux counts 100 ticks a second.
-        cpu_us: cpu_ticks_used as f64 * 10_000.0 / requests.max(1) as f64,
+        cpu_us: per_request(cpu_ticks_used),
+        upstream_cpu_us: per_request(upstream_ticks_used),
         rps: field("Requests/sec:")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0),
@@ -367,6 +380,7 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
         // interleaved rounds: throughput on a shared two-core machine drifts
         // by ±15 % over a minute, and interleaving spreads the drift evenly.
         let dp_pid = dp.0.id();
+        let echo_pid = echo.0.id();
         let key = keyed_api(&client, &admin, &echo_addr).await?;
         let key_header = format!("x-api-key: {key}");
         wait_status_with_header(&client, &format!("http://{listen}/keyed/x"), ("x-api-key", &key), 200).await?;
@@ -386,7 +400,7 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
             runs: Vec<Wrk>,
         }
         let mut rows = vec![
-            Row { name: "upstream directly", url: format!("http://{echo_addr}/bench/x"), headers: vec![], pid: echo.0.id(), runs: vec![] },
+            Row { name: "upstream directly", url: format!("http://{echo_addr}/bench/x"), headers: vec![], pid: echo_pid, runs: vec![] },
             Row { name: "tollgate -> upstream", url: format!("http://{listen}/bench/x"), headers: vec![], pid: dp_pid, runs: vec![] },
             // An API key and a usage plan: throttle (high enough not to
             // refuse), quota leases and metering on every request.
@@ -402,17 +416,18 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
         println!("wrk -t2 -c{connections} -d{seconds}s, GET, upstream `tollgate echo`, all on this machine; {rounds} interleaved rounds, medians");
         for _ in 0..rounds {
             for r in &mut rows {
-                r.runs.push(wrk_with(&r.url, connections, seconds, &r.headers, r.pid)?);
+                let pids = (r.pid, (r.pid != echo_pid).then_some(echo_pid));
+                r.runs.push(wrk_with(&r.url, connections, seconds, &r.headers, pids)?);
             }
         }
         println!(
-            "{:<28} {:>10} {:>9} {:>9} {:>14}",
-            "target", "req/s", "p50 ms", "p99 ms", "CPU us/req"
+            "{:<28} {:>10} {:>9} {:>9} {:>14} {:>18}",
+            "target", "req/s", "p50 ms", "p99 ms", "CPU us/req", "upstream CPU us/req"
         );
         let row = |name: &str, w: &Wrk| {
             println!(
-                "{name:<28} {:>10.0} {:>9.2} {:>9.2} {:>14.1}",
-                w.rps, w.p50_ms, w.p99_ms, w.cpu_us
+                "{name:<28} {:>10.0} {:>9.2} {:>9.2} {:>14.1} {:>18.1}",
+                w.rps, w.p50_ms, w.p99_ms, w.cpu_us, w.upstream_cpu_us
             );
         };
         let medians: Vec<Wrk> = rows.iter().map(|r| Wrk::median(&r.runs)).collect();
@@ -439,12 +454,15 @@ pub fn run(args: &[&str]) -> anyhow::Result<()> {
         for (ng, which) in medians.iter().skip(5).zip(["plain", "same headers"]) {
             println!(
                 "tollgate/nginx ({which}): throughput {:.2}x, p99 {:.2}x (lower is better); \
-                 proxy CPU per request (user + system): tollgate {:.1} us, nginx {:.1} us ({:.2}x)",
+                 proxy CPU per request (user + system): tollgate {:.1} us, nginx {:.1} us ({:.2}x); \
+                 the upstream's CPU per request behind each: {:.1} us, {:.1} us",
                 tollgate.rps / ng.rps,
                 tollgate.p99_ms / ng.p99_ms,
                 tollgate.cpu_us,
                 ng.cpu_us,
-                tollgate.cpu_us / ng.cpu_us
+                tollgate.cpu_us / ng.cpu_us,
+                tollgate.upstream_cpu_us,
+                ng.upstream_cpu_us
             );
         }
         // A cached route: one upstream request per TTL, the rest from memory.
