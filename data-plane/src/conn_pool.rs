@@ -375,7 +375,7 @@ fn parse_head(
         let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut res = httparse::Response::new(&mut []);
         let len = match httparse::ParserConfig::default()
-            .parse_response_with_uninit_headers(&mut res, &buf, &mut slots)
+            .parse_response_with_uninit_headers(&mut res, buf, &mut slots)
         {
             Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD_BYTES => n,
             Ok(httparse::Status::Complete(_)) => return Err(bad("head over 64 KiB")),
