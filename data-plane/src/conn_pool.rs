@@ -137,7 +137,7 @@ pub struct Head<'a> {
     pub headers: &'a HeaderMap,
     /// Written after `headers`: fields the gateway sets that the map does
     /// not have.
-    pub added: &'a [Option<(&'static HeaderName, HeaderValue)>],
+    pub added: &'a [Option<(&'static HeaderName, &'a HeaderValue)>],
 }
 
 impl Head<'_> {
@@ -156,7 +156,7 @@ impl Head<'_> {
         out.extend_from_slice(self.host.as_bytes());
         out.extend_from_slice(b"\r\n");
         let mut declared = false;
-        let added = self.added.iter().flatten().map(|(n, v)| (*n, v));
+        let added = self.added.iter().flatten().map(|(n, v)| (*n, *v));
         for (name, value) in self.headers.iter().chain(added) {
             if name == header::CONTENT_LENGTH {
                 declared = true;
@@ -824,13 +824,14 @@ mod tests {
         headers.insert("x-a", HeaderValue::from_static("1"));
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("99"));
         let host = HeaderValue::from_static("up.test");
+        let two = HeaderValue::from_static("2");
         let head = Head {
             method: &Method::POST,
             path: ["/base", "/p"],
             query: Some("q=1"),
             host: &host,
             headers: &headers,
-            added: &[Some((&X_B, HeaderValue::from_static("2")))],
+            added: &[Some((&X_B, &two))],
         };
         let text = String::from_utf8(head.encode(3)).unwrap();
         assert_eq!(

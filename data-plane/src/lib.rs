@@ -41,6 +41,7 @@ pub mod plans;
 pub mod proxy;
 pub mod router;
 pub mod server;
+pub mod shard;
 pub mod status;
 pub mod telemetry;
 pub mod trace;

@@ -3,7 +3,8 @@
 //! The request path only ever touches atomics: every route gets its own
 //! `RouteMetrics` when its API is compiled (off the request path), and the
 //! compiled route holds it, so recording a request is a handful of relaxed
-//! `fetch_add`s with no lookup, lock or allocation. Labels are bounded by
+//! `fetch_add`s with no lookup, lock or allocation, on the worker thread's
+//! own copy of the counters (`shard`). Labels are bounded by
 //! design: API id, route id, method (eight values), status class, cache
 //! result — never a path, a key or a caller.
 
@@ -13,6 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use http::Method;
+
+use crate::shard::Sharded;
 
 /// The methods counted by name; anything else is `OTHER`.
 pub const METHODS: [&str; 8] = [
@@ -54,10 +57,31 @@ impl Histogram {
         self.sum_us.fetch_add(us, Relaxed);
     }
 
+    /// Several copies of one histogram (one per worker), added up.
+    fn total<'a>(copies: impl Iterator<Item = &'a Histogram>) -> HistogramTotal {
+        let mut t = HistogramTotal::default();
+        for h in copies {
+            for (sum, b) in t.buckets.iter_mut().zip(&h.buckets) {
+                *sum += b.load(Relaxed);
+            }
+            t.sum_us += h.sum_us.load(Relaxed);
+        }
+        t
+    }
+}
+
+/// A histogram's figures at one moment.
+#[derive(Default)]
+struct HistogramTotal {
+    buckets: [u64; 15],
+    sum_us: u64,
+}
+
+impl HistogramTotal {
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let mut acc = 0;
         for (i, b) in self.buckets.iter().enumerate() {
-            acc += b.load(Relaxed);
+            acc += b;
             match BUCKETS_US.get(i) {
                 Some(le) => {
                     let _ = writeln!(
@@ -71,16 +95,12 @@ impl Histogram {
                 }
             }
         }
-        let _ = writeln!(
-            out,
-            "{name}_sum{{{labels}}} {}",
-            self.sum_us.load(Relaxed) as f64 / 1e6
-        );
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum_us as f64 / 1e6);
         let _ = writeln!(out, "{name}_count{{{labels}}} {acc}");
     }
 
     fn count(&self) -> u64 {
-        self.buckets.iter().map(|b| b.load(Relaxed)).sum()
+        self.buckets.iter().sum()
     }
 }
 
@@ -113,6 +133,12 @@ pub enum AuthFailure {
 pub struct RouteMetrics {
     /// `api="…",route="…"`, rendered once.
     labels: String,
+    counts: Sharded<Counts>,
+}
+
+/// One worker's copy of a route's counters.
+#[derive(Default)]
+struct Counts {
     /// By method, then status class (1xx to 5xx).
     requests: [[AtomicU64; 5]; 8],
     latency: Histogram,
@@ -129,36 +155,40 @@ impl RouteMetrics {
     pub fn new(api: &str, route: &str) -> Self {
         Self {
             labels: format!("api=\"{}\",route=\"{}\"", escape(api), escape(route)),
-            requests: Default::default(),
-            latency: Histogram::default(),
-            upstream_latency: Histogram::default(),
-            bytes_in: AtomicU64::new(0),
-            bytes_out: AtomicU64::new(0),
-            cache: Default::default(),
-            auth_failures: Default::default(),
+            counts: Sharded::default(),
         }
+    }
+
+    /// One counter added up over the workers' copies.
+    fn sum(&self, counter: impl Fn(&Counts) -> &AtomicU64) -> u64 {
+        self.counts.iter().map(|c| counter(c).load(Relaxed)).sum()
+    }
+
+    fn histogram(&self, which: fn(&Counts) -> &Histogram) -> HistogramTotal {
+        Histogram::total(self.counts.iter().map(which))
     }
 
     /// One response: its status, total latency, and the upstream's
     /// latency if the upstream was called.
     pub fn record(&self, method: usize, status: u16, total_us: u64, upstream_us: Option<u64>) {
         let class = (status / 100).clamp(1, 5) as usize - 1;
-        self.requests[method.min(7)][class].fetch_add(1, Relaxed);
-        self.latency.observe_us(total_us);
+        let c = self.counts.local();
+        c.requests[method.min(7)][class].fetch_add(1, Relaxed);
+        c.latency.observe_us(total_us);
         if let Some(us) = upstream_us {
-            self.upstream_latency.observe_us(us);
+            c.upstream_latency.observe_us(us);
         }
     }
 
     pub fn add_bytes_in(&self, n: u64) {
         if n > 0 {
-            self.bytes_in.fetch_add(n, Relaxed);
+            self.counts.local().bytes_in.fetch_add(n, Relaxed);
         }
     }
 
     pub fn add_bytes_out(&self, n: u64) {
         if n > 0 {
-            self.bytes_out.fetch_add(n, Relaxed);
+            self.counts.local().bytes_out.fetch_add(n, Relaxed);
         }
     }
 
@@ -168,7 +198,7 @@ impl RouteMetrics {
             CacheStatus::Miss => 1,
             CacheStatus::Bypass => 2,
         };
-        self.cache[i].fetch_add(1, Relaxed);
+        self.counts.local().cache[i].fetch_add(1, Relaxed);
     }
 
     pub fn auth_failure(&self, f: AuthFailure) {
@@ -176,12 +206,12 @@ impl RouteMetrics {
             AuthFailure::Unauthorized => 0,
             AuthFailure::Forbidden => 1,
         };
-        self.auth_failures[i].fetch_add(1, Relaxed);
+        self.counts.local().auth_failures[i].fetch_add(1, Relaxed);
     }
 
     /// Requests counted, all methods and statuses.
     pub fn requests(&self) -> u64 {
-        self.latency.count()
+        self.histogram(|c| &c.latency).count()
     }
 }
 
@@ -243,15 +273,15 @@ impl Metrics {
             "Responses by API, route, method and status class.",
         );
         for m in &all {
-            for (mi, row) in m.requests.iter().enumerate() {
-                for (ci, c) in row.iter().enumerate() {
-                    let n = c.load(Relaxed);
+            for (mi, method) in METHODS.iter().enumerate() {
+                for ci in 0..5 {
+                    let n = m.sum(|c| &c.requests[mi][ci]);
                     if n > 0 {
                         let _ = writeln!(
                             out,
                             "tollgate_requests_total{{{},method=\"{}\",status_class=\"{}xx\"}} {n}",
                             m.labels,
-                            METHODS[mi],
+                            method,
                             ci + 1
                         );
                     }
@@ -262,34 +292,34 @@ impl Metrics {
             (
                 "tollgate_request_duration_seconds",
                 "Time from the request to the response head, by API and route.",
-                (|m: &RouteMetrics| &m.latency) as fn(&RouteMetrics) -> &Histogram,
+                (|c: &Counts| &c.latency) as fn(&Counts) -> &Histogram,
             ),
             (
                 "tollgate_upstream_duration_seconds",
                 "Time the upstream took to send its response head, by API and route.",
-                |m: &RouteMetrics| &m.upstream_latency,
+                |c: &Counts| &c.upstream_latency,
             ),
         ] {
             family(out, name, "histogram", help);
             for m in &all {
-                pick(m).render(out, name, &m.labels);
+                m.histogram(pick).render(out, name, &m.labels);
             }
         }
         for (name, help, pick) in [
             (
                 "tollgate_request_bytes_total",
                 "Request body bytes received.",
-                (|m: &RouteMetrics| &m.bytes_in) as fn(&RouteMetrics) -> &AtomicU64,
+                (|c: &Counts| &c.bytes_in) as fn(&Counts) -> &AtomicU64,
             ),
             (
                 "tollgate_response_bytes_total",
                 "Response body bytes sent.",
-                |m: &RouteMetrics| &m.bytes_out,
+                |c: &Counts| &c.bytes_out,
             ),
         ] {
             family(out, name, "counter", help);
             for m in &all {
-                let _ = writeln!(out, "{name}{{{}}} {}", m.labels, pick(m).load(Relaxed));
+                let _ = writeln!(out, "{name}{{{}}} {}", m.labels, m.sum(pick));
             }
         }
         family(
@@ -300,7 +330,7 @@ impl Metrics {
         );
         for m in &all {
             for (i, result) in ["hit", "miss", "bypass"].iter().enumerate() {
-                let n = m.cache[i].load(Relaxed);
+                let n = m.sum(|c| &c.cache[i]);
                 if n > 0 {
                     let _ = writeln!(
                         out,
@@ -318,7 +348,7 @@ impl Metrics {
         );
         for m in &all {
             for (i, reason) in ["unauthorized", "forbidden"].iter().enumerate() {
-                let n = m.auth_failures[i].load(Relaxed);
+                let n = m.sum(|c| &c.auth_failures[i]);
                 if n > 0 {
                     let _ = writeln!(
                         out,
@@ -353,18 +383,55 @@ mod tests {
     use super::*;
 
     #[test]
-    fn histogram_buckets_are_cumulative() {
-        let h = Histogram::default();
+    fn histogram_buckets_are_cumulative_over_every_copy() {
+        let (h, other) = (Histogram::default(), Histogram::default());
         h.observe_us(400);
-        h.observe_us(1_000);
+        other.observe_us(1_000);
         h.observe_us(20_000_000);
         let mut out = String::new();
-        h.render(&mut out, "x", "a=\"b\"");
+        Histogram::total([&h, &other].into_iter()).render(&mut out, "x", "a=\"b\"");
         assert!(out.contains("x_bucket{a=\"b\",le=\"0.0005\"} 1\n"), "{out}");
         assert!(out.contains("x_bucket{a=\"b\",le=\"0.001\"} 2\n"), "{out}");
         assert!(out.contains("x_bucket{a=\"b\",le=\"10\"} 2\n"), "{out}");
         assert!(out.contains("x_bucket{a=\"b\",le=\"+Inf\"} 3\n"), "{out}");
         assert!(out.contains("x_count{a=\"b\"} 3\n"), "{out}");
+    }
+
+    /// Workers count on their own copies; the status port shows the sum.
+    #[test]
+    fn counts_from_every_worker_add_up() {
+        let m = Arc::new(RouteMetrics::new("a", "r"));
+        let workers: Vec<_> = (0..3)
+            .map(|i| {
+                let m = m.clone();
+                std::thread::spawn(move || {
+                    crate::shard::enter(i);
+                    m.record(0, 200, 300, Some(100));
+                    m.add_bytes_out(10);
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        assert_eq!(m.requests(), 3);
+        let metrics = Metrics::default();
+        let mut out = String::new();
+        metrics
+            .routes
+            .lock()
+            .unwrap()
+            .insert(("a".into(), "r".into()), m);
+        metrics.render(&mut out);
+        assert!(out.contains("tollgate_requests_total{api=\"a\",route=\"r\",method=\"GET\",status_class=\"2xx\"} 3\n"), "{out}");
+        assert!(
+            out.contains("tollgate_response_bytes_total{api=\"a\",route=\"r\"} 30\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("tollgate_upstream_duration_seconds_count{api=\"a\",route=\"r\"} 3\n"),
+            "{out}"
+        );
     }
 
     #[test]

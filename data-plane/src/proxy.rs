@@ -885,30 +885,35 @@ impl Sent {
 }
 
 /// Headers for the target that the request's map does not have (so
-/// writing them after the map's is the same as inserting them).
+/// writing them after the map's is the same as inserting them). Borrowed:
+/// our codec writes them from where they are, and only hyper_util's client
+/// needs copies.
 #[derive(Default)]
-struct Added {
-    fields: [Option<(&'static HeaderName, HeaderValue)>; 5],
+struct Added<'a> {
+    fields: [Option<(&'static HeaderName, &'a HeaderValue)>; 5],
     len: usize,
 }
 
-impl Added {
-    fn push(&mut self, name: &'static HeaderName, value: HeaderValue) {
+impl<'a> Added<'a> {
+    fn push(&mut self, name: &'static HeaderName, value: &'a HeaderValue) {
         self.fields[self.len] = Some((name, value));
         self.len += 1;
     }
 
-    fn as_slice(&self) -> &[Option<(&'static HeaderName, HeaderValue)>] {
+    fn as_slice(&self) -> &[Option<(&'static HeaderName, &'a HeaderValue)>] {
         &self.fields[..self.len]
     }
 
     fn insert_into(&self, h: &mut HeaderMap) {
         h.reserve(self.len);
         for (name, value) in self.as_slice().iter().flatten() {
-            h.insert(*name, value.clone());
+            h.insert(*name, (*value).clone());
         }
     }
 }
+
+static HTTP: HeaderValue = HeaderValue::from_static("http");
+static HTTPS: HeaderValue = HeaderValue::from_static("https");
 
 fn append_forwarded_for(h: &mut HeaderMap, ip: &HeaderValue) {
     let value = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
@@ -985,38 +990,36 @@ async fn forward(
     // usual case) are kept aside, not inserted: our codec writes them after
     // the map's, which saves hashing each into it; hyper_util's client gets
     // them inserted.
-    let mut added = Added::default();
     let sent = Sent::scan(&headers);
+    // The Host header as it came, unless the request line (absolute form)
+    // or HTTP/2's authority named the host.
+    let forwarded_host = match host_header {
+        _ if sent.forwarded_host => None,
+        Some(v) if parts.uri.authority().is_none() => Some(v),
+        _ => HeaderValue::from_str(host).ok(),
+    };
+    let traceparent = trail.trace.header(trace::child_span_id(&span));
+    let mut added = Added::default();
     if sent.forwarded_for {
         append_forwarded_for(&mut headers, &conn.remote_ip);
     } else {
-        added.push(&X_FORWARDED_FOR, conn.remote_ip.clone());
+        added.push(&X_FORWARDED_FOR, &conn.remote_ip);
     }
     if !sent.forwarded_proto {
-        let proto = if conn.tls { "https" } else { "http" };
-        added.push(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+        added.push(&X_FORWARDED_PROTO, if conn.tls { &HTTPS } else { &HTTP });
     }
-    if !sent.forwarded_host {
-        // The Host header as it came, unless the request line (absolute
-        // form) or HTTP/2's authority named the host.
-        let value = match host_header {
-            Some(v) if parts.uri.authority().is_none() => Ok(v),
-            _ => HeaderValue::from_str(host),
-        };
-        if let Ok(v) = value {
-            added.push(&X_FORWARDED_HOST, v);
-        }
+    if let Some(v) = &forwarded_host {
+        added.push(&X_FORWARDED_HOST, v);
     }
-    let traceparent = trail.trace.header(trace::child_span_id(&span));
     if sent.request_id {
         headers.insert(X_REQUEST_ID.clone(), id.clone());
     } else {
-        added.push(&X_REQUEST_ID, id.clone());
+        added.push(&X_REQUEST_ID, id);
     }
     if sent.traceparent {
-        headers.insert(TRACEPARENT.clone(), traceparent);
+        headers.insert(TRACEPARENT.clone(), traceparent.clone());
     } else {
-        added.push(&TRACEPARENT, traceparent);
+        added.push(&TRACEPARENT, &traceparent);
     }
     if let Some(up) = &upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));

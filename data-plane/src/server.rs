@@ -287,6 +287,7 @@ impl ProxyServer {
             std::thread::Builder::new()
                 .name(format!("tollgate-proxy-{i}"))
                 .spawn(move || {
+                    crate::shard::enter(i);
                     let rt = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()

@@ -7,6 +7,7 @@
 //! health and breaker state carry over; its health-check task ends when the
 //! last config that uses the pool is dropped.
 
+use crate::shard::Sharded;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -171,7 +172,9 @@ pub struct TargetState {
     healthy: AtomicBool,
     ok_streak: AtomicU32,
     fail_streak: AtomicU32,
-    in_flight: AtomicUsize,
+    /// Per worker (`shard`); a copy may wrap below zero when a request
+    /// ends on another thread than it started, the sum is right.
+    in_flight: Sharded<AtomicUsize>,
     breaker: Breaker,
 }
 
@@ -182,7 +185,9 @@ impl TargetState {
 
     /// Requests to this target under way.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
+        self.in_flight
+            .iter()
+            .fold(0, |sum, c| sum.wrapping_add(c.load(Ordering::Relaxed)))
     }
 }
 
@@ -191,7 +196,9 @@ pub struct UpstreamPool {
     pub config: Upstream,
     pub targets: Vec<TargetState>,
     total_weight: u64,
-    next: AtomicUsize,
+    /// Each worker's place in the round-robin cycle: a shared counter
+    /// would pass its cache line between cores on every request.
+    next: Sharded<AtomicUsize>,
     epoch: Instant,
 }
 
@@ -217,7 +224,10 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.target().in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.target()
+            .in_flight
+            .local()
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -263,7 +273,7 @@ impl UpstreamPool {
                     healthy: AtomicBool::new(true),
                     ok_streak: AtomicU32::new(0),
                     fail_streak: AtomicU32::new(0),
-                    in_flight: AtomicUsize::new(0),
+                    in_flight: Sharded::default(),
                     breaker: Breaker {
                         threshold: config.circuit_breaker_failures,
                         failures: AtomicU32::new(0),
@@ -277,7 +287,7 @@ impl UpstreamPool {
             total_weight: targets.iter().map(|t| u64::from(t.weight)).sum(),
             targets,
             config,
-            next: AtomicUsize::new(0),
+            next: Sharded::default(),
             epoch: Instant::now(),
         });
         if pool.config.health_check.is_some() {
@@ -297,7 +307,8 @@ impl UpstreamPool {
             LoadBalancing::RoundRobin => {
                 // Weighted: position `k` of the cycle belongs to the target
                 // whose cumulative weight first exceeds it.
-                let k = (self.next.fetch_add(1, Ordering::Relaxed) as u64) % self.total_weight;
+                let k =
+                    (self.next.local().fetch_add(1, Ordering::Relaxed) as u64) % self.total_weight;
                 let mut acc = 0;
                 let first = self
                     .targets
@@ -310,17 +321,20 @@ impl UpstreamPool {
                 self.first_allowed((0..n).map(|j| (first + j) % n), tried, now)
             }
             LoadBalancing::LeastRequest => {
-                let offset = self.next.fetch_add(1, Ordering::Relaxed);
+                let offset = self.next.local().fetch_add(1, Ordering::Relaxed);
                 let mut v: Vec<usize> = (0..n).map(|j| (offset + j) % n).collect();
                 v.sort_by_key(|&i| {
                     let t = &self.targets[i];
                     // In-flight per unit of weight, scaled to stay integral.
-                    t.in_flight.load(Ordering::Relaxed) * 1000 / t.weight as usize
+                    t.in_flight() * 1000 / t.weight as usize
                 });
                 self.first_allowed(v.into_iter(), tried, now)
             }
         }?;
-        self.targets[index].in_flight.fetch_add(1, Ordering::AcqRel);
+        self.targets[index]
+            .in_flight
+            .local()
+            .fetch_add(1, Ordering::Relaxed);
         Some(Lease {
             pool: self.clone(),
             index,
