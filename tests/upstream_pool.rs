@@ -1685,3 +1685,38 @@ async fn the_answers_own_fields_pass_through_and_the_gateways_replace_the_target
     let (status, headers) = (r.status().as_u16(), r.headers().clone());
     check("HTTP/2", status, &headers, &r.bytes().await.unwrap());
 }
+
+/// Each pooled connection keeps one deadline timer and resets it per
+/// request. A connection that sat idle past its last request's deadline
+/// (the timer fired meanwhile) serves the next request in full, and a
+/// request that does run out of time on a reused connection still gets
+/// the API's 504.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_idle_past_its_last_deadline_serves_the_next_request() {
+    init_tracing();
+    let up = upstream_with(|s| {
+        (s.path() == "/slow").then(|| Answer {
+            steps: vec![
+                Step::Sleep(Duration::from_millis(800)),
+                Step::Write(ok_with_length("late", "")),
+            ],
+            after: After::KeepOpen,
+        })
+    })
+    .await;
+    let mut api = pool_api(&up.url());
+    api["upstream"]["timeout_ms"] = serde_json::json!(300);
+    let (_cluster, dp) = gateway_with(api).await;
+    let mut gw = GwConn::open(dp.proxy_addr).await;
+    assert_pong(&gw.get("/pool/a").await, "/a", "first request");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_pong(
+        &gw.get("/pool/b").await,
+        "/b",
+        "after the old deadline passed",
+    );
+    assert_eq!(up.accepted(), 1, "both on one upstream connection");
+    // The target answers 200 after 800 ms: a 504 comes from the timer.
+    let timed_out = gw.get("/pool/slow").await;
+    assert_eq!(timed_out.status, 504, "{timed_out:?}");
+}
