@@ -150,14 +150,27 @@ impl ProxyError {
 /// `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` (seconds
 /// until the bucket is full again).
 pub fn set_rate_headers(h: &mut http::HeaderMap, info: &crate::plans::RateInfo) {
-    // Static names: parsing a name from a `&str` allocates on every call.
-    static LIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit-limit");
-    static REMAINING: http::HeaderName = http::HeaderName::from_static("ratelimit-remaining");
-    static RESET: http::HeaderName = http::HeaderName::from_static("ratelimit-reset");
-    h.insert(LIMIT.clone(), number(info.limit));
-    h.insert(REMAINING.clone(), number(info.remaining));
-    h.insert(RESET.clone(), number(info.reset_s));
+    for (name, n) in rate_fields(info) {
+        h.insert(name.clone(), number(n));
+    }
 }
+
+/// The `RateLimit-*` fields for `info`: each name and its number.
+pub fn rate_fields(info: &crate::plans::RateInfo) -> [(&'static http::HeaderName, u64); 3] {
+    [
+        (&RATELIMIT[0], info.limit),
+        (&RATELIMIT[1], info.remaining),
+        (&RATELIMIT[2], info.reset_s),
+    ]
+}
+
+/// The names of the `RateLimit-*` fields. Static: parsing a name from a
+/// `&str` allocates on every call.
+pub static RATELIMIT: [http::HeaderName; 3] = [
+    http::HeaderName::from_static("ratelimit-limit"),
+    http::HeaderName::from_static("ratelimit-remaining"),
+    http::HeaderName::from_static("ratelimit-reset"),
+];
 
 /// A number as a header value. Not `HeaderValue::from(u64)`: that makes a
 /// buffer with room to spare, then a second allocation to share it;

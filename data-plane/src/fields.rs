@@ -75,9 +75,10 @@ impl UpstreamFields {
 
     /// Write each field as `name: value\r\n`, except those whose name the
     /// map or `also` has (they replace the upstream's).
-    pub fn write(&self, out: &mut Vec<u8>, replaced_by: &HeaderMap, also: &HeaderName) {
+    pub fn write(&self, out: &mut Vec<u8>, replaced_by: &HeaderMap, also: &[&HeaderName]) {
         let replaced = |name: &[u8]| {
-            also.as_str().as_bytes().eq_ignore_ascii_case(name)
+            also.iter()
+                .any(|n| n.as_str().as_bytes().eq_ignore_ascii_case(name))
                 || replaced_by
                     .keys()
                     .any(|k| k.as_str().as_bytes().eq_ignore_ascii_case(name))
@@ -185,7 +186,7 @@ mod tests {
         let mut map = HeaderMap::new();
         map.insert("x-request-id", HeaderValue::from_static("ours"));
         let mut out = Vec::new();
-        f.write(&mut out, &map, &http::header::SERVER);
+        f.write(&mut out, &map, &[&http::header::SERVER]);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "Content-Type: text/plain\r\nset-cookie: a\r\nSet-Cookie: b\r\n"
@@ -197,10 +198,14 @@ mod tests {
         odd.push(5..6, 8..9);
         odd.push(13..14, 15..16);
         odd.set_head(Bytes::from_static(head));
-        odd.write(&mut out, &HeaderMap::new(), &http::header::SERVER);
+        odd.write(&mut out, &HeaderMap::new(), &[]);
         assert_eq!(String::from_utf8(out).unwrap(), "A: 1\r\nB: 2\r\nC:3\r\n");
         let mut out = Vec::new();
-        f.write(&mut out, &HeaderMap::new(), &http::header::SET_COOKIE);
+        f.write(
+            &mut out,
+            &HeaderMap::new(),
+            &[&http::header::SERVER, &http::header::SET_COOKIE],
+        );
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "Content-Type: text/plain\r\nX-Request-Id: theirs\r\n"

@@ -38,6 +38,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::body::RequestBody;
 use crate::conn_pool::{content_length, digits, lists_token, SMALL_BODY};
+use crate::error::{rate_fields, RATELIMIT};
 use crate::proxy::{Served, X_REQUEST_ID};
 
 /// A head longer than this goes to hyper, whose buffer limit it is (431).
@@ -328,16 +329,28 @@ async fn write_response<T: AsyncWrite + Unpin>(
     } else {
         body.size_hint().exact().or_else(header_length)
     };
+    // The gateway's own fields replace any of their names in the map or
+    // the upstream's fields.
+    let rate = served.rate.as_ref().map(rate_fields);
+    let gateway_names = [&X_REQUEST_ID, &RATELIMIT[0], &RATELIMIT[1], &RATELIMIT[2]];
+    let gateway_names = &gateway_names[..if rate.is_some() { 4 } else { 1 }];
     let (mut dated, mut says_close) = (false, false);
     if let Some(upstream) = &upstream {
-        upstream.write(out, &parts.headers, &X_REQUEST_ID);
+        upstream.write(out, &parts.headers, gateway_names);
         dated = upstream.dated;
     }
     push_header(out, b"x-request-id", served.request_id.as_bytes());
+    for (name, n) in rate.into_iter().flatten() {
+        push_header(
+            out,
+            name.as_str().as_bytes(),
+            itoa::Buffer::new().format(n).as_bytes(),
+        );
+    }
     for (name, value) in &parts.headers {
         if *name == header::TRANSFER_ENCODING
             || *name == header::CONTENT_LENGTH
-            || *name == X_REQUEST_ID
+            || gateway_names.contains(&name)
         {
             continue;
         }

@@ -180,6 +180,9 @@ pub struct Trail {
     upstream: Option<(Arc<UpstreamPool>, usize)>,
     upstream_us: Option<u64>,
     cache: Option<CacheStatus>,
+    /// The plan's figures, for a response that passed it (its `RateLimit-*`
+    /// fields; see `Served`).
+    rate: Option<crate::plans::RateInfo>,
     reason: Option<&'static str>,
     bytes_in: u64,
 }
@@ -196,6 +199,7 @@ impl Trail {
             upstream: None,
             upstream_us: None,
             cache: None,
+            rate: None,
             reason: None,
             bytes_in: 0,
         }
@@ -256,21 +260,26 @@ impl Trail {
     }
 }
 
-/// A response, and the request id it is to carry.
+/// A response, and the gateway's fields it is to carry: they replace any
+/// of the same names the response has. Kept beside the map: a codec that
+/// writes them itself spares the map their insertions (most answers from
+/// the pool have nothing else in it).
 pub struct Served {
     pub res: Response<ProxyBody>,
-    /// Replaces any `x-request-id` the response has. Kept beside the map:
-    /// a codec that writes it itself spares the map its one insertion
-    /// (most answers from the pool have nothing else in it).
     pub request_id: HeaderValue,
+    /// `RateLimit-*`, for a keyed request the plan let through.
+    pub rate: Option<crate::plans::RateInfo>,
 }
 
 impl Served {
-    /// The response with its request id in the map.
+    /// The response with the gateway's fields in the map.
     pub fn stamped(self) -> Response<ProxyBody> {
         let mut res = self.res;
         res.headers_mut()
             .insert(X_REQUEST_ID.clone(), self.request_id);
+        if let Some(info) = &self.rate {
+            crate::error::set_rate_headers(res.headers_mut(), info);
+        }
         res
     }
 }
@@ -310,9 +319,11 @@ pub async fn serve(
             .insert(X_CACHE.clone(), HeaderValue::from_static(c.as_str()));
     }
     span.record("status", res.status().as_u16());
+    let rate = trail.rate.take();
     Served {
         res: finish(gw, trail, &id, res),
         request_id: id,
+        rate,
     }
 }
 
@@ -554,7 +565,7 @@ async fn guarded(
             return Err(e);
         }
     };
-    let mut res = if let Some(mock) = &route.doc.mock {
+    let res = if let Some(mock) = &route.doc.mock {
         trail.identity = Some(identity);
         mock_response(mock)
     } else {
@@ -605,9 +616,7 @@ async fn guarded(
             }
         }
     };
-    if let Some(info) = rate {
-        crate::error::set_rate_headers(res.headers_mut(), &info);
-    }
+    trail.rate = rate;
     Ok(res)
 }
 
