@@ -2,8 +2,8 @@
 //! `HeaderMap` built for them.
 //!
 //! Most answers pass through the proxy untouched: hashing each field into a
-//! map, only for the client codec to write it out again, was about a tenth
-//! of a proxied request's work. So the pooled HTTP/1.1 client (`conn_pool`)
+//! map, only for the client codec to write it out again, was 6 % of a
+//! proxied request's instructions. So the pooled HTTP/1.1 client (`conn_pool`)
 //! leaves them as slices of the head it read, in the response's extensions,
 //! and the response's map starts empty. The rules:
 //!
@@ -44,7 +44,9 @@ struct Field {
 }
 
 impl UpstreamFields {
-    /// `head` is the buffer the ranges given to [`Self::push`] point into.
+    /// Room for `capacity` fields. The ranges given to [`Self::push`]
+    /// point into the head, set by [`Self::set_head`] once it is split off
+    /// the read buffer.
     pub fn new(capacity: usize) -> Self {
         Self {
             head: Bytes::new(),
@@ -98,7 +100,8 @@ impl UpstreamFields {
             if self.head[end..].starts_with(b"\r\n") {
                 run.end = end + 2;
             } else {
-                // A bare LF, or spaces after the value: ours instead.
+                // A bare LF, or spaces after the value: the line up to its
+                // value, then our own CRLF.
                 out.extend_from_slice(&self.head[run.start..end]);
                 out.extend_from_slice(b"\r\n");
                 run = 0..0;
