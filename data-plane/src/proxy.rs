@@ -514,13 +514,7 @@ async fn guarded(
     // Only routes with a JWT authorizer build (and move) the
     // authentication future: API keys are checked without waiting. The
     // phase's span is there either way.
-    let has_authorizer = route
-        .doc
-        .auth
-        .as_ref()
-        .unwrap_or(&api.auth)
-        .authorizer
-        .is_some();
+    let has_authorizer = route.doc.auth_policy(api).authorizer.is_some();
     let auth_span = tracing::debug_span!("auth");
     let identity = match auth_span.in_scope(|| snapshot.auth.check_ip(&api.id, conn.remote.ip())) {
         Err(e) => Err(e),
@@ -575,7 +569,7 @@ async fn guarded(
             })?;
         // Routes with a cache: the config and what to do with this request.
         let caching = route.doc.cache.as_ref().filter(|c| c.ttl_s > 0).map(|cfg| {
-            let policy = route.doc.auth.as_ref().unwrap_or(&api.auth);
+            let policy = route.doc.auth_policy(api);
             let epoch = snapshot.cache_epoch(&api.id);
             let plan = cache::plan(
                 cfg,

@@ -360,6 +360,12 @@ impl Cors {
 }
 
 impl Route {
+    /// The auth policy that applies to this route of `api`: its own, else
+    /// the API's.
+    pub fn auth_policy<'a>(&'a self, api: &'a Api) -> &'a AuthPolicy {
+        self.auth.as_ref().unwrap_or(&api.auth)
+    }
+
     fn validate(&self) -> Result {
         validate::id("id", &self.id)?;
         for (i, m) in self.methods.iter().enumerate() {

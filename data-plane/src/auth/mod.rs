@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use tollgate_model::docs::{Api, AuthPolicy, Route};
+use tollgate_model::docs::{Api, Route};
 use tollgate_model::{ConfigDelta, Resource, ResourceKind};
 
 use crate::error::ProxyError;
@@ -190,7 +190,7 @@ impl AuthIndex {
         route: &Route,
         headers: &HeaderMap,
     ) -> Result<Identity, ProxyError> {
-        let policy: &AuthPolicy = route.auth.as_ref().unwrap_or(&api.auth);
+        let policy = route.auth_policy(api);
         let mut identity = self.authenticate_key(api, route, headers)?;
         if let Some(authorizer_id) = &policy.authorizer {
             let Some(authorizer) = self.authorizers.get(authorizer_id) else {
@@ -236,7 +236,7 @@ impl AuthIndex {
         route: &Route,
         headers: &HeaderMap,
     ) -> Result<Identity, ProxyError> {
-        let policy: &AuthPolicy = route.auth.as_ref().unwrap_or(&api.auth);
+        let policy = route.auth_policy(api);
         let mut identity = Identity::default();
         if !policy.api_key {
             return Ok(identity);
