@@ -105,12 +105,10 @@ fn push_json_str(out: &mut Vec<u8>, bytes: &[u8]) {
 
 /// The last value of `name` in a query string, as a map built from it would hold.
 fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
-    query
-        .rsplit('&')
-        .find_map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (k == name).then_some(v)
-        })
+    query.rsplit('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == name).then_some(v)
+    })
 }
 
 fn version_name(version: Version) -> &'static str {
@@ -204,14 +202,23 @@ mod tests {
               X-Two: 3\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
         )
         .await;
-        assert_eq!(status, "HTTP/1.1 202 Accepted", "the last status parameter wins");
+        assert_eq!(
+            status, "HTTP/1.1 202 Accepted",
+            "the last status parameter wins"
+        );
         assert_eq!(v["method"], "POST");
         assert_eq!(v["path"], "/a/b");
         assert_eq!(v["query"], "x=1&status=201&status=202");
         assert_eq!(v["version"], "HTTP/1.1");
         assert_eq!(v["body_length"], 5);
-        assert_eq!(v["headers"]["x-two"], "1, 2, 3", "repeated fields are joined");
-        assert_eq!(v["headers"]["x-bytes"], "café \u{fffd}", "not UTF-8: replaced");
+        assert_eq!(
+            v["headers"]["x-two"], "1, 2, 3",
+            "repeated fields are joined"
+        );
+        assert_eq!(
+            v["headers"]["x-bytes"], "café \u{fffd}",
+            "not UTF-8: replaced"
+        );
         assert_eq!(v["headers"]["x-quote"], "say \"hi\" \\ \t there", "escaped");
         assert_eq!(v["headers"]["host"], "h");
     }
