@@ -61,7 +61,7 @@ async fn cache_hits(ops: u64) {
         let res = http::Response::new(tollgate_data_plane::body::full(bytes::Bytes::from_static(
             b"{\"hello\":\"world\"}",
         )));
-        let Ok(entry) = cache::collect(res, &cfg).await else {
+        let Ok(entry) = cache::collect(res.into(), &cfg).await else {
             panic!("a 200 is storable");
         };
         cache.insert(k.clone(), entry).await;

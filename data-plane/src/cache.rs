@@ -34,6 +34,7 @@ use tollgate_model::docs::{AuthPolicy, CacheConfig};
 use crate::auth::Identity;
 use crate::body::{self, BoxError, ProxyBody};
 use crate::error::ProxyError;
+use crate::fields::Answer;
 
 /// Responses larger than this are passed through, not stored.
 pub const MAX_ENTRY_BYTES: usize = 1024 * 1024;
@@ -359,10 +360,11 @@ pub fn storable(status: StatusCode, h: &HeaderMap, cfg: &CacheConfig) -> Option<
 /// Read `res` into an entry if it may be stored; otherwise hand it back,
 /// whole (what was read already goes first).
 pub async fn collect(
-    mut res: Response<ProxyBody>,
+    answer: Answer<ProxyBody>,
     cfg: &CacheConfig,
 ) -> Result<Arc<CachedResponse>, FillError> {
-    crate::fields::materialize(&mut res);
+    // What is stored is a map.
+    let res = answer.materialized();
     let unstorable = |res| FillError::Unstorable(std::sync::Mutex::new(Some(res)));
     let Some(ttl) = storable(res.status(), res.headers(), cfg) else {
         return Err(unstorable(res));

@@ -257,14 +257,15 @@ async fn connect(authority: &Authority, deadline: Deadline) -> Result<Conn, Send
 /// a new one, and read the head of the answer by `deadline` (`sent_at`:
 /// the clock as the request goes out). A pooled
 /// connection the target closed meanwhile is noticed before anything is
-/// written, and the request goes on a new connection instead.
+/// written, and the request goes on a new connection instead. The answer's
+/// map is empty: its fields come beside it, as read.
 pub async fn send(
     authority: &Authority,
     head: &Head<'_>,
     body: &Bytes,
     sent_at: Instant,
     deadline: Deadline,
-) -> Result<Response<UpstreamBody>, SendError> {
+) -> Result<(Response<UpstreamBody>, UpstreamFields), SendError> {
     let mut conn = match checkout(authority, sent_at) {
         Some(mut c) => {
             c.deadline.as_mut().reset(deadline);
@@ -274,7 +275,12 @@ pub async fn send(
         None => Box::pin(connect(authority, deadline)).await?,
     };
     let encoded = head.encode(body.len());
-    let (parts, framing, keep_alive) = {
+    let AnswerHead {
+        parts,
+        fields,
+        framing,
+        keep_alive,
+    } = {
         let Conn {
             io,
             buf,
@@ -313,7 +319,7 @@ pub async fn send(
     if body.framing == Framing::Done {
         body.release();
     }
-    Ok(Response::from_parts(parts, body))
+    Ok((Response::from_parts(parts, body), fields))
 }
 
 /// Read more from the target into `buf`; `Ok(0)` at the end.
@@ -328,14 +334,24 @@ fn poll_fill(
     tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
 }
 
-/// The response head, skipping interim (1xx) answers, how its body is
-/// delimited, and whether the connection can be kept after it.
+/// An answer's head, as read.
+struct AnswerHead {
+    parts: http::response::Parts,
+    /// The target's own fields, left in the head as read (see `fields`).
+    fields: UpstreamFields,
+    /// How its body is delimited.
+    framing: Framing,
+    /// The connection can be kept after it.
+    keep_alive: bool,
+}
+
+/// The response head, skipping interim (1xx) answers.
 async fn read_head(
     io: &mut TcpStream,
     buf: &mut BytesMut,
     reused: bool,
     method: &Method,
-) -> Result<(http::response::Parts, Framing, bool), SendError> {
+) -> Result<AnswerHead, SendError> {
     let mut received = false;
     loop {
         if !buf.is_empty() {
@@ -366,10 +382,7 @@ async fn read_head(
 }
 
 /// Parse a complete head out of `buf` (`None`: not complete yet).
-fn parse_head(
-    buf: &mut BytesMut,
-    method: &Method,
-) -> Result<Option<(http::response::Parts, Framing, bool)>, SendError> {
+fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<AnswerHead>, SendError> {
     let bad = |what: &str| SendError::Protocol(format!("invalid upstream response: {what}"));
     loop {
         let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
@@ -453,8 +466,12 @@ fn parse_head(
         // The client gets our HTTP version, not the target's (RFC 9110
         // section 6.2).
         parts.version = Version::HTTP_11;
-        parts.extensions.insert(kept);
-        return Ok(Some((parts, framing, keep_alive)));
+        return Ok(Some(AnswerHead {
+            parts,
+            fields: kept,
+            framing,
+            keep_alive,
+        }));
     }
 }
 

@@ -303,8 +303,8 @@ async fn write_response<T: AsyncWrite + Unpin>(
     head_only: bool,
     mut close: bool,
 ) -> io::Result<bool> {
-    let (mut parts, mut body) = served.res.into_parts();
-    let upstream = crate::fields::take(&mut parts.extensions);
+    let upstream = served.answer.upstream;
+    let (parts, mut body) = served.answer.res.into_parts();
     let status = parts.status;
     let bodiless = status.is_informational()
         || status == StatusCode::NO_CONTENT

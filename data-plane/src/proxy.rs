@@ -43,6 +43,7 @@ use crate::body::{self, BoxError, Holding, ProxyBody, RequestBody};
 use crate::cache::{self, FillError, X_CACHE};
 use crate::conn_pool::{self, SendError};
 use crate::error::ProxyError;
+use crate::fields::Answer;
 use crate::gateway::{Gateway, Snapshot};
 use crate::metrics::{method_index, AuthFailure, CacheStatus, RouteMetrics};
 use crate::router::{CompiledApi, RouteError, RouteMatch};
@@ -265,7 +266,7 @@ impl Trail {
 /// writes them itself spares the map their insertions (most answers from
 /// the pool have nothing else in it).
 pub struct Served {
-    pub res: Response<ProxyBody>,
+    pub answer: Answer<ProxyBody>,
     pub request_id: HeaderValue,
     /// `RateLimit-*`, for a keyed request the plan let through.
     pub rate: Option<crate::plans::RateInfo>,
@@ -273,14 +274,16 @@ pub struct Served {
 
 impl Served {
     /// The response with the gateway's fields in the map.
+    /// The response with every field in the map (the upstream's too),
+    /// for a codec that writes the map only.
     pub fn stamped(self) -> Response<ProxyBody> {
-        let mut res = self.res;
-        res.headers_mut()
-            .insert(X_REQUEST_ID.clone(), self.request_id);
+        let mut answer = self.answer;
+        let map = answer.res.headers_mut();
+        map.insert(X_REQUEST_ID.clone(), self.request_id);
         if let Some(info) = &self.rate {
-            crate::error::set_rate_headers(res.headers_mut(), info);
+            crate::error::set_rate_headers(map, info);
         }
-        res
+        answer.materialized()
     }
 }
 
@@ -310,9 +313,9 @@ pub async fn serve(
         tokio::pin!(handling);
         std::future::poll_fn(|cx| span.in_scope(|| handling.as_mut().poll(cx))).await
     };
-    let mut res = match res {
-        Ok(res) => res,
-        Err(e) => trail.fail(e, &id),
+    let Answer { mut res, upstream } = match res {
+        Ok(answer) => answer,
+        Err(e) => trail.fail(e, &id).into(),
     };
     if let Some(c) = trail.cache {
         res.headers_mut()
@@ -321,7 +324,10 @@ pub async fn serve(
     span.record("status", res.status().as_u16());
     let rate = trail.rate.take();
     Served {
-        res: finish(gw, trail, &id, res),
+        answer: Answer {
+            res: finish(gw, trail, &id, res),
+            upstream,
+        },
         request_id: id,
         rate,
     }
@@ -449,7 +455,7 @@ async fn handle(
     id: &HeaderValue,
     trail: &mut Trail,
     req: Request<RequestBody>,
-) -> Result<Response<ProxyBody>, ProxyError> {
+) -> Result<Answer<ProxyBody>, ProxyError> {
     admit(conn, limits, &req, facts)?;
     let snapshot = gw.snapshot();
     let host_value = request_host(&req, facts);
@@ -460,7 +466,7 @@ async fn handle(
     let matched = {
         let _route = tracing::debug_span!("route").entered();
         if let Some(res) = auth::cors::answer_preflight(&snapshot.routes, host, &req) {
-            return Ok(res);
+            return Ok(res.into());
         }
         snapshot
             .routes
@@ -488,9 +494,9 @@ async fn handle(
         return res;
     };
     // CORS headers go on every response of the API, errors included.
-    let mut res = res.unwrap_or_else(|e| trail.fail(e, id));
-    auth::cors::decorate(cors, origin.as_ref(), &mut res);
-    Ok(res)
+    let mut answer = res.unwrap_or_else(|e| trail.fail(e, id).into());
+    auth::cors::decorate(cors, origin.as_ref(), &mut answer);
+    Ok(answer)
 }
 
 /// The phases after the route matched: IP lists, authentication, the
@@ -507,7 +513,7 @@ async fn guarded(
     matched: RouteMatch,
     mut req: Request<RequestBody>,
     trail: &mut Trail,
-) -> Result<Response<ProxyBody>, ProxyError> {
+) -> Result<Answer<ProxyBody>, ProxyError> {
     let api = &matched.api.doc;
     let route = matched.route();
     trail.bytes_in = facts.content_length.unwrap_or(0);
@@ -561,7 +567,7 @@ async fn guarded(
     };
     let res = if let Some(mock) = &route.doc.mock {
         trail.identity = Some(identity);
-        mock_response(mock)
+        mock_response(mock).into()
     } else {
         let pool =
             matched.api.upstream.clone().ok_or_else(|| {
@@ -632,7 +638,7 @@ impl Upstream<'_> {
     /// may be waiting on it, so the body gets the upstream's timeout too.
     async fn collect(
         &self,
-        res: Response<ProxyBody>,
+        res: Answer<ProxyBody>,
         cfg: &tollgate_model::docs::CacheConfig,
     ) -> Result<Arc<cache::CachedResponse>, FillError> {
         let limit = Duration::from_millis(self.pool.config.timeout_ms);
@@ -651,7 +657,7 @@ async fn cached(
     refresh: bool,
     req: Request<RequestBody>,
     trail: &mut Trail,
-) -> Result<Response<ProxyBody>, ProxyError> {
+) -> Result<Answer<ProxyBody>, ProxyError> {
     let cache = &up.gw.cache;
     let span = tracing::debug_span!("cache", result = tracing::field::Empty);
     if refresh {
@@ -662,16 +668,16 @@ async fn cached(
         return match up.collect(res, cfg).await {
             Ok(entry) => {
                 cache.insert(key, entry.clone()).await;
-                Ok(entry.respond(false))
+                Ok(entry.respond(false).into())
             }
-            Err(FillError::Unstorable(slot)) => Ok(take_response(&slot)),
+            Err(FillError::Unstorable(slot)) => Ok(take_response(&slot).into()),
             Err(FillError::Failed(e)) => Err(e),
         };
     }
     if let Some(hit) = cache.get(&key).instrument(span.clone()).await {
         trail.cache = Some(CacheStatus::Hit);
         span.record("result", "hit");
-        return Ok(hit.respond(true));
+        return Ok(hit.respond(true).into());
     }
     let leader = AtomicBool::new(false);
     let mut slot = Some(req);
@@ -695,14 +701,14 @@ async fn cached(
             };
             trail.cache = Some(status);
             span.record("result", status.as_str());
-            Ok(entry.respond(!leader))
+            Ok(entry.respond(!leader).into())
         }
         Err(e) => {
             trail.cache = Some(CacheStatus::Miss);
             span.record("result", "miss");
             match &*e {
                 FillError::Failed(err) => Err(err.clone()),
-                FillError::Unstorable(slot_res) if leader => Ok(take_response(slot_res)),
+                FillError::Unstorable(slot_res) if leader => Ok(take_response(slot_res).into()),
                 // Another caller fetched a response that may not be
                 // shared: fetch our own.
                 FillError::Unstorable(_) => {
@@ -958,7 +964,7 @@ async fn forward(
     up: &Upstream<'_>,
     mut req: Request<RequestBody>,
     trail: &mut Trail,
-) -> Result<Response<ProxyBody>, ProxyError> {
+) -> Result<Answer<ProxyBody>, ProxyError> {
     let Upstream {
         gw,
         conn,
@@ -1131,12 +1137,12 @@ async fn forward(
                     };
                     conn_pool::send(&target.authority, &head, body, sent_at, deadline)
                         .await
-                        .map(|res| res.map(Either::Left))
+                        .map(|(res, fields)| (res.map(Either::Left), Some(fields)))
                 }
                 Via::Client(up) => {
                     let sent = gw.clients.for_request(grpc).request(up);
                     match tokio::time::timeout_at(deadline, sent).await {
-                        Ok(Ok(res)) => Ok(res.map(|b| Either::Right(body::boxed(b)))),
+                        Ok(Ok(res)) => Ok((res.map(|b| Either::Right(body::boxed(b))), None)),
                         Ok(Err(e)) => Err(SendError::Client(e)),
                         Err(_) => Err(SendError::TimedOut),
                     }
@@ -1162,7 +1168,7 @@ async fn forward(
                 }
                 return Err(last_err);
             }
-            Ok(mut res) => {
+            Ok((mut res, upstream)) => {
                 let status = res.status();
                 span.record("status", status.as_u16());
                 let failed = matches!(
@@ -1199,12 +1205,15 @@ async fn forward(
                                 .headers
                                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
                         }
-                        return Ok(Response::from_parts(parts, body::empty()));
+                        return Ok(Response::from_parts(parts, body::empty()).into());
                     }
                 }
                 let (mut parts, incoming) = res.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
-                return Ok(Response::from_parts(parts, Holding::wrap(incoming, lease)));
+                return Ok(Answer {
+                    res: Response::from_parts(parts, Holding::wrap(incoming, lease)),
+                    upstream,
+                });
             }
         }
     }

@@ -452,9 +452,8 @@ impl ProxyServer {
                 act.in_flight.fetch_add(1, Ordering::AcqRel);
                 let served =
                     proxy::serve(&gw, &info, &limits, req.map(RequestBody::Streamed)).await;
-                let mut res = served.stamped();
                 // hyper writes the map only.
-                crate::fields::materialize(&mut res);
+                let res = served.stamped();
                 act.in_flight.fetch_sub(1, Ordering::AcqRel);
                 Ok::<_, Infallible>(res)
             })

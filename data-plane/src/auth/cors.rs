@@ -14,6 +14,7 @@ use tollgate_model::docs::Cors;
 
 use crate::body::{self, ProxyBody};
 use crate::error::ProxyError;
+use crate::fields::Answer;
 use crate::router::RouteTable;
 
 /// How a request's origin is allowed.
@@ -158,9 +159,9 @@ static GATEWAY_OWNED: [HeaderName; 3] = [
 
 /// The CORS headers of an actual response (upstream or the gateway's own,
 /// errors included, so browsers can read a 401 or 429).
-pub fn decorate(cors: &Cors, origin: Option<&HeaderValue>, res: &mut Response<ProxyBody>) {
+pub fn decorate(cors: &Cors, origin: Option<&HeaderValue>, answer: &mut Answer<ProxyBody>) {
     // `Vary` merges with the upstream's.
-    crate::fields::materialize(res);
+    let res = answer.materialize();
     let h = res.headers_mut();
     for name in &GATEWAY_OWNED {
         h.remove(name);
@@ -280,13 +281,16 @@ mod tests {
         let mut res = Response::new(body::empty());
         res.headers_mut()
             .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, hv("*"));
-        decorate(&c, Some(&hv("https://evil.example")), &mut res);
+        let mut answer = Answer::from(res);
+        decorate(&c, Some(&hv("https://evil.example")), &mut answer);
+        let res = answer.res;
         assert!(!res
             .headers()
             .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
         assert_eq!(res.headers()[header::VARY], "Origin");
-        let mut res = Response::new(body::empty());
-        decorate(&c, Some(&hv("https://app.example")), &mut res);
+        let mut answer = Answer::from(Response::new(body::empty()));
+        decorate(&c, Some(&hv("https://app.example")), &mut answer);
+        let res = answer.res;
         assert_eq!(
             res.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN],
             "https://app.example"
