@@ -57,6 +57,9 @@ const READ_CHUNK: usize = 16 * 1024;
 struct Conn {
     io: TcpStream,
     buf: BytesMut,
+    /// The request head being sent: kept with the connection so each
+    /// request reuses its allocation.
+    out: Vec<u8>,
     /// Whether it served a request before this one.
     reused: bool,
     /// The current request's deadline. Kept with the connection and reset
@@ -141,8 +144,10 @@ pub struct Head<'a> {
 }
 
 impl Head<'_> {
-    fn encode(&self, body_len: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256 + self.headers.len() * 48);
+    /// Into `out`, in place of what it held.
+    fn encode(&self, body_len: usize, out: &mut Vec<u8>) {
+        out.clear();
+        out.reserve(256 + self.headers.len() * 48);
         out.extend_from_slice(self.method.as_str().as_bytes());
         out.push(b' ');
         for part in self.path {
@@ -173,7 +178,6 @@ impl Head<'_> {
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"\r\n");
-        out
     }
 }
 
@@ -248,6 +252,7 @@ async fn connect(authority: &Authority, deadline: Deadline) -> Result<Conn, Send
     Ok(Conn {
         io,
         buf: BytesMut::with_capacity(READ_CHUNK),
+        out: Vec::new(),
         reused: false,
         deadline: Box::pin(tokio::time::sleep_until(deadline)),
     })
@@ -274,7 +279,6 @@ pub async fn send(
         // Boxed: connecting is rare, and its future is large.
         None => Box::pin(connect(authority, deadline)).await?,
     };
-    let encoded = head.encode(body.len());
     let AnswerHead {
         parts,
         fields,
@@ -284,13 +288,13 @@ pub async fn send(
         let Conn {
             io,
             buf,
+            out,
             reused,
             deadline,
         } = &mut conn;
+        head.encode(body.len(), out);
         let exchange = async {
-            let written = io
-                .write_all_buf(&mut Buf::chain(&encoded[..], &body[..]))
-                .await;
+            let written = io.write_all_buf(&mut Buf::chain(&out[..], &body[..])).await;
             if let Err(e) = written {
                 return Err(if *reused {
                     SendError::Stale(e)
@@ -835,6 +839,13 @@ mod tests {
 
     static X_B: HeaderName = HeaderName::from_static("x-b");
 
+    /// `head` encoded into a buffer that held an earlier request's head.
+    fn encoded(head: &Head<'_>, body_len: usize) -> String {
+        let mut out = b"GET /earlier HTTP/1.1\r\n\r\n".to_vec();
+        head.encode(body_len, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
     #[test]
     fn the_head_carries_our_framing_only() {
         let mut headers = HeaderMap::new();
@@ -850,7 +861,7 @@ mod tests {
             headers: &headers,
             added: &[Some((&X_B, &two))],
         };
-        let text = String::from_utf8(head.encode(3)).unwrap();
+        let text = encoded(&head, 3);
         assert_eq!(
             text,
             "POST /base/p?q=1 HTTP/1.1\r\nhost: up.test\r\nx-a: 1\r\nx-b: 2\r\ncontent-length: 3\r\n\r\n"
@@ -864,9 +875,6 @@ mod tests {
             headers: &empty,
             added: &[],
         };
-        assert_eq!(
-            String::from_utf8(get.encode(0)).unwrap(),
-            "GET / HTTP/1.1\r\nhost: up.test\r\n\r\n"
-        );
+        assert_eq!(encoded(&get, 0), "GET / HTTP/1.1\r\nhost: up.test\r\n\r\n");
     }
 }
