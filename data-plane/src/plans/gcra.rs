@@ -23,6 +23,12 @@ pub struct Verdict {
 }
 
 impl Gcra {
+    /// Whether the bucket is full at `now_ns`: forgetting it then changes
+    /// nothing, as a new bucket starts full.
+    pub fn is_full(&self, now_ns: u64) -> bool {
+        self.tat.load(Ordering::Acquire) <= now_ns
+    }
+
     /// A full bucket again.
     pub fn reset(&self) {
         self.tat.store(0, Ordering::Release);

@@ -46,6 +46,11 @@ const SYNC_STALE: Duration = Duration::from_secs(1);
 const LEASE_TIMEOUT: Duration = Duration::from_secs(2);
 /// After the control plane said a quota is used up, ask again after this.
 const EXHAUSTED_RECHECK: Duration = Duration::from_secs(1);
+/// How often pairs no request used since the last sweep are forgotten.
+const IDLE_SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// Syncs in a row without demand after which a pair's demand is no longer
+/// reported.
+const IDLE_SYNCS_REPORTED: u32 = 10;
 
 /// What the response should say about the throttle.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -181,6 +186,7 @@ impl PlanEnforcer {
     /// request is metered.
     pub async fn admit(&self, key: &str, plan: &UsagePlan) -> Result<Option<RateInfo>, PlanDenied> {
         let state = self.state(key, &plan.id);
+        state.used.store(true, Ordering::Relaxed);
         let mut info = None;
         if let Some(t) = &plan.throttle {
             // One clock read for the bucket and the share.
@@ -409,7 +415,7 @@ impl PlanEnforcer {
                 } else {
                     t.idle_syncs.fetch_add(1, Ordering::Relaxed) + 1
                 };
-                (idle <= 10).then(|| Demand {
+                (idle <= IDLE_SYNCS_REPORTED).then(|| Demand {
                     key_id: e.key().key.clone(),
                     plan_id: e.key().plan.clone(),
                     requests: n,
@@ -439,6 +445,39 @@ impl PlanEnforcer {
                 tracing::debug!(reason = %s.message(), "usage sync failed");
                 self.link.failed();
             }
+        }
+    }
+
+    /// Forget the (key, plan) pairs no request used since the last sweep,
+    /// where forgetting changes nothing: no request holds the state,
+    /// nothing metered is left to report, and a throttle's demand is no
+    /// longer reported and its bucket is full again (a new state starts
+    /// full). Unused quota units go back to the control plane. Without
+    /// this the map would keep every key ever seen.
+    fn evict_idle(&self) {
+        let now_ns = self.started.elapsed().as_nanos() as u64;
+        let mut returned = Vec::new();
+        // `retain` holds each shard's write lock while it decides: no
+        // request can take a state it is about to drop.
+        self.states.retain(|pair, state| {
+            let used = state.used.swap(false, Ordering::Relaxed);
+            if used || Arc::strong_count(state) > 1 || !state.metered.is_empty() {
+                return true;
+            }
+            if let Some(t) = state.throttle.get() {
+                if t.idle_syncs.load(Ordering::Relaxed) <= IDLE_SYNCS_REPORTED
+                    || !t.bucket.is_full(now_ns)
+                {
+                    return true;
+                }
+            }
+            if let Some(slot) = state.quota.load_full() {
+                returned.push((pair.clone(), slot));
+            }
+            false
+        });
+        for (KeyPlan { key, plan }, slot) in returned {
+            self.give_back(&key, &plan, &slot);
         }
     }
 
@@ -494,6 +533,7 @@ impl PlanEnforcer {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut sync = tokio::time::interval(SYNC_EVERY);
         let mut report = tokio::time::interval(REPORT_EVERY);
+        let mut idle_sweep = tokio::time::interval(IDLE_SWEEP_EVERY);
         sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_sync = Instant::now();
@@ -506,6 +546,7 @@ impl PlanEnforcer {
                     self.sync_once(window).await;
                 }
                 _ = report.tick() => { self.report_once().await; }
+                _ = idle_sweep.tick() => self.evict_idle(),
             }
         }
         self.stopped.store(true, Ordering::Release);
@@ -541,5 +582,90 @@ impl PlanEnforcer {
                     .await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(id: &str, throttle: Option<(f64, u32)>) -> UsagePlan {
+        UsagePlan {
+            id: id.to_string(),
+            apis: vec!["api".to_string()],
+            throttle: throttle.map(|(rate, burst)| tollgate_model::docs::Throttle { rate, burst }),
+            quota: None,
+        }
+    }
+
+    fn known(e: &PlanEnforcer, key: &str, plan: &str) -> bool {
+        e.states.contains_key(&(key, plan) as &dyn KeyPlanIds)
+    }
+
+    #[tokio::test]
+    async fn idle_pairs_are_forgotten_once_forgetting_changes_nothing() {
+        // No control plane: syncs and reports fail, which these checks do
+        // not need.
+        let e = PlanEnforcer::new("dp-1", ControlPlaneLink::new(Vec::new(), "token", None));
+        let free = plan("free", None);
+        // One request empties this bucket for 1,000 s.
+        let slow = plan("slow", Some((0.001, 1)));
+        // This one is full again 1 ms after a request.
+        let fast = plan("fast", Some((1000.0, 10)));
+        e.admit("metered", &free).await.unwrap();
+        e.admit("slow", &slow).await.unwrap();
+        e.admit("fast", &fast).await.unwrap();
+        let held = e.state("held", "free");
+
+        e.evict_idle();
+        assert_eq!(e.states.len(), 4, "each was used since the last sweep");
+        e.evict_idle();
+        assert!(
+            known(&e, "metered", "free"),
+            "its count is not reported yet"
+        );
+
+        e.sweep_metered();
+        // One sync takes the demand; then enough without any that it is
+        // no longer reported.
+        for _ in 0..IDLE_SYNCS_REPORTED + 2 {
+            e.sync_once(SYNC_EVERY).await;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        e.evict_idle();
+        assert!(!known(&e, "metered", "free"));
+        let today = usage::today();
+        let pending = e.pending.lock().unwrap().clone();
+        assert_eq!(
+            pending.get(&("metered".to_string(), "free".to_string(), today)),
+            Some(&1),
+            "the count went to the next batch before the pair was forgotten"
+        );
+        assert!(known(&e, "slow", "slow"), "its bucket is not full again");
+        assert!(!known(&e, "fast", "fast"), "its bucket is full again");
+        assert!(known(&e, "held", "free"), "a request holds it");
+        drop(held);
+        e.evict_idle();
+        assert!(!known(&e, "held", "free"));
+
+        // A pair used again starts over, counted as before.
+        e.admit("metered", &free).await.unwrap();
+        e.evict_idle();
+        assert!(known(&e, "metered", "free"), "used since the last sweep");
+    }
+
+    #[tokio::test]
+    async fn a_throttle_still_reported_keeps_its_pair() {
+        let e = PlanEnforcer::new("dp-1", ControlPlaneLink::new(Vec::new(), "token", None));
+        let fast = plan("fast", Some((1000.0, 10)));
+        e.admit("k", &fast).await.unwrap();
+        e.sweep_metered();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        e.evict_idle();
+        e.evict_idle();
+        assert!(
+            known(&e, "k", "fast"),
+            "its zero demand is still reported, so its share can move elsewhere"
+        );
     }
 }

@@ -4,7 +4,7 @@
 
 use std::borrow::Borrow;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use arc_swap::ArcSwapOption;
@@ -120,6 +120,8 @@ pub(super) struct KeyPlanState {
     share: AtomicU64,
     pub quota: ArcSwapOption<QuotaSlot>,
     pub metered: Metered,
+    /// A request came since the last idle sweep.
+    pub used: AtomicBool,
 }
 
 impl Default for KeyPlanState {
@@ -129,6 +131,7 @@ impl Default for KeyPlanState {
             share: AtomicU64::new(NO_SHARE),
             quota: ArcSwapOption::empty(),
             metered: Metered::default(),
+            used: AtomicBool::new(true),
         }
     }
 }
@@ -184,6 +187,11 @@ impl Metered {
                 Err(actual) => word = actual,
             }
         }
+    }
+
+    /// Nothing counted since the last `take`.
+    pub fn is_empty(&self) -> bool {
+        unpack(self.0.load(Ordering::Acquire)).1 == 0
     }
 
     /// Take everything counted so far, with its day.
