@@ -422,12 +422,10 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<AnswerHead>,
         };
         let mut kept = UpstreamFields::new(res.headers.len());
         let mut scan = HeadScan::default();
-        let mut connection_names = false;
         for h in res.headers.iter() {
             let name = h.name.as_bytes();
             scan.see(name, h.value);
             if crate::proxy::is_hop_by_hop(name) {
-                connection_names |= name.eq_ignore_ascii_case(b"connection");
                 continue;
             }
             if name.eq_ignore_ascii_case(b"content-length") {
@@ -443,7 +441,7 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<AnswerHead>,
         }
         let framing = framing(method, status, &scan).map_err(bad)?;
         let chunked = scan.chunked_last.is_some();
-        if connection_names {
+        if scan.connection {
             // Fields that `Connection` names are hop-by-hop too.
             let named: Vec<&[u8]> = res
                 .headers
@@ -489,6 +487,8 @@ struct HeadScan {
     length: Result<Option<u64>, &'static str>,
     /// `Connection` lists `close`.
     close: bool,
+    /// There is a `Connection` field (the fields it names are hop-by-hop).
+    connection: bool,
 }
 
 impl Default for HeadScan {
@@ -497,6 +497,7 @@ impl Default for HeadScan {
             chunked_last: None,
             length: Ok(None),
             close: false,
+            connection: false,
         }
     }
 }
@@ -511,6 +512,7 @@ impl HeadScan {
                 self.length = add_length(length, value);
             }
         } else if name.eq_ignore_ascii_case(b"connection") {
+            self.connection = true;
             self.close |= lists_token(value, b"close");
         }
     }

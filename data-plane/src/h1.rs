@@ -339,7 +339,11 @@ async fn write_response<T: AsyncWrite + Unpin>(
         upstream.write(out, &parts.headers, gateway_names);
         dated = upstream.dated;
     }
-    push_header(out, b"x-request-id", served.request_id.as_bytes());
+    push_header(
+        out,
+        X_REQUEST_ID.as_str().as_bytes(),
+        served.request_id.as_bytes(),
+    );
     for (name, n) in rate.into_iter().flatten() {
         push_header(
             out,

@@ -273,7 +273,6 @@ pub struct Served {
 }
 
 impl Served {
-    /// The response with the gateway's fields in the map.
     /// The response with every field in the map (the upstream's too),
     /// for a codec that writes the map only.
     pub fn stamped(self) -> Response<ProxyBody> {

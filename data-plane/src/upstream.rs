@@ -7,7 +7,6 @@
 //! health and breaker state carry over; its health-check task ends when the
 //! last config that uses the pool is dropped.
 
-use crate::shard::Sharded;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -21,6 +20,7 @@ use hyper_util::rt::TokioExecutor;
 use tollgate_model::docs::{LoadBalancing, Upstream};
 
 use crate::body::{BoxError, ProxyBody};
+use crate::shard::Sharded;
 
 /// How long an open breaker refuses a target before letting one trial
 /// request through.
