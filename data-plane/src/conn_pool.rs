@@ -23,7 +23,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::mem::MaybeUninit;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -277,7 +277,10 @@ pub async fn send(
             c
         }
         // Boxed: connecting is rare, and its future is large.
-        None => Box::pin(connect(authority, deadline)).await?,
+        None => {
+            let connecting = Box::pin(connect(authority, deadline));
+            connecting.await?
+        }
     };
     let AnswerHead {
         parts,
@@ -293,7 +296,7 @@ pub async fn send(
             deadline,
         } = &mut conn;
         head.encode(body.len(), out);
-        let exchange = async {
+        let mut exchange = pin!(async {
             let written = io.write_all_buf(&mut Buf::chain(&out[..], &body[..])).await;
             if let Err(e) = written {
                 return Err(if *reused {
@@ -303,8 +306,7 @@ pub async fn send(
                 });
             }
             read_head(io, buf, *reused, head.method).await
-        };
-        tokio::pin!(exchange);
+        });
         std::future::poll_fn(|cx| match exchange.as_mut().poll(cx) {
             Poll::Pending => deadline
                 .as_mut()

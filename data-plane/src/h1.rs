@@ -24,6 +24,7 @@ use std::future::{poll_fn, Future};
 use std::io::{self, Write as _};
 use std::mem::MaybeUninit;
 use std::ops::Range;
+use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -134,9 +135,11 @@ where
         let head_only = req.method() == Method::HEAD;
         let close = layout.close;
         in_flight.fetch_add(1, Ordering::AcqRel);
-        let res = respond(req).await;
+        // Built in place (`pin!`), not moved into this future's state.
+        let res = pin!(respond(req)).await;
         in_flight.fetch_sub(1, Ordering::AcqRel);
-        match write_response(io, &mut out, res, head_only, close || draining()).await {
+        let close = close || draining();
+        match pin!(write_response(io, &mut out, res, head_only, close)).await {
             Ok(true) => {}
             _ => return Outcome::Closed,
         }

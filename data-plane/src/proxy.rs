@@ -21,7 +21,7 @@
 
 use std::future::Future as _;
 use std::net::SocketAddr;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -305,11 +305,10 @@ pub async fn serve(
         status = tracing::field::Empty,
     );
     trail.trace.link(&span);
-    // What `.instrument(span)` does, without moving the (large) future
-    // into a wrapper first: one copy of it per request, not two.
+    // What `.instrument(span)` does, without moving the future into a
+    // wrapper: it is built where it is polled (see `guarded`).
     let res = {
-        let handling = handle(gw, conn, limits, &facts, &id, &mut trail, req);
-        tokio::pin!(handling);
+        let mut handling = pin!(handle(gw, conn, limits, &facts, &id, &mut trail, req));
         std::future::poll_fn(|cx| span.in_scope(|| handling.as_mut().poll(cx))).await
     };
     let Answer { mut res, upstream } = match res {
@@ -485,9 +484,9 @@ async fn handle(
         .cors
         .as_ref()
         .and_then(|_| req.headers().get(header::ORIGIN).cloned());
-    let res = guarded(
+    let res = pin!(guarded(
         gw, &snapshot, conn, limits, facts, id, host, matched, req, trail,
-    )
+    ))
     .await;
     let Some(cors) = &api.doc.cors else {
         return res;
@@ -528,15 +527,17 @@ async fn guarded(
                 .auth
                 .authenticate_key(api, &route.doc, req.headers())
         }),
-        // Boxed: only these routes pay for its size (about 1 KiB).
+        // Boxed: only these routes pay for its size (about 1 KiB). Built
+        // in a statement of its own, so the unboxed temporary is not kept
+        // in this future's state across the wait.
         Ok(()) => {
-            Box::pin(
+            let authenticating = Box::pin(
                 snapshot
                     .auth
                     .authenticate(api, &route.doc, req.headers())
                     .instrument(auth_span),
-            )
-            .await
+            );
+            authenticating.await
         }
     };
     let identity = match identity {
@@ -600,18 +601,21 @@ async fn guarded(
             matched: &matched,
             pool: &pool,
         };
-        // Futures are moved whole into their parent's, level by level, so
-        // the large ones are boxed here, once: `cached` (only cached routes
-        // need it) and `forward`.
+        // `forward` is built in place (`pin!`): a future awaited as
+        // `f(..).await` is built, then moved into its parent's state, at
+        // every level of the request path; pinned where it is made, it is
+        // never copied. `cached` is boxed: only cached routes pay for its
+        // size.
         match caching {
             Some((cfg, cache::Plan::Lookup { key, refresh })) => {
-                Box::pin(cached(&up, cfg, key, refresh, req, trail)).await?
+                let caching = Box::pin(cached(&up, cfg, key, refresh, req, trail));
+                caching.await?
             }
             bypass => {
                 if bypass.is_some() {
                     trail.cache = Some(CacheStatus::Bypass);
                 }
-                Box::pin(forward(&up, req, trail)).await?
+                pin!(forward(&up, req, trail)).await?
             }
         }
     };
@@ -1123,7 +1127,7 @@ async fn forward(
                 Via::Client(up)
             }
         };
-        let sending = async {
+        let outcome = pin!(async {
             match attempt_via {
                 Via::Pool(body) => {
                     let head = conn_pool::Head {
@@ -1134,9 +1138,15 @@ async fn forward(
                         headers: &headers,
                         added: added.as_slice(),
                     };
-                    conn_pool::send(&target.authority, &head, body, sent_at, deadline)
-                        .await
-                        .map(|(res, fields)| (res.map(Either::Left), Some(fields)))
+                    let sent = pin!(conn_pool::send(
+                        &target.authority,
+                        &head,
+                        body,
+                        sent_at,
+                        deadline
+                    ))
+                    .await;
+                    sent.map(|(res, fields)| (res.map(Either::Left), Some(fields)))
                 }
                 Via::Client(up) => {
                     let sent = gw.clients.for_request(grpc).request(up);
@@ -1147,8 +1157,8 @@ async fn forward(
                     }
                 }
             }
-        };
-        let outcome = sending.await;
+        })
+        .await;
         trail.upstream_us = Some(sent_at.elapsed().as_micros() as u64);
         match outcome {
             Err(SendError::TimedOut) => {
