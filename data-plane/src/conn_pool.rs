@@ -137,6 +137,8 @@ pub struct Head<'a> {
     pub path: [&'a str; 2],
     pub query: Option<&'a str>,
     pub host: &'a HeaderValue,
+    /// Written as they are, except `Host` (`host` is written instead) and
+    /// `Content-Length` (written from the body's length).
     pub headers: &'a HeaderMap,
     /// Written after `headers`: fields the gateway sets that the map does
     /// not have.
@@ -165,6 +167,9 @@ impl Head<'_> {
         for (name, value) in self.headers.iter().chain(added) {
             if name == header::CONTENT_LENGTH {
                 declared = true;
+                continue;
+            }
+            if name == header::HOST {
                 continue;
             }
             out.extend_from_slice(name.as_str().as_bytes());

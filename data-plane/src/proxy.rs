@@ -162,7 +162,7 @@ fn request_id(facts: &HeadFacts) -> HeaderValue {
         .cloned()
         .unwrap_or_else(|| {
             let mut hex = [0u8; 32];
-            trace::hex(&mut hex, &rand::random::<u128>().to_be_bytes());
+            trace::hex(&mut hex, &trace::random_id().to_be_bytes());
             HeaderValue::from_bytes(&hex).expect("hex is a valid header")
         })
 }
@@ -172,7 +172,8 @@ fn request_id(facts: &HeadFacts) -> HeaderValue {
 pub struct Trail {
     start: Instant,
     method: Method,
-    uri: Uri,
+    /// Kept only for the access log: a copy costs a reference count.
+    uri: Option<Uri>,
     trace: TraceCtx,
     /// The API and route index, once matched.
     route: Option<(Arc<CompiledApi>, usize)>,
@@ -189,11 +190,11 @@ pub struct Trail {
 }
 
 impl Trail {
-    fn new<B>(req: &Request<B>, facts: &HeadFacts) -> Self {
+    fn new<B>(req: &Request<B>, facts: &HeadFacts, logged: bool) -> Self {
         Self {
             start: Instant::now(),
             method: req.method().clone(),
-            uri: req.uri().clone(),
+            uri: logged.then(|| req.uri().clone()),
             trace: TraceCtx::from_header(facts.traceparent.as_ref()),
             route: None,
             identity: None,
@@ -240,7 +241,7 @@ impl Trail {
             .opt_str("api", api)
             .opt_str("route", route)
             .str("method", self.method.as_str())
-            .str("path", self.uri.path())
+            .str("path", self.uri.as_ref().map_or("", Uri::path))
             .u64("status", u64::from(status))
             .opt_str("key_id", who.and_then(|i| i.key_id()))
             .opt_str("subject", who.and_then(|i| i.subject.as_deref()))
@@ -295,7 +296,7 @@ pub async fn serve(
 ) -> Served {
     let facts = HeadFacts::scan(req.headers());
     let id = request_id(&facts);
-    let mut trail = Trail::new(&req, &facts);
+    let mut trail = Trail::new(&req, &facts, gw.access_log().is_some());
     let span = tracing::debug_span!(
         "request",
         method = %req.method(),
@@ -308,7 +309,9 @@ pub async fn serve(
     // What `.instrument(span)` does, without moving the future into a
     // wrapper: it is built where it is polled (see `guarded`).
     let res = {
-        let mut handling = pin!(handle(gw, conn, limits, &facts, &id, &mut trail, req));
+        let mut handling = pin!(handle(
+            gw, conn, limits, &facts, &id, &mut trail, &span, req
+        ));
         std::future::poll_fn(|cx| span.in_scope(|| handling.as_mut().poll(cx))).await
     };
     let Answer { mut res, upstream } = match res {
@@ -445,6 +448,9 @@ impl Drop for Counted {
     }
 }
 
+/// `span`: the request's, to note the API and route on (`Span::current`
+/// would look it up in the subscriber).
+#[allow(clippy::too_many_arguments)]
 async fn handle(
     gw: &Gateway,
     conn: &ConnInfo,
@@ -452,6 +458,7 @@ async fn handle(
     facts: &HeadFacts,
     id: &HeaderValue,
     trail: &mut Trail,
+    span: &tracing::Span,
     req: Request<RequestBody>,
 ) -> Result<Answer<ProxyBody>, ProxyError> {
     admit(conn, limits, &req, facts)?;
@@ -476,7 +483,6 @@ async fn handle(
     };
     let api = matched.api.clone();
     trail.route = Some((api.clone(), matched.route));
-    let span = tracing::Span::current();
     span.record("api", api.doc.id.as_str());
     span.record("route", matched.route().doc.id.as_str());
     let origin = api
@@ -996,8 +1002,10 @@ async fn forward(
 
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
-    // `x-api-key` is already gone: `prepare_upstream_headers` ran.
-    let host_header = headers.remove(header::HOST);
+    // `x-api-key` is already gone: `prepare_upstream_headers` ran. The
+    // client's Host stays in the map (removing it costs a hash and a
+    // shuffle of the map): our codec skips it, and hyper_util's client
+    // gets a map without it. More than one Host was refused (`admit`).
     // The headers the gateway sets. Those the client did not send (the
     // usual case) are kept aside, not inserted: our codec writes them after
     // the map's, which saves hashing each into it; hyper_util's client gets
@@ -1005,10 +1013,14 @@ async fn forward(
     let sent = Sent::scan(&headers);
     // The Host header as it came, unless the request line (absolute form)
     // or HTTP/2's authority named the host.
-    let forwarded_host = match host_header {
+    let named_host;
+    let forwarded_host = match &facts.host {
         _ if sent.forwarded_host => None,
         Some(v) if parts.uri.authority().is_none() => Some(v),
-        _ => HeaderValue::from_str(host).ok(),
+        _ => {
+            named_host = HeaderValue::from_str(host).ok();
+            named_host.as_ref()
+        }
     };
     let traceparent = trail.trace.header(trace::child_span_id(&span));
     let mut added = Added::default();
@@ -1020,7 +1032,7 @@ async fn forward(
     if !sent.forwarded_proto {
         added.push(&X_FORWARDED_PROTO, if conn.tls { &HTTPS } else { &HTTP });
     }
-    if let Some(v) = &forwarded_host {
+    if let Some(v) = forwarded_host {
         added.push(&X_FORWARDED_HOST, v);
     }
     if sent.request_id {
@@ -1120,6 +1132,7 @@ async fn forward(
                 } else {
                     headers.clone()
                 };
+                up.headers_mut().remove(header::HOST);
                 added.insert_into(up.headers_mut());
                 if grpc {
                     *up.version_mut() = Version::HTTP_2;
