@@ -38,6 +38,7 @@ use tokio::time::{Instant as Deadline, Sleep};
 
 use crate::body::BoxError;
 use crate::fields::UpstreamFields;
+use crate::proxy::FieldName;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle connections older than this are closed rather than reused.
@@ -46,6 +47,8 @@ const MAX_IDLE_PER_TARGET: usize = 256;
 /// Bodies up to this size are read whole before sending, so they can go
 /// through this pool.
 pub const SMALL_BODY: u64 = 64 * 1024;
+/// Request bodies up to this size are copied behind the head and sent with it.
+const GATHER_BODY: usize = 16 * 1024;
 /// Limits on what a target may send: the response head, a chunk-size line,
 /// the trailers.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -301,8 +304,20 @@ pub async fn send(
             deadline,
         } = &mut conn;
         head.encode(body.len(), out);
+        // A small body goes in the head's buffer: one plain `send`, not a
+        // `writev` (the kernel's vectored path costs more than the copy).
+        let body = if body.len() <= GATHER_BODY {
+            out.extend_from_slice(body);
+            &[][..]
+        } else {
+            &body[..]
+        };
         let mut exchange = pin!(async {
-            let written = io.write_all_buf(&mut Buf::chain(&out[..], &body[..])).await;
+            let written = if body.is_empty() {
+                io.write_all(out).await
+            } else {
+                io.write_all_buf(&mut Buf::chain(&out[..], body)).await
+            };
             if let Err(e) = written {
                 return Err(if *reused {
                     SendError::Stale(e)
@@ -431,15 +446,14 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<AnswerHead>,
         let mut scan = HeadScan::default();
         for h in res.headers.iter() {
             let name = h.name.as_bytes();
-            scan.see(name, h.value);
-            if crate::proxy::is_hop_by_hop(name) {
+            let kind = FieldName::of(name);
+            scan.see(kind, h.value);
+            // Framing (`Content-Length` too: the client side sets its own,
+            // from `length` below) is not passed on.
+            if kind.is_hop_by_hop() || kind == FieldName::ContentLength {
                 continue;
             }
-            if name.eq_ignore_ascii_case(b"content-length") {
-                // Framing: the client side sets its own (`length` below).
-                continue;
-            }
-            kept.dated |= name.eq_ignore_ascii_case(b"date");
+            kept.dated |= kind == FieldName::Date;
             kept.push(offsets(name), offsets(h.value));
         }
         if http10 && scan.chunked_last.is_some() {
@@ -510,17 +524,22 @@ impl Default for HeadScan {
 }
 
 impl HeadScan {
-    fn see(&mut self, name: &[u8], value: &[u8]) {
-        if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            let last = value.rsplit(|b| *b == b',').next().unwrap_or(b"");
-            self.chunked_last = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if name.eq_ignore_ascii_case(b"content-length") {
-            if let Ok(length) = self.length {
-                self.length = add_length(length, value);
+    fn see(&mut self, name: FieldName, value: &[u8]) {
+        match name {
+            FieldName::TransferEncoding => {
+                let last = value.rsplit(|b| *b == b',').next().unwrap_or(b"");
+                self.chunked_last = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
             }
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            self.connection = true;
-            self.close |= lists_token(value, b"close");
+            FieldName::ContentLength => {
+                if let Ok(length) = self.length {
+                    self.length = add_length(length, value);
+                }
+            }
+            FieldName::Connection => {
+                self.connection = true;
+                self.close |= lists_token(value, b"close");
+            }
+            _ => {}
         }
     }
 }
@@ -800,7 +819,7 @@ mod tests {
         let h = |pairs: &[(&str, &str)]| {
             let mut scan = HeadScan::default();
             for (k, v) in pairs {
-                scan.see(k.as_bytes(), v.as_bytes());
+                scan.see(FieldName::of(k.as_bytes()), v.as_bytes());
             }
             scan
         };
