@@ -36,7 +36,16 @@ fn now_ms() -> u64 {
 /// Data planes that stream (or streamed) from this node.
 #[derive(Clone, Default)]
 pub struct DataPlaneRegistry {
-    inner: Arc<Mutex<HashMap<String, DataPlaneInfo>>>,
+    inner: Arc<Mutex<HashMap<String, Registered>>>,
+}
+
+#[derive(Default)]
+struct Registered {
+    info: DataPlaneInfo,
+    /// Streams open on this node under this id. Usually 0 or 1; 2 for a
+    /// moment when a data plane reconnects before the old stream is seen
+    /// to be dead, and for as long as two data planes share an id.
+    streams: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -73,13 +82,44 @@ impl From<DataPlaneInfo> for DataPlaneView {
 
 impl DataPlaneRegistry {
     fn update(&self, id: &str, f: impl FnOnce(&mut DataPlaneInfo)) {
+        self.update_entry(id, |entry| f(&mut entry.info));
+    }
+
+    fn update_entry<T>(&self, id: &str, f: impl FnOnce(&mut Registered) -> T) -> T {
         let mut map = self.inner.lock().expect("registry lock");
-        let entry = map.entry(id.to_string()).or_insert_with(|| DataPlaneInfo {
-            id: id.to_string(),
-            ..Default::default()
+        let entry = map.entry(id.to_string()).or_insert_with(|| Registered {
+            info: DataPlaneInfo {
+                id: id.to_string(),
+                ..Default::default()
+            },
+            streams: 0,
         });
-        f(entry);
-        entry.last_seen_ms = now_ms();
+        let out = f(entry);
+        entry.info.last_seen_ms = now_ms();
+        out
+    }
+
+    /// A stream opened under `id`. Returns the address of a stream already
+    /// open under it, if any: another data plane with the same id, or this
+    /// one reconnecting before its old stream was seen to end.
+    fn connect(&self, id: &str, addr: &str, revision: u64) -> Option<String> {
+        self.update_entry(id, |entry| {
+            let other = (entry.streams > 0).then(|| entry.info.addr.clone());
+            entry.streams += 1;
+            entry.info.addr = addr.to_string();
+            entry.info.revision = revision;
+            entry.info.connected = true;
+            other
+        })
+    }
+
+    /// A stream under `id` ended; the data plane shows as disconnected only
+    /// once no stream under its id is left.
+    fn disconnect(&self, id: &str) {
+        self.update_entry(id, |entry| {
+            entry.streams = entry.streams.saturating_sub(1);
+            entry.info.connected = entry.streams > 0;
+        });
     }
 
     pub fn local(&self) -> Vec<DataPlaneInfo> {
@@ -87,7 +127,7 @@ impl DataPlaneRegistry {
             .lock()
             .expect("registry lock")
             .values()
-            .cloned()
+            .map(|entry| entry.info.clone())
             .collect()
     }
 
@@ -213,17 +253,20 @@ impl tollgate_proto::config_server::Config for ConfigService {
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             let id = hello.node_id.clone();
-            registry.update(&id, |d| {
-                d.addr = hello.addr.clone();
-                d.revision = hello.revision;
-                d.connected = true;
-            });
+            if let Some(other) = registry.connect(&id, &hello.addr, hello.revision) {
+                // Harmless for a reconnect (the old stream ends soon); two
+                // live data planes under one id show as one in /v1/cluster.
+                tracing::warn!(
+                    data_plane = %id, addr = %hello.addr, other_addr = %other,
+                    "a second stream under this data-plane id: a reconnect, or two data planes sharing an id (give each its own --node-id)"
+                );
+            }
             tracing::info!(data_plane = %id, revision = hello.revision, "data plane connected");
             tokio::select! {
                 _ = serve_stream(&shared, &registry, &id, hello.revision, &mut inbound, &tx) => {}
                 _ = shutdown.cancelled() => {}
             }
-            registry.update(&id, |d| d.connected = false);
+            registry.disconnect(&id);
             tracing::info!(data_plane = %id, "data plane disconnected");
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -270,5 +313,40 @@ async fn serve_stream(
                 Some(Err(_)) | None => return,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connected(registry: &DataPlaneRegistry, id: &str) -> bool {
+        registry.local().iter().any(|d| d.id == id && d.connected)
+    }
+
+    #[test]
+    fn a_data_plane_shows_connected_while_any_stream_under_its_id_is_open() {
+        let registry = DataPlaneRegistry::default();
+        assert_eq!(registry.connect("dp-1", "10.0.0.1:8080", 3), None);
+        // A reconnect (or a second data plane under the same id) before the
+        // first stream ends: reported, and the newest address is shown.
+        assert_eq!(
+            registry.connect("dp-1", "10.0.0.2:8080", 4),
+            Some("10.0.0.1:8080".to_string())
+        );
+        // The old stream ending must not hide the live one.
+        registry.disconnect("dp-1");
+        assert!(connected(&registry, "dp-1"));
+        let listed = registry.local();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].addr, "10.0.0.2:8080");
+        assert_eq!(listed[0].revision, 4);
+        registry.disconnect("dp-1");
+        assert!(!connected(&registry, "dp-1"));
+        // A late second end changes nothing.
+        registry.disconnect("dp-1");
+        assert!(!connected(&registry, "dp-1"));
+        assert_eq!(registry.connect("dp-1", "10.0.0.2:8080", 4), None);
+        assert!(connected(&registry, "dp-1"));
     }
 }
