@@ -11,10 +11,10 @@
 //! - Verified tokens are cached by SHA-256 of the token until their `exp`,
 //!   so a client reusing a token costs a hash and a map lookup.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use dashmap::DashMap;
 use http::header::{HeaderName, HeaderValue};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
@@ -96,7 +96,39 @@ pub struct CompiledAuthorizer {
     source: KeySource,
     claim_headers: Vec<(String, HeaderName)>,
     claim_header_names: Vec<HeaderName>,
-    cache: Mutex<HashMap<[u8; 32], Arc<Verified>>>,
+    cache: VerifiedCache,
+}
+
+/// Verified tokens by the SHA-256 of the token, each until its `exp` (with
+/// the leeway). Sharded, so request threads checking tokens do not queue on
+/// one lock.
+#[derive(Default)]
+struct VerifiedCache(DashMap<[u8; 32], Arc<Verified>, crate::FastHash>);
+
+impl VerifiedCache {
+    fn get(&self, digest: &[u8; 32], now: u64) -> Option<Arc<Verified>> {
+        let live = |v: &Arc<Verified>| v.exp + LEEWAY_S >= now;
+        // The read guard is dropped before an expired entry is removed (a
+        // shard's write lock under its own read guard would deadlock).
+        let found = self.0.get(digest).map(|v| v.clone())?;
+        if live(&found) {
+            return Some(found);
+        }
+        self.0.remove_if(digest, |_, v| !live(v));
+        None
+    }
+
+    /// Remember `v`; when full, the expired entries go first, and if that
+    /// frees nothing, all of them.
+    fn put(&self, digest: [u8; 32], v: Arc<Verified>, now: u64) {
+        if self.0.len() >= CACHE_MAX {
+            self.0.retain(|_, v| v.exp + LEEWAY_S >= now);
+            if self.0.len() >= CACHE_MAX {
+                self.0.clear();
+            }
+        }
+        self.0.insert(digest, v);
+    }
 }
 
 /// Select the pure-Rust crypto backend for the process, so a dependency
@@ -186,7 +218,7 @@ impl CompiledAuthorizer {
             source,
             claim_headers,
             claim_header_names,
-            cache: Mutex::new(HashMap::new()),
+            cache: VerifiedCache::default(),
         })
     }
 
@@ -214,7 +246,7 @@ impl CompiledAuthorizer {
         }
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = now_s();
-        if let Some(v) = self.cached(&digest, now) {
+        if let Some(v) = self.cache.get(&digest, now) {
             return Ok(v);
         }
         let header = decode_header(token).map_err(|e| JwtRefusal::Malformed(e.to_string()))?;
@@ -239,31 +271,8 @@ impl CompiledAuthorizer {
             }
         };
         let verified = Arc::new(self.render(&claims));
-        self.remember(digest, verified.clone(), now);
+        self.cache.put(digest, verified.clone(), now);
         Ok(verified)
-    }
-
-    fn cached(&self, digest: &[u8; 32], now: u64) -> Option<Arc<Verified>> {
-        let mut cache = self.cache.lock().expect("jwt cache");
-        match cache.get(digest) {
-            Some(v) if v.exp + LEEWAY_S >= now => Some(v.clone()),
-            Some(_) => {
-                cache.remove(digest);
-                None
-            }
-            None => None,
-        }
-    }
-
-    fn remember(&self, digest: [u8; 32], v: Arc<Verified>, now: u64) {
-        let mut cache = self.cache.lock().expect("jwt cache");
-        if cache.len() >= CACHE_MAX {
-            cache.retain(|_, v| v.exp + LEEWAY_S >= now);
-            if cache.len() >= CACHE_MAX {
-                cache.clear();
-            }
-        }
-        cache.insert(digest, v);
     }
 
     fn render(&self, claims: &Map<String, Value>) -> Verified {
@@ -348,4 +357,68 @@ fn with_set(
         }
     }
     Err(last.unwrap_or_else(|| JwtRefusal::UnknownKid(kid.map(str::to_string))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verified(exp: u64) -> Arc<Verified> {
+        Arc::new(Verified {
+            subject: None,
+            scopes: Vec::new(),
+            headers: Vec::new(),
+            exp,
+        })
+    }
+
+    #[test]
+    fn a_cached_token_is_used_until_its_exp_and_the_leeway() {
+        let cache = VerifiedCache::default();
+        cache.put([1; 32], verified(1_000), 900);
+        assert!(cache.get(&[1; 32], 1_000 + LEEWAY_S).is_some());
+        assert!(cache.get(&[2; 32], 900).is_none());
+        // Past the leeway: refused, and forgotten.
+        assert!(cache.get(&[1; 32], 1_001 + LEEWAY_S).is_none());
+        assert_eq!(cache.0.len(), 0);
+    }
+
+    #[test]
+    fn a_full_cache_drops_expired_tokens_first_then_everything() {
+        let cache = VerifiedCache::default();
+        for i in 0..CACHE_MAX {
+            let exp = if i == 0 { 10_000 } else { 100 };
+            cache.put(
+                (i as u64).to_le_bytes().repeat(4).try_into().unwrap(),
+                verified(exp),
+                50,
+            );
+        }
+        let now = 100 + LEEWAY_S + 1;
+        cache.put([0xff; 32], verified(10_000), now);
+        // The one live token stayed, the expired went.
+        assert_eq!(cache.0.len(), 2);
+        assert!(cache
+            .get(&0u64.to_le_bytes().repeat(4).try_into().unwrap(), now)
+            .is_some());
+        // Full of live tokens: cleared, then the new one kept.
+        for i in 0..CACHE_MAX as u64 {
+            cache.put(
+                (i + 1).to_be_bytes().repeat(4).try_into().unwrap(),
+                verified(10_000),
+                now,
+            );
+        }
+        assert!(cache.0.len() <= CACHE_MAX);
+        assert!(cache
+            .get(
+                &(CACHE_MAX as u64)
+                    .to_be_bytes()
+                    .repeat(4)
+                    .try_into()
+                    .unwrap(),
+                now
+            )
+            .is_some());
+    }
 }
