@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::dp::{eventually, http, start_dp, start_echo, wait_for_revision};
+use common::dp::{eventually, http, start_dp, start_dp_named, start_echo, wait_for_revision};
 use common::{api_doc, init_tracing, Cluster};
 use serde_json::json;
 
@@ -306,4 +306,57 @@ async fn hot_reload_under_load_fails_no_request() {
     println!("hot reload: {ok} requests, {failed} failed, over 80 config writes");
     assert_eq!(failed, 0);
     assert!(ok > 100, "too little traffic: {ok}");
+}
+
+/// Two streams under one data-plane id (a data plane reconnecting before
+/// its old stream is seen to end looks the same): when one ends, the id is
+/// still listed as connected while the other streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_data_plane_stays_listed_as_connected_while_any_stream_under_its_id_is_open() {
+    init_tracing();
+    let c = Cluster::start(1).await;
+    let admin = c.nodes[0].client();
+    let rev = admin
+        .must_put(
+            "/v1/apis/twin",
+            api_doc("twin", "/twin", "http://127.0.0.1:9"),
+        )
+        .await;
+    let first = start_dp_named(grpc_urls(&c), "twin").await;
+    wait_for_revision(&first, rev).await;
+    let second = start_dp_named(grpc_urls(&c), "twin").await;
+    wait_for_revision(&second, rev).await;
+    let second_addr = second.proxy_addr.to_string();
+    first.shutdown().await;
+
+    let listed = || async {
+        let (_, v) = admin.get("/v1/cluster").await;
+        v["data_planes"].as_array().cloned().unwrap_or_default()
+    };
+    // Give the first stream's end time to reach the control plane.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        let list = listed().await;
+        assert_eq!(list.len(), 1, "one id, one entry: {list:?}");
+        assert_eq!(
+            list[0]["connected"], true,
+            "the second stream is open: {list:?}"
+        );
+        assert_eq!(list[0]["addr"], second_addr.as_str());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Once no stream under the id is left, it shows as disconnected.
+    second.shutdown().await;
+    eventually(
+        "the id to show as disconnected",
+        Duration::from_secs(10),
+        || async {
+            listed()
+                .await
+                .first()
+                .is_some_and(|d| d["connected"] == false)
+        },
+    )
+    .await;
 }

@@ -33,7 +33,20 @@ pub async fn start_dp_with(
     limits: Limits,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> DataPlaneHandle {
-    start_dp_full(control_plane, state_dir, limits, tls, None).await
+    start_dp_full(control_plane, state_dir, limits, tls, None, None).await
+}
+
+/// A data plane under a chosen id (`--node-id`).
+pub async fn start_dp_named(control_plane: Vec<String>, node_id: &str) -> DataPlaneHandle {
+    start_dp_full(
+        control_plane,
+        None,
+        Limits::default(),
+        None,
+        None,
+        Some(node_id),
+    )
+    .await
 }
 
 /// A data plane with mutual TLS towards the control plane.
@@ -41,7 +54,15 @@ pub async fn start_dp_mtls(
     control_plane: Vec<String>,
     cluster_tls: Option<tollgate_proto::tls::MutualTls>,
 ) -> DataPlaneHandle {
-    start_dp_full(control_plane, None, Limits::default(), None, cluster_tls).await
+    start_dp_full(
+        control_plane,
+        None,
+        Limits::default(),
+        None,
+        cluster_tls,
+        None,
+    )
+    .await
 }
 
 async fn start_dp_full(
@@ -50,9 +71,10 @@ async fn start_dp_full(
     limits: Limits,
     tls: Option<Arc<rustls::ServerConfig>>,
     cluster_tls: Option<tollgate_proto::tls::MutualTls>,
+    node_id: Option<&str>,
 ) -> DataPlaneHandle {
     tollgate_data_plane::start(DataPlaneConfig {
-        node_id: format!("dp-{:x}", rand::random::<u32>()),
+        node_id: node_id.map_or_else(|| format!("dp-{:x}", rand::random::<u32>()), str::to_string),
         control_plane,
         cluster_token: CLUSTER_TOKEN.into(),
         cluster_tls,
