@@ -113,7 +113,7 @@ impl UpstreamFields {
     }
 
     /// Into `map`, except the names it already has.
-    pub fn into_map(self, map: &mut HeaderMap) {
+    fn into_map(self, map: &mut HeaderMap) {
         let mut upstream = HeaderMap::with_capacity(self.fields.len() + map.len());
         for f in &self.fields {
             // httparse accepted both, by the same rules as `http`'s.

@@ -87,14 +87,14 @@ pub fn otel_ids(span: &tracing::Span) -> Option<(u128, u64)> {
 /// A span id for the upstream request: `span`'s when it is exported, else
 /// random.
 pub fn child_span_id(span: &tracing::Span) -> u64 {
-    otel_ids(span).map_or_else(|| fastrand::u64(..) | 1, |(_, s)| s)
+    otel_ids(span).map_or_else(|| random_id() as u64 | 1, |(_, s)| s)
 }
 
 fn new_trace_id() -> u128 {
     random_id() | 1
 }
 
-/// A new id (request, trace). Ids must be unique, not secret: they come
+/// A new id (request, trace, span). Ids must be unique, not secret: they come
 /// from a per-thread wyrand seeded at random (fastrand), not from a
 /// cryptographic generator, which cost about 190 instructions a request.
 pub(crate) fn random_id() -> u128 {

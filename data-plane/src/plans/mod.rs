@@ -186,7 +186,11 @@ impl PlanEnforcer {
     /// request is metered.
     pub async fn admit(&self, key: &str, plan: &UsagePlan) -> Result<Option<RateInfo>, PlanDenied> {
         let state = self.state(key, &plan.id);
-        state.used.store(true, Ordering::Relaxed);
+        // Read first: a store on every request would pull the line away
+        // from the other workers serving this key.
+        if !state.used.load(Ordering::Relaxed) {
+            state.used.store(true, Ordering::Relaxed);
+        }
         let mut info = None;
         if let Some(t) = &plan.throttle {
             // One clock read for the bucket and the share.
