@@ -152,11 +152,7 @@ async fn leader_of(client: &reqwest::Client, admin: &str) -> Option<u64> {
     r.json::<serde_json::Value>().await.ok()?["leader_id"].as_u64()
 }
 
-pub fn control_plane(args: &[&str]) -> anyhow::Result<()> {
-    let seconds: u64 = match args {
-        ["--seconds", n] => n.parse()?,
-        _ => 5,
-    };
+pub fn control_plane(seconds: u64) -> anyhow::Result<()> {
     let bin = release_binary()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -65,11 +65,7 @@ async fn drive(
     (ok.load(Ordering::Relaxed), refused.load(Ordering::Relaxed))
 }
 
-pub fn run(args: &[&str]) -> anyhow::Result<()> {
-    let seconds: f64 = match args {
-        ["--seconds", n] => n.parse()?,
-        _ => 10.0,
-    };
+pub fn run(seconds: f64) -> anyhow::Result<()> {
     let bin = release_binary()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -326,19 +326,7 @@ fn mock_api(id: &str) -> serde_json::Value {
     json!({"base_path": format!("/{id}"), "routes": [{"id": "r", "path": "/", "mock": {"body": id}}]})
 }
 
-pub fn run(args: &[&str]) -> anyhow::Result<()> {
-    let (mut seconds, mut rounds) = (5u64, 3usize);
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        let value = it
-            .next()
-            .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))?;
-        match *flag {
-            "--seconds" => seconds = value.parse()?,
-            "--rounds" => rounds = value.parse()?,
-            other => anyhow::bail!("unknown flag {other} (--seconds N, --rounds N)"),
-        }
-    }
+pub fn run(seconds: u64, rounds: u64) -> anyhow::Result<()> {
     let connections = 64;
     anyhow::ensure!(
         Command::new("wrk").arg("-v").output().is_ok(),

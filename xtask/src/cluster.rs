@@ -70,12 +70,21 @@ fn wait_http(url: &str) -> bool {
     false
 }
 
-pub fn run(args: &[&str]) -> anyhow::Result<()> {
-    match args {
-        ["up"] => up(),
-        ["down"] => down(),
-        ["status"] => status(),
-        _ => anyhow::bail!("usage: cargo xtask cluster up|down|status"),
+#[derive(clap::Subcommand)]
+pub enum Action {
+    /// Start the cluster in the background.
+    Up,
+    /// Stop it.
+    Down,
+    /// What each process answers.
+    Status,
+}
+
+pub fn run(action: Action) -> anyhow::Result<()> {
+    match action {
+        Action::Up => up(),
+        Action::Down => down(),
+        Action::Status => status(),
     }
 }
 

