@@ -402,8 +402,17 @@ pub fn run(seconds: u64, rounds: u64) -> anyhow::Result<()> {
             rows.push(Row { name: "nginx, same headers", url: format!("http://{lh}/bench/x"), headers: vec![], pid: ng_proc.0.id(), runs: vec![] });
         }
         println!("wrk -t2 -c{connections} -d{seconds}s, GET, upstream `tollgate echo`, all on this machine; {rounds} interleaved rounds, medians");
-        for _ in 0..rounds {
-            for r in &mut rows {
+        for round in 0..rounds {
+            // Every other round runs the rows backwards, so a row early in
+            // one round is late in the next: a drift over the run favours
+            // no row.
+            let order: Vec<usize> = if round % 2 == 0 {
+                (0..rows.len()).collect()
+            } else {
+                (0..rows.len()).rev().collect()
+            };
+            for i in order {
+                let r = &mut rows[i];
                 let pids = (r.pid, (r.pid != echo_pid).then_some(echo_pid));
                 r.runs.push(wrk_with(&r.url, connections, seconds, &r.headers, pids)?);
             }
@@ -439,18 +448,25 @@ pub fn run(seconds: u64, rounds: u64) -> anyhow::Result<()> {
             vs_plain(logged),
             logged.p99_ms - tollgate.p99_ms
         );
-        for (ng, which) in medians.iter().skip(5).zip(["plain", "same headers"]) {
+        for ((ng, ng_row), which) in medians.iter().zip(&rows).skip(5).zip(["plain", "same headers"]) {
+            // Each round's pair on its own: how often Tollgate came out ahead.
+            let per_round: Vec<f64> = rows[1].runs.iter().zip(&ng_row.runs).map(|(t, n)| t.rps / n.rps).collect();
+            let ahead = per_round.iter().filter(|r| **r >= 1.0).count();
+            let listed: Vec<String> = per_round.iter().map(|r| format!("{r:.2}")).collect();
             println!(
                 "tollgate/nginx ({which}): throughput {:.2}x, p99 {:.2}x (lower is better); \
                  proxy CPU per request (user + system): tollgate {:.1} us, nginx {:.1} us ({:.2}x); \
-                 the upstream's CPU per request behind each: {:.1} us, {:.1} us",
+                 the upstream's CPU per request behind each: {:.1} us, {:.1} us; \
+                 throughput per round {} (at least level in {ahead} of {})",
                 tollgate.rps / ng.rps,
                 tollgate.p99_ms / ng.p99_ms,
                 tollgate.cpu_us,
                 ng.cpu_us,
                 tollgate.cpu_us / ng.cpu_us,
                 tollgate.upstream_cpu_us,
-                ng.upstream_cpu_us
+                ng.upstream_cpu_us,
+                listed.join(" "),
+                per_round.len()
             );
         }
         // A cached route: one upstream request per TTL, the rest from memory.
