@@ -75,6 +75,46 @@ impl Wrk {
     }
 }
 
+/// Tollgate and plain nginx in short runs back to back, `pairs` times,
+/// which goes first alternating: the machine's drift over a minute is as
+/// large as the difference, and only runs seconds apart share it. Prints
+/// the median and quartiles of the pairs' ratios.
+fn head_to_head(
+    tollgate: (&str, u32),
+    nginx: (&str, u32),
+    connections: usize,
+    pairs: usize,
+) -> anyhow::Result<()> {
+    const SECONDS: u64 = 2;
+    let (mut rps, mut p99) = (Vec::new(), Vec::new());
+    for pair in 0..pairs {
+        let run = |(url, pid): (&str, u32)| wrk(url, connections, SECONDS, pid);
+        let (t, n) = if pair % 2 == 0 {
+            let t = run(tollgate)?;
+            (t, run(nginx)?)
+        } else {
+            let n = run(nginx)?;
+            (run(tollgate)?, n)
+        };
+        rps.push(t.rps / n.rps);
+        p99.push(t.p99_ms / n.p99_ms);
+    }
+    let level = rps.iter().filter(|r| **r >= 1.0).count();
+    let quartiles = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+        (at(0.25), at(0.5), at(0.75))
+    };
+    let (r25, r50, r75) = quartiles(&mut rps);
+    let (p25, p50, p75) = quartiles(&mut p99);
+    println!(
+        "head to head, tollgate/nginx (plain), {pairs} pairs of {SECONDS} s runs back to back: \
+         throughput median {r50:.2}x (quartiles {r25:.2}-{r75:.2}, at least level in {level} of {pairs}), \
+         p99 median {p50:.2}x (quartiles {p25:.2}-{p75:.2}, lower is better)"
+    );
+    Ok(())
+}
+
 /// wrk's latency figures come as "1.23ms", "456.00us" or "1.01s".
 fn parse_ms(s: &str) -> Option<f64> {
     let (num, mult) = if let Some(v) = s.strip_suffix("us") {
@@ -468,6 +508,14 @@ pub fn run(seconds: u64, rounds: u64) -> anyhow::Result<()> {
                 listed.join(" "),
                 per_round.len()
             );
+        }
+        if let Some((ng_proc, l, _)) = &nginx {
+            head_to_head(
+                (&format!("http://{listen}/bench/x"), dp_pid),
+                (&format!("http://{l}/bench/x"), ng_proc.0.id()),
+                connections,
+                4 * rounds as usize,
+            )?;
         }
         // A cached route: one upstream request per TTL, the rest from memory.
         let cached = cached_row(&client, &admin, &echo_addr, (&listen, &status, dp_pid), connections, seconds).await?;
