@@ -105,6 +105,11 @@ enum Command {
         listen: String,
     },
     /// One Raft node of the control plane.
+    ///
+    /// Peers and data planes authenticate with TOLLGATE_CLUSTER_TOKEN
+    /// (generated into the data dir when unset). While that token is being
+    /// rotated, TOLLGATE_CLUSTER_TOKEN_ACCEPT lists further tokens to accept,
+    /// comma separated (docs/operations.md).
     ControlPlane {
         #[arg(long, env = "TOLLGATE_NODE_ID")]
         node_id: u64,
@@ -174,6 +179,16 @@ struct ProxyFlags {
 
 /// A secret from a file, else an environment variable, else generated and
 /// kept in `dir/name` (mode 0600) so a restart reuses it.
+/// Tokens from a comma-separated list; blanks around them and empty
+/// entries are dropped.
+fn token_list(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(String::from)
+        .collect()
+}
+
 fn load_or_create_secret(
     file: Option<&Path>,
     env: &str,
@@ -478,6 +493,16 @@ async fn start_control_plane(
     )?;
     let cluster_token =
         load_or_create_secret(None, "TOLLGATE_CLUSTER_TOKEN", n.data_dir, "cluster-token")?;
+    // Environment only, like the cluster token: secrets stay off the
+    // command line, where `ps` shows them.
+    let cluster_tokens_accepted =
+        token_list(&std::env::var("TOLLGATE_CLUSTER_TOKEN_ACCEPT").unwrap_or_default());
+    if !cluster_tokens_accepted.is_empty() {
+        tracing::info!(
+            count = cluster_tokens_accepted.len(),
+            "accepting further cluster tokens (TOLLGATE_CLUSTER_TOKEN_ACCEPT): remove them once the rotation is done"
+        );
+    }
     let node = tollgate_control_plane::start(NodeConfig {
         node_id: n.node_id,
         data_dir: n.storage_dir,
@@ -487,6 +512,7 @@ async fn start_control_plane(
         advertise_admin: n.advertise_admin,
         admin_token: admin_token.clone(),
         cluster_token,
+        cluster_tokens_accepted,
         tls: n.tls,
         membership: n.membership,
         tuning: RaftTuning::default(),
@@ -505,4 +531,16 @@ async fn apply_file(path: &Path, server: &str, token: &str) -> anyhow::Result<()
         println!("{line}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token_list;
+
+    #[test]
+    fn token_lists_drop_blanks_and_empty_entries() {
+        assert_eq!(token_list(" a, b ,,c,"), ["a", "b", "c"]);
+        assert!(token_list("").is_empty());
+        assert!(token_list(" , ").is_empty());
+    }
 }

@@ -105,7 +105,10 @@ async fn a_node_without_the_cluster_ca_cannot_join_raft() {
             "127.0.0.1:0",
             tollgate_control_plane::Membership::Resume,
             common::tuning(),
-            tls,
+            &common::Credentials {
+                tls,
+                ..Default::default()
+            },
         )
         .await;
         let t = std::time::Instant::now();

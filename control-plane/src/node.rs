@@ -67,7 +67,12 @@ pub struct NodeConfig {
     pub advertise_grpc: Option<String>,
     pub advertise_admin: Option<String>,
     pub admin_token: String,
+    /// The token this node presents to its peers, and accepts.
     pub cluster_token: String,
+    /// Further cluster tokens accepted (not presented), while the cluster
+    /// token is rotated one node at a time: first every node accepts the
+    /// new token, then each presents it, then the old one is dropped.
+    pub cluster_tokens_accepted: Vec<String>,
     /// Mutual TLS on the gRPC port (and for calls to peers); `None` is the
     /// simple token-only mode of `dev`.
     pub tls: Option<MutualTls>,
@@ -165,8 +170,12 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<NodeHandle> {
 
     // gRPC: Raft, cluster and config streaming take the cluster token; the
     // admin service takes the admin token.
-    let cluster_auth = RequireToken::new(&cfg.cluster_token);
-    let admin_auth = RequireToken::new(&cfg.admin_token);
+    let cluster_auth = RequireToken::new(
+        std::iter::once(&cfg.cluster_token)
+            .chain(&cfg.cluster_tokens_accepted)
+            .map(String::as_str),
+    );
+    let admin_auth = RequireToken::new([cfg.admin_token.as_str()]);
     let mut server = tonic::transport::Server::builder();
     if let Some(tls) = &cfg.tls {
         server = server

@@ -12,17 +12,31 @@ use tonic::service::Interceptor;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
-/// Refuses calls that do not carry the expected bearer token.
+/// Refuses calls that do not carry one of the expected bearer tokens.
 #[derive(Clone)]
 pub struct RequireToken {
-    token: Arc<str>,
+    tokens: Arc<[Box<str>]>,
 }
 
 impl RequireToken {
-    pub fn new(token: &str) -> Self {
+    /// Accept any of `tokens`: the one in use, and during a rotation the
+    /// one going out or coming in. Empty tokens are never accepted.
+    pub fn new<'a>(tokens: impl IntoIterator<Item = &'a str>) -> Self {
         Self {
-            token: token.into(),
+            tokens: tokens
+                .into_iter()
+                .filter(|t| !t.is_empty())
+                .map(Box::from)
+                .collect(),
         }
+    }
+
+    fn accepts(&self, presented: &str) -> bool {
+        // Every token is compared, so the time taken does not say which
+        // one matched.
+        self.tokens
+            .iter()
+            .fold(false, |ok, t| constant_time_eq(presented, t) | ok)
     }
 }
 
@@ -34,7 +48,7 @@ impl Interceptor for RequireToken {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         match presented {
-            Some(t) if constant_time_eq(t, &self.token) => Ok(req),
+            Some(t) if self.accepts(t) => Ok(req),
             _ => Err(Status::unauthenticated("missing or wrong token")),
         }
     }
@@ -75,5 +89,36 @@ impl Channels {
             })
             .clone();
         InterceptedService::new(channel, self.token.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(auth: &mut RequireToken, header: Option<&str>) -> bool {
+        let mut req = Request::new(());
+        if let Some(h) = header {
+            req.metadata_mut()
+                .insert("authorization", h.parse().unwrap());
+        }
+        auth.call(req).is_ok()
+    }
+
+    #[test]
+    fn any_listed_token_is_accepted_and_nothing_else() {
+        let mut auth = RequireToken::new(["current", "", "incoming"]);
+        assert!(call(&mut auth, Some("Bearer current")));
+        assert!(call(&mut auth, Some("Bearer incoming")));
+        assert!(!call(&mut auth, Some("Bearer other")));
+        assert!(
+            !call(&mut auth, Some("Bearer ")),
+            "an empty token is never accepted"
+        );
+        assert!(
+            !call(&mut auth, Some("current")),
+            "the Bearer scheme is required"
+        );
+        assert!(!call(&mut auth, None));
     }
 }

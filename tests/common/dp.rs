@@ -33,7 +33,16 @@ pub async fn start_dp_with(
     limits: Limits,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> DataPlaneHandle {
-    start_dp_full(control_plane, state_dir, limits, tls, None, None).await
+    start_dp_full(
+        control_plane,
+        state_dir,
+        limits,
+        tls,
+        None,
+        None,
+        CLUSTER_TOKEN,
+    )
+    .await
 }
 
 /// A data plane under a chosen id (`--node-id`).
@@ -45,6 +54,24 @@ pub async fn start_dp_named(control_plane: Vec<String>, node_id: &str) -> DataPl
         None,
         None,
         Some(node_id),
+        CLUSTER_TOKEN,
+    )
+    .await
+}
+
+/// A data plane presenting `cluster_token` to the control plane.
+pub async fn start_dp_with_token(
+    control_plane: Vec<String>,
+    cluster_token: &str,
+) -> DataPlaneHandle {
+    start_dp_full(
+        control_plane,
+        None,
+        Limits::default(),
+        None,
+        None,
+        None,
+        cluster_token,
     )
     .await
 }
@@ -61,6 +88,7 @@ pub async fn start_dp_mtls(
         None,
         cluster_tls,
         None,
+        CLUSTER_TOKEN,
     )
     .await
 }
@@ -72,11 +100,12 @@ async fn start_dp_full(
     tls: Option<Arc<rustls::ServerConfig>>,
     cluster_tls: Option<tollgate_proto::tls::MutualTls>,
     node_id: Option<&str>,
+    cluster_token: &str,
 ) -> DataPlaneHandle {
     tollgate_data_plane::start(DataPlaneConfig {
         node_id: node_id.map_or_else(|| format!("dp-{:x}", rand::random::<u32>()), str::to_string),
         control_plane,
-        cluster_token: CLUSTER_TOKEN.into(),
+        cluster_token: cluster_token.into(),
         cluster_tls,
         proxy_listener: TcpListener::bind("127.0.0.1:0").await.unwrap(),
         status_listener: TcpListener::bind("127.0.0.1:0").await.unwrap(),

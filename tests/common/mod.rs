@@ -37,12 +37,38 @@ async fn bind(addr: &str) -> TcpListener {
     panic!("could not bind {addr}");
 }
 
+/// The cluster token a node presents, and the further ones it accepts.
+#[derive(Clone)]
+pub struct ClusterTokens {
+    pub presented: String,
+    pub accepted: Vec<String>,
+}
+
+impl Default for ClusterTokens {
+    fn default() -> Self {
+        Self {
+            presented: CLUSTER_TOKEN.into(),
+            accepted: Vec::new(),
+        }
+    }
+}
+
+/// What a node proves itself with to its peers.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    /// Mutual TLS on its gRPC port and towards its peers.
+    pub tls: Option<MutualTls>,
+    pub tokens: ClusterTokens,
+}
+
 /// One node's identity and where it lives, so it can be restarted.
 pub struct NodeSlot {
     pub id: u64,
     pub dir: PathBuf,
     pub grpc: String,
     pub admin: String,
+    /// What it starts with the next time.
+    pub tokens: ClusterTokens,
     pub handle: Option<NodeHandle>,
 }
 
@@ -68,7 +94,7 @@ pub async fn start_node(
     admin: &str,
     membership: Membership,
     tuning: RaftTuning,
-    tls: Option<MutualTls>,
+    credentials: &Credentials,
 ) -> NodeHandle {
     let mut last = None;
     for _ in 0..50 {
@@ -80,8 +106,9 @@ pub async fn start_node(
             advertise_grpc: None,
             advertise_admin: None,
             admin_token: ADMIN_TOKEN.into(),
-            cluster_token: CLUSTER_TOKEN.into(),
-            tls: tls.clone(),
+            cluster_token: credentials.tokens.presented.clone(),
+            cluster_tokens_accepted: credentials.tokens.accepted.clone(),
+            tls: credentials.tls.clone(),
             membership: match &membership {
                 Membership::Bootstrap => Membership::Bootstrap,
                 Membership::Join(u) => Membership::Join(u.clone()),
@@ -152,7 +179,10 @@ impl Cluster {
             "127.0.0.1:0",
             membership,
             self.tuning.clone(),
-            self.tls.clone(),
+            &Credentials {
+                tls: self.tls.clone(),
+                tokens: ClusterTokens::default(),
+            },
         )
         .await;
         let grpc = h
@@ -166,6 +196,7 @@ impl Cluster {
             dir,
             grpc,
             admin,
+            tokens: ClusterTokens::default(),
             handle: Some(h),
         });
         self.nodes.len() - 1
@@ -187,7 +218,10 @@ impl Cluster {
             &s.admin,
             Membership::Resume,
             self.tuning.clone(),
-            self.tls.clone(),
+            &Credentials {
+                tls: self.tls.clone(),
+                tokens: s.tokens.clone(),
+            },
         )
         .await;
         self.nodes[i].handle = Some(h);
