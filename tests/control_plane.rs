@@ -400,11 +400,7 @@ async fn admin_grpc_shares_the_service_layer_and_members_can_be_removed() {
     let leader = c.leader().await;
     let f = c.follower(leader);
     // Admin gRPC on a follower, with the admin token.
-    let channel = tonic::transport::Channel::from_shared(c.nodes[f].grpc_url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = c.nodes[f].grpc_channel().await;
     let token: tonic::metadata::MetadataValue<_> = format!("Bearer {ADMIN_TOKEN}").parse().unwrap();
     let mut admin =
         AdminClient::with_interceptor(channel.clone(), move |mut r: tonic::Request<()>| {
@@ -480,11 +476,7 @@ async fn admin_grpc_shares_the_service_layer_and_members_can_be_removed() {
 
 /// Whether `node` takes a cluster call that presents `token`.
 async fn takes_cluster_token(node: &NodeSlot, token: &str) -> bool {
-    let channel = tonic::transport::Channel::from_shared(node.grpc_url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = node.grpc_channel().await;
     let mut client = tollgate_proto::cluster_client::ClusterClient::with_interceptor(
         channel,
         tollgate_proto::auth::BearerToken::new(token),

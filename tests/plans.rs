@@ -365,11 +365,7 @@ async fn usage_is_billed_exactly_once() {
             .sum::<u64>()
     };
     let (_, export) = s.admin.get("/v1/usage/export?format=json").await;
-    let channel = tonic::transport::Endpoint::from_shared(s.cluster.nodes[0].grpc_url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = s.cluster.nodes[0].grpc_channel().await;
     let mut client = tollgate_proto::usage_client::UsageClient::with_interceptor(
         channel,
         tollgate_proto::auth::BearerToken::new(CLUSTER_TOKEN),

@@ -33,30 +33,22 @@ pub async fn start_dp_with(
     limits: Limits,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> DataPlaneHandle {
-    start_dp_full(
-        control_plane,
+    let o = DpOptions {
         state_dir,
         limits,
         tls,
-        None,
-        None,
-        CLUSTER_TOKEN,
-    )
-    .await
+        ..DpOptions::default()
+    };
+    start_dp_opts(control_plane, o).await
 }
 
 /// A data plane under a chosen id (`--node-id`).
 pub async fn start_dp_named(control_plane: Vec<String>, node_id: &str) -> DataPlaneHandle {
-    start_dp_full(
-        control_plane,
-        None,
-        Limits::default(),
-        None,
-        None,
-        Some(node_id),
-        CLUSTER_TOKEN,
-    )
-    .await
+    let o = DpOptions {
+        node_id: Some(node_id),
+        ..DpOptions::default()
+    };
+    start_dp_opts(control_plane, o).await
 }
 
 /// A data plane presenting `cluster_token` to the control plane.
@@ -64,16 +56,11 @@ pub async fn start_dp_with_token(
     control_plane: Vec<String>,
     cluster_token: &str,
 ) -> DataPlaneHandle {
-    start_dp_full(
-        control_plane,
-        None,
-        Limits::default(),
-        None,
-        None,
-        None,
-        cluster_token,
-    )
-    .await
+    let o = DpOptions {
+        cluster_token: Some(cluster_token),
+        ..DpOptions::default()
+    };
+    start_dp_opts(control_plane, o).await
 }
 
 /// A data plane with mutual TLS towards the control plane.
@@ -81,37 +68,41 @@ pub async fn start_dp_mtls(
     control_plane: Vec<String>,
     cluster_tls: Option<tollgate_proto::tls::MutualTls>,
 ) -> DataPlaneHandle {
-    start_dp_full(
-        control_plane,
-        None,
-        Limits::default(),
-        None,
+    let o = DpOptions {
         cluster_tls,
-        None,
-        CLUSTER_TOKEN,
-    )
-    .await
+        ..DpOptions::default()
+    };
+    start_dp_opts(control_plane, o).await
 }
 
-async fn start_dp_full(
-    control_plane: Vec<String>,
-    state_dir: Option<&Path>,
-    limits: Limits,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    cluster_tls: Option<tollgate_proto::tls::MutualTls>,
-    node_id: Option<&str>,
-    cluster_token: &str,
-) -> DataPlaneHandle {
+/// How a test's data plane differs from the default one.
+#[derive(Default)]
+pub struct DpOptions<'a> {
+    pub state_dir: Option<&'a Path>,
+    pub limits: Limits,
+    /// TLS on the proxy port.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Mutual TLS towards the control plane.
+    pub cluster_tls: Option<tollgate_proto::tls::MutualTls>,
+    /// Default: a random one.
+    pub node_id: Option<&'a str>,
+    /// Default: `CLUSTER_TOKEN`.
+    pub cluster_token: Option<&'a str>,
+}
+
+pub async fn start_dp_opts(control_plane: Vec<String>, o: DpOptions<'_>) -> DataPlaneHandle {
     tollgate_data_plane::start(DataPlaneConfig {
-        node_id: node_id.map_or_else(|| format!("dp-{:x}", rand::random::<u32>()), str::to_string),
+        node_id: o
+            .node_id
+            .map_or_else(|| format!("dp-{:x}", rand::random::<u32>()), str::to_string),
         control_plane,
-        cluster_token: cluster_token.into(),
-        cluster_tls,
+        cluster_token: o.cluster_token.unwrap_or(CLUSTER_TOKEN).into(),
+        cluster_tls: o.cluster_tls,
         proxy_listener: TcpListener::bind("127.0.0.1:0").await.unwrap(),
         status_listener: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        state_dir: state_dir.map(Path::to_path_buf),
-        tls,
-        limits,
+        state_dir: o.state_dir.map(Path::to_path_buf),
+        tls: o.tls,
+        limits: o.limits,
         grace: Duration::from_secs(5),
         access_log: tollgate_data_plane::AccessLogTarget::Off,
         cache_max_bytes: tollgate_data_plane::cache::DEFAULT_CAPACITY_BYTES,

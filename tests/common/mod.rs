@@ -79,6 +79,14 @@ impl NodeSlot {
     pub fn grpc_url(&self) -> String {
         format!("http://{}", self.grpc)
     }
+    /// A connected channel to its gRPC port.
+    pub async fn grpc_channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Channel::from_shared(self.grpc_url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
     pub fn client(&self) -> Admin {
         Admin::new(&self.admin_url())
     }
