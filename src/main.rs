@@ -177,8 +177,6 @@ struct ProxyFlags {
     cache_max_bytes: u64,
 }
 
-/// A secret from a file, else an environment variable, else generated and
-/// kept in `dir/name` (mode 0600) so a restart reuses it.
 /// Tokens from a comma-separated list; blanks around them and empty
 /// entries are dropped.
 fn token_list(list: &str) -> Vec<String> {
@@ -189,6 +187,8 @@ fn token_list(list: &str) -> Vec<String> {
         .collect()
 }
 
+/// A secret from a file, else an environment variable, else generated and
+/// kept in `dir/name` (mode 0600) so a restart reuses it.
 fn load_or_create_secret(
     file: Option<&Path>,
     env: &str,

@@ -77,9 +77,11 @@ pub(crate) fn release_binary() -> anyhow::Result<PathBuf> {
     Ok(root.join("target/release/tollgate"))
 }
 
-pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
+/// The value at fraction `p` of `sorted` (nearest rank); the default
+/// (zero) for no values.
+pub(crate) fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
     if sorted.is_empty() {
-        return Duration::ZERO;
+        return T::default();
     }
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }

@@ -63,7 +63,7 @@ impl Wrk {
         let mid = |f: fn(&Wrk) -> f64| {
             let mut v: Vec<f64> = runs.iter().map(f).collect();
             v.sort_by(f64::total_cmp);
-            v.get(v.len() / 2).copied().unwrap_or(0.0)
+            percentile(&v, 0.5)
         };
         Wrk {
             rps: mid(|w| w.rps),
@@ -102,8 +102,7 @@ fn head_to_head(
     let level = rps.iter().filter(|r| **r >= 1.0).count();
     let quartiles = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
-        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-        (at(0.25), at(0.5), at(0.75))
+        (percentile(v, 0.25), percentile(v, 0.5), percentile(v, 0.75))
     };
     let (r25, r50, r75) = quartiles(&mut rps);
     let (p25, p50, p75) = quartiles(&mut p99);
