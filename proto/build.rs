@@ -1,4 +1,6 @@
 // Compiles the .proto files with protox (pure Rust), so no system `protoc` is needed.
+#![forbid(unsafe_code)]
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = ["proto/tollgate.proto"];
     for f in files {

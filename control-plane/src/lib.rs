@@ -11,6 +11,8 @@
 //! - `transport`: bearer-token auth and the per-peer channel cache.
 //! - `node`: start and stop a node.
 
+#![forbid(unsafe_code)]
+
 pub mod backup;
 pub mod config_stream;
 pub mod declarative;

@@ -1,6 +1,8 @@
 //! openraft's own storage conformance suite, run against the sled-backed log
 //! store and state machine.
 
+#![forbid(unsafe_code)]
+
 use openraft::testing::{StoreBuilder, Suite};
 use tempfile::TempDir;
 use tollgate_control_plane::raft::log_store::LogStore;

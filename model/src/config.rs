@@ -69,6 +69,10 @@ impl ResourceKind {
     }
 }
 
+// Most resources are APIs, and every one is moved into the replicated
+// state once; boxing `Api` would add an allocation and an indirection
+// for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "doc", rename_all = "snake_case")]
 pub enum Resource {

@@ -6,6 +6,8 @@
 //! reaches Raft; the data plane uses the same types to build its routing
 //! table, so both halves agree on what a document means.
 
+#![forbid(unsafe_code)]
+
 pub mod config;
 pub mod docs;
 pub mod key;

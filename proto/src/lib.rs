@@ -2,6 +2,8 @@
 //! edges of `control-plane` and `data-plane` should touch these: convert them
 //! into `tollgate-model` types with `TryFrom` at the boundary.
 
+#![forbid(unsafe_code)]
+
 #[allow(clippy::all, clippy::pedantic)]
 pub mod v1 {
     tonic::include_proto!("tollgate.v1");

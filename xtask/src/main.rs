@@ -1,6 +1,8 @@
 //! `cargo xtask <task>`: the project's toolbox (alias in
 //! .cargo/config.toml). `cargo xtask --help` lists the tasks.
 
+#![forbid(unsafe_code)]
+
 mod bench;
 mod bench_limits;
 mod bench_proxy;
