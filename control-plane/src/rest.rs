@@ -162,35 +162,9 @@ async fn readyz(State(s): State<AppState>) -> Response {
 async fn metrics(State(s): State<AppState>) -> Response {
     use std::fmt::Write;
     let m = s.cp.raft.metrics().borrow().clone();
-    let applied = m.last_applied.map_or(0, |l| l.index);
+    let applied = crate::raft::applied_index(&m);
     let is_leader = m.current_leader == Some(s.cp.id);
-    // openraft 0.9 does not publish the commit index. On the leader it is
-    // the highest index a quorum of voters holds; elsewhere, what this node
-    // applied (committed by definition) is the best lower bound.
-    let commit = if is_leader {
-        let voters: Vec<_> = m.membership_config.membership().voter_ids().collect();
-        let mut matched: Vec<u64> = voters
-            .iter()
-            .map(|v| {
-                if *v == s.cp.id {
-                    m.last_log_index.unwrap_or(0)
-                } else {
-                    m.replication
-                        .as_ref()
-                        .and_then(|r| r.get(v).cloned().flatten())
-                        .map_or(0, |l| l.index)
-                }
-            })
-            .collect();
-        matched.sort_unstable_by(|a, b| b.cmp(a));
-        matched
-            .get(voters.len() / 2)
-            .copied()
-            .unwrap_or(applied)
-            .max(applied)
-    } else {
-        applied
-    };
+    let commit = crate::raft::commit_index(&m, s.cp.id);
     let dps = s.cp.data_planes.local();
     let connected = dps.iter().filter(|d| d.connected).count();
     let usage_batches: u64 = s.cp.shared.read(|st| {

@@ -532,15 +532,12 @@ impl ControlPlane {
             .map(|p| p.grpc_addr.clone())
             .collect();
         let data_planes = self.data_planes.gather(&self.channels, &peers).await;
-        let applied = m.last_applied.map_or(0, |l| l.index);
         ClusterInfo {
             node_id: self.id,
             leader_id: m.current_leader,
             term: m.current_term,
-            // openraft 0.9 does not publish the commit index; what this
-            // node applied is committed, and the log tail bounds it above.
-            commit_index: applied,
-            applied_index: applied,
+            commit_index: crate::raft::commit_index(&m, self.id),
+            applied_index: crate::raft::applied_index(&m),
             members,
             data_planes,
         }

@@ -50,6 +50,46 @@ openraft::declare_raft_types!(
 );
 
 pub type Raft = openraft::Raft<TypeConfig>;
+pub type Metrics = openraft::RaftMetrics<NodeId, Node>;
+
+/// The last index this node applied.
+pub fn applied_index(m: &Metrics) -> u64 {
+    m.last_applied.map_or(0, |l| l.index)
+}
+
+/// The commit index, as node `me` knows it; the one definition the admin
+/// API (`/v1/cluster`) and `/metrics` both report.
+///
+/// openraft 0.9 does not publish the commit index. On the leader it is the
+/// highest index a quorum of voters holds (never below what it applied);
+/// elsewhere, what this node applied (committed by definition) is the best
+/// lower bound.
+pub fn commit_index(m: &Metrics, me: NodeId) -> u64 {
+    let applied = applied_index(m);
+    if m.current_leader != Some(me) {
+        return applied;
+    }
+    let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+    let mut matched: Vec<u64> = voters
+        .iter()
+        .map(|v| {
+            if *v == me {
+                m.last_log_index.unwrap_or(0)
+            } else {
+                m.replication
+                    .as_ref()
+                    .and_then(|r| r.get(v).cloned().flatten())
+                    .map_or(0, |l| l.index)
+            }
+        })
+        .collect();
+    matched.sort_unstable_by(|a, b| b.cmp(a));
+    matched
+        .get(voters.len() / 2)
+        .copied()
+        .unwrap_or(applied)
+        .max(applied)
+}
 
 pub mod typ {
     use super::{Node, NodeId, TypeConfig};
