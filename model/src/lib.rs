@@ -11,6 +11,7 @@
 pub mod config;
 pub mod docs;
 pub mod key;
+pub mod metering;
 pub mod path;
 pub mod usage;
 pub mod validate;
