@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! `tollgate`: the one binary. Parses flags (each also read from
 //! `TOLLGATE_<FLAG>`), sets up logging, and hands off to the crates.
 
@@ -175,6 +176,26 @@ struct ProxyFlags {
     /// size; the least useful go first).
     #[arg(long, env = "TOLLGATE_CACHE_MAX_BYTES", default_value_t = tollgate_data_plane::cache::DEFAULT_CAPACITY_BYTES)]
     cache_max_bytes: u64,
+    /// Which codec reads plain-TCP HTTP/1 connections: `fast` (ours,
+    /// handing over to hyper at the first request it does not take) or
+    /// `hyper` (to route around a codec bug). Both give the same answers.
+    #[arg(long, env = "TOLLGATE_HTTP1_ENGINE", default_value = "fast")]
+    http1_engine: tollgate_data_plane::Engine,
+    /// A client that accepts no response bytes for this long is dropped.
+    #[arg(long, env = "TOLLGATE_CLIENT_SEND_TIMEOUT_MS", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    client_send_timeout_ms: u64,
+}
+
+impl ProxyFlags {
+    fn limits(&self) -> tollgate_data_plane::Limits {
+        tollgate_data_plane::Limits {
+            max_body_bytes: self.max_body_bytes,
+            client_send_timeout: Duration::from_millis(self.client_send_timeout_ms),
+            engine: self.http1_engine,
+            ..Default::default()
+        }
+    }
 }
 
 /// Tokens from a comma-separated list; blanks around them and empty
@@ -352,10 +373,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 status_listener: bind(&status_addr).await?,
                 state_dir,
                 tls,
-                limits: tollgate_data_plane::Limits {
-                    max_body_bytes: proxy.max_body_bytes,
-                    ..Default::default()
-                },
+                limits: proxy.limits(),
                 grace: Duration::from_secs(proxy.grace_s),
                 access_log: proxy.access_log.clone(),
                 cache_max_bytes: proxy.cache_max_bytes,

@@ -34,7 +34,7 @@ use tollgate_model::docs::{AuthPolicy, CacheConfig};
 use crate::auth::Identity;
 use crate::body::{self, BoxError, ProxyBody};
 use crate::error::ProxyError;
-use crate::fields::Answer;
+use crate::http1::fields::Answer;
 
 /// Responses larger than this are passed through, not stored.
 pub const MAX_ENTRY_BYTES: usize = 1024 * 1024;

@@ -32,6 +32,9 @@ pub enum ProxyError {
     /// The key's quota for the period is used up.
     #[error("quota used up")]
     QuotaExceeded,
+    /// A request transfer coding the gateway does not implement (501).
+    #[error("transfer coding not implemented")]
+    CodingNotImplemented,
     #[error("request body over the limit")]
     PayloadTooLarge,
     #[error("request URI over the limit")]
@@ -48,10 +51,22 @@ pub enum ProxyError {
     ShuttingDown,
 }
 
+impl From<crate::http1::syntax::HeadError> for ProxyError {
+    fn from(e: crate::http1::syntax::HeadError) -> Self {
+        use crate::http1::syntax::HeadError;
+        match e {
+            HeadError::BadFraming(why) => ProxyError::BadFraming(why),
+            HeadError::UnknownCoding => ProxyError::CodingNotImplemented,
+            HeadError::TooLarge => ProxyError::HeadersTooLarge,
+        }
+    }
+}
+
 impl ProxyError {
     fn status_and_message(&self) -> (StatusCode, &'static str) {
         match self {
             ProxyError::BadFraming(_) => (StatusCode::BAD_REQUEST, "Bad Request"),
+            ProxyError::CodingNotImplemented => (StatusCode::NOT_IMPLEMENTED, "Not Implemented"),
             ProxyError::NotFound => (StatusCode::NOT_FOUND, "Not Found"),
             ProxyError::MethodNotAllowed { .. } => {
                 (StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
@@ -87,6 +102,7 @@ impl ProxyError {
     pub fn reason(&self) -> &'static str {
         match self {
             ProxyError::BadFraming(_) => "bad_framing",
+            ProxyError::CodingNotImplemented => "coding_not_implemented",
             ProxyError::NotFound => "no_route",
             ProxyError::MethodNotAllowed { .. } => "method_not_allowed",
             ProxyError::Unauthorized => "unauthorized",
@@ -115,7 +131,12 @@ impl ProxyError {
             HeaderValue::from_static("application/json"),
         );
         match &self {
-            ProxyError::BadFraming(_) => {
+            // After a head in doubt nothing that follows on the connection
+            // can be trusted to start a request: both engines close.
+            ProxyError::BadFraming(_)
+            | ProxyError::CodingNotImplemented
+            | ProxyError::UriTooLong
+            | ProxyError::HeadersTooLarge => {
                 h.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             ProxyError::MethodNotAllowed { allow } => {

@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! Tollgate data plane: a stateless proxy that holds the config streamed
 //! from the control plane in memory.
 //!
@@ -8,9 +9,10 @@
 //! - `upstream`: target pools, load balancing, health checks, breakers.
 //! - `proxy`: the request path, phase by phase; `error`: every response the
 //!   gateway makes itself.
-//! - `server`: connections, TLS, limits, graceful shutdown; `h1`: the
-//!   HTTP/1.1 fast path of plain-TCP connections; `framing`: the smuggling
-//!   guard on what hyper serves.
+//! - `server`: connections, TLS, graceful shutdown, which engine reads a
+//!   connection; `http1`: HTTP/1.1 on its own (the fast path's server
+//!   codec, the upstream client codec, the framing guard, the limits and
+//!   timeouts both engines share).
 //! - `cache`: the response cache.
 //! - `status`, `metrics`: the status port; `access_log`: one JSON line per
 //!   request, written off the request path; `trace`: W3C trace context;
@@ -29,13 +31,10 @@ pub mod auth;
 pub mod body;
 pub mod cache;
 pub mod config;
-pub mod conn_pool;
 pub mod echo;
 pub mod error;
-pub mod fields;
-pub mod framing;
 pub mod gateway;
-pub mod h1;
+pub mod http1;
 pub mod metrics;
 pub mod plans;
 pub mod proxy;
@@ -61,7 +60,7 @@ use tollgate_model::{ConfigDelta, ConfigSet};
 pub use access_log::AccessLogTarget;
 pub use config::Connection;
 pub use gateway::Gateway;
-pub use proxy::Limits;
+pub use http1::{Engine, Limits};
 
 /// Whatever turns a config into the thing the request path reads. The
 /// config client calls it for every update it receives; `Ok` leads to an

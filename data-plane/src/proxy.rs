@@ -41,39 +41,19 @@ use crate::auth;
 use crate::access_log::{AccessLog, LineWriter};
 use crate::body::{self, BoxError, Holding, ProxyBody, RequestBody};
 use crate::cache::{self, FillError, X_CACHE};
-use crate::conn_pool::{self, SendError};
 use crate::error::ProxyError;
-use crate::fields::Answer;
 use crate::gateway::{Gateway, Snapshot};
+use crate::http1::client::{self as conn_pool, SendError};
+use crate::http1::fields::Answer;
+use crate::http1::guard::Verdicts;
+pub use crate::http1::server::Served;
+use crate::http1::syntax::{lists_token, HOP_BY_HOP, X_REQUEST_ID};
+use crate::http1::timeouts::IdleBody;
+pub use crate::http1::Limits;
 use crate::metrics::{method_index, AuthFailure, CacheStatus, RouteMetrics};
 use crate::router::{CompiledApi, RouteError, RouteMatch};
 use crate::trace::{self, TraceCtx};
 use crate::upstream::UpstreamPool;
-
-/// Limits for hostile or broken clients.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    pub max_body_bytes: usize,
-    pub max_uri_bytes: usize,
-    /// Sum of header name and value lengths.
-    pub max_header_bytes: usize,
-    pub max_headers: usize,
-    pub header_read_timeout: Duration,
-    pub idle_timeout: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_body_bytes: 10 * 1024 * 1024,
-            max_uri_bytes: 8 * 1024,
-            max_header_bytes: 32 * 1024,
-            max_headers: 100,
-            header_read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-        }
-    }
-}
 
 /// What the request path knows about the connection a request came on.
 pub struct ConnInfo {
@@ -81,69 +61,14 @@ pub struct ConnInfo {
     /// `remote`'s IP as a header value, made once per connection.
     pub remote_ip: HeaderValue,
     pub tls: bool,
-    /// Set by the framing guard when a request head was ambiguous.
-    pub bad_framing: Arc<AtomicBool>,
+    /// The framing guard's verdict on each request head hyper parses.
+    pub verdicts: Arc<Verdicts>,
 }
 
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-static HOP_BY_HOP: [&HeaderName; 9] = [
-    &header::CONNECTION,
-    &KEEP_ALIVE,
-    &PROXY_CONNECTION,
-    &header::PROXY_AUTHENTICATE,
-    &header::PROXY_AUTHORIZATION,
-    &header::TE,
-    &header::TRAILER,
-    &header::TRANSFER_ENCODING,
-    &header::UPGRADE,
-];
-
-/// What a field's name (any case) means to a proxy: the framing fields,
-/// the rest of `HOP_BY_HOP`, `Date`, or anything else. Found by its length
-/// and at most two comparisons, where going down the list took nine.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FieldName {
-    TransferEncoding,
-    ContentLength,
-    Connection,
-    /// One of `HOP_BY_HOP` not named above.
-    HopByHop,
-    Date,
-    Other,
-}
-
-impl FieldName {
-    pub fn of(name: &[u8]) -> Self {
-        let is = |n: &HeaderName| name.eq_ignore_ascii_case(n.as_str().as_bytes());
-        match name.len() {
-            2 if is(&header::TE) => Self::HopByHop,
-            4 if is(&header::DATE) => Self::Date,
-            7 if is(&header::TRAILER) || is(&header::UPGRADE) => Self::HopByHop,
-            10 if is(&header::CONNECTION) => Self::Connection,
-            10 if is(&KEEP_ALIVE) => Self::HopByHop,
-            14 if is(&header::CONTENT_LENGTH) => Self::ContentLength,
-            16 if is(&PROXY_CONNECTION) => Self::HopByHop,
-            17 if is(&header::TRANSFER_ENCODING) => Self::TransferEncoding,
-            18 if is(&header::PROXY_AUTHENTICATE) => Self::HopByHop,
-            19 if is(&header::PROXY_AUTHORIZATION) => Self::HopByHop,
-            _ => Self::Other,
-        }
-    }
-
-    /// One of `HOP_BY_HOP`.
-    pub fn is_hop_by_hop(self) -> bool {
-        matches!(
-            self,
-            Self::TransferEncoding | Self::Connection | Self::HopByHop
-        )
-    }
-}
 
 /// What the request path reads from the client's header fields, found in
 /// one pass over them: a lookup for each would hash its name every time.
@@ -177,7 +102,7 @@ impl HeadFacts {
             } else if *name == header::UPGRADE {
                 facts.upgrade.get_or_insert_with(|| value.clone());
             } else if *name == header::CONNECTION {
-                facts.connection_upgrade |= conn_pool::lists_token(value.as_bytes(), b"upgrade");
+                facts.connection_upgrade |= lists_token(value.as_bytes(), b"upgrade");
             } else if *name == X_REQUEST_ID {
                 facts.request_id.get_or_insert_with(|| value.clone());
             } else if *name == TRACEPARENT {
@@ -296,31 +221,6 @@ impl Trail {
     }
 }
 
-/// A response, and the gateway's fields it is to carry: they replace any
-/// of the same names the response has. Kept beside the map: a codec that
-/// writes them itself spares the map their insertions (most answers from
-/// the pool have nothing else in it).
-pub struct Served {
-    pub answer: Answer<ProxyBody>,
-    pub request_id: HeaderValue,
-    /// `RateLimit-*`, for a keyed request the plan let through.
-    pub rate: Option<crate::plans::RateInfo>,
-}
-
-impl Served {
-    /// The response with every field in the map (the upstream's too),
-    /// for a codec that writes the map only.
-    pub fn stamped(self) -> Response<ProxyBody> {
-        let mut answer = self.answer;
-        let map = answer.res.headers_mut();
-        map.insert(X_REQUEST_ID.clone(), self.request_id);
-        if let Some(info) = &self.rate {
-            crate::error::set_rate_headers(map, info);
-        }
-        answer.materialized()
-    }
-}
-
 /// Serve one request. Never fails: errors become responses.
 pub async fn serve(
     gw: &Gateway,
@@ -364,7 +264,7 @@ pub async fn serve(
             upstream,
         },
         request_id: id,
-        rate,
+        counters: rate.as_ref().map(crate::error::rate_fields),
     }
 }
 
@@ -800,11 +700,7 @@ fn admit(
     req: &Request<RequestBody>,
     facts: &HeadFacts,
 ) -> Result<(), ProxyError> {
-    if conn.bad_framing.load(Ordering::Acquire) {
-        return Err(ProxyError::BadFraming(
-            "both Content-Length and Transfer-Encoding",
-        ));
-    }
+    conn.verdicts.take()?;
     if facts.hosts > 1 {
         return Err(ProxyError::BadFraming("more than one Host header"));
     }
@@ -900,6 +796,52 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     if te_trailers {
         h.insert(header::TE, HeaderValue::from_static("trailers"));
     }
+}
+
+/// Drop the client's header names with `_`: all of them by default (as
+/// nginx does), and with `allow_underscore_headers` those that, with `_`
+/// read as `-` (as CGI, WSGI and PHP upstreams read them), name framing or
+/// a field the gateway sets. Otherwise `x_tollgate_tenant` would reach a
+/// PHP upstream as the caller's tenant, and `Transfer_Encoding` as framing.
+fn drop_underscore_names(h: &mut HeaderMap, allow: bool) {
+    // Most requests have none: one scan of the names, no allocation.
+    if !h.keys().any(|k| k.as_str().contains('_')) {
+        return;
+    }
+    let dropped: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| k.as_str().contains('_') && (!allow || reads_as_reserved(k.as_str())))
+        .cloned()
+        .collect();
+    for name in dropped {
+        tracing::debug!(header = name.as_str(), "dropped a header name with `_`");
+        h.remove(name);
+    }
+}
+
+/// Whether `name`, with `_` read as `-`, is a framing field or one the
+/// gateway sets (names in a `HeaderMap` are lower case already).
+fn reads_as_reserved(name: &str) -> bool {
+    let read = name.replace('_', "-");
+    const FRAMING: [&str; 7] = [
+        "content-length",
+        "transfer-encoding",
+        "host",
+        "connection",
+        "upgrade",
+        "te",
+        "trailer",
+    ];
+    const GATEWAY: [&str; 4] = [
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-request-id",
+    ];
+    FRAMING.contains(&read.as_str())
+        || GATEWAY.contains(&read.as_str())
+        || read.starts_with("x-tollgate-")
+        || HOP_BY_HOP.iter().any(|n| n.as_str() == read)
 }
 
 /// Which of the headers the gateway sets on the way up the client sent
@@ -1036,6 +978,7 @@ async fn forward(
 
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
+    drop_underscore_names(&mut headers, matched.api.doc.allow_underscore_headers);
     // `x-api-key` is already gone: `prepare_upstream_headers` ran. The
     // client's Host stays in the map (removing it costs a hash and a
     // shuffle of the map): our codec skips it, and hyper_util's client
@@ -1106,7 +1049,12 @@ async fn forward(
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
                 return Err(ProxyError::PayloadTooLarge)
             }
-            Err(e) => return Err(ProxyError::BadGateway(format!("reading request body: {e}"))),
+            // The client's body failed: a malformed chunked body, or the
+            // client went away. Either way the fault is the client's.
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the request body failed");
+                return Err(ProxyError::BadFraming("malformed request body"));
+            }
         });
         trail.bytes_in = buffered.as_ref().map_or(0, |b| b.len() as u64);
     } else {
@@ -1245,6 +1193,9 @@ async fn forward(
                 }
                 if status == StatusCode::SWITCHING_PROTOCOLS {
                     if let Some(client_upgrade) = client_upgrade {
+                        // What follows on the client's connection is not
+                        // HTTP/1: the framing guard stops there.
+                        conn.verdicts.upgraded();
                         let upstream_upgrade = hyper::upgrade::on(&mut res);
                         tokio::spawn(async move {
                             if let (Ok(a), Ok(b)) = (client_upgrade.await, upstream_upgrade.await) {
@@ -1266,6 +1217,8 @@ async fn forward(
                 }
                 let (mut parts, incoming) = res.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
+                let idle = Duration::from_millis(pool.config.idle_timeout_ms);
+                let incoming = IdleBody::new(incoming, idle);
                 return Ok(Answer {
                     res: Response::from_parts(parts, Holding::wrap(incoming, lease)),
                     upstream,
@@ -1281,33 +1234,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn field_names_are_classified_in_any_case() {
-        for name in HOP_BY_HOP {
-            let lower = name.as_str();
-            for spelled in [lower.to_string(), lower.to_ascii_uppercase()] {
-                let kind = FieldName::of(spelled.as_bytes());
-                assert!(kind.is_hop_by_hop(), "{spelled}: {kind:?}");
+    fn underscore_names_are_dropped_unless_allowed_and_never_when_reserved() {
+        let map = || {
+            let mut h = HeaderMap::new();
+            for (n, v) in [
+                ("x_tollgate_tenant", "evil-corp"),
+                ("x_tollgate_key_id", "k"),
+                ("transfer_encoding", "chunked"),
+                ("content_length", "1000"),
+                ("x_forwarded_for", "1.2.3.4"),
+                ("x_request_id", "spoof"),
+                ("keep_alive", "1"),
+                ("x_custom_thing", "kept when allowed"),
+                ("x-normal", "always kept"),
+            ] {
+                h.insert(HeaderName::from_static(n), HeaderValue::from_static(v));
             }
-        }
-        assert_eq!(
-            FieldName::of(b"Transfer-Encoding"),
-            FieldName::TransferEncoding
-        );
-        assert_eq!(FieldName::of(b"CONNECTION"), FieldName::Connection);
-        assert_eq!(FieldName::of(b"Content-Length"), FieldName::ContentLength);
-        assert_eq!(FieldName::of(b"date"), FieldName::Date);
-        for other in [
-            "content-type",
-            "dates",
-            "t",
-            "x-te",
-            "keep_alive",
-            "upgrades",
-            "",
-        ] {
-            let kind = FieldName::of(other.as_bytes());
-            assert_eq!(kind, FieldName::Other, "{other}");
-            assert!(!kind.is_hop_by_hop());
-        }
+            h
+        };
+        let mut h = map();
+        drop_underscore_names(&mut h, false);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, vec!["x-normal"]);
+        let mut h = map();
+        drop_underscore_names(&mut h, true);
+        let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        names.sort();
+        assert_eq!(names, vec!["x-normal", "x_custom_thing"]);
     }
 }

@@ -26,9 +26,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::body::RequestBody;
-use crate::framing::FramingGuard;
 use crate::gateway::Gateway;
-use crate::h1;
+use crate::http1::guard::{FramingGuard, Verdicts};
+use crate::http1::server as h1;
+use crate::http1::timeouts::WriteDeadline;
+use crate::http1::Engine;
 use crate::proxy::{self, ConnInfo, Limits};
 
 /// A rustls server config for the proxy from PEM files, with ALPN for
@@ -170,7 +172,8 @@ impl Watched {
     }
 }
 
-/// The client's stream with the framing guard and activity tracking.
+/// The client's stream with the framing guard, the send timeout and
+/// activity tracking: what both engines read and write through.
 struct ConnIo<T> {
     inner: T,
     /// Bytes already read from `inner` and not yet used (what the fast
@@ -178,9 +181,20 @@ struct ConnIo<T> {
     unread: Bytes,
     guard: FramingGuard,
     activity: Arc<Activity>,
+    send: WriteDeadline,
 }
 
 impl<T> ConnIo<T> {
+    fn new(inner: T, guard: FramingGuard, activity: &Arc<Activity>, limits: &Limits) -> Self {
+        Self {
+            inner,
+            unread: Bytes::new(),
+            guard,
+            activity: activity.clone(),
+            send: WriteDeadline::new(limits.client_send_timeout),
+        }
+    }
+
     fn touch(&self) {
         self.activity.io.fetch_add(1, Ordering::Relaxed);
     }
@@ -218,9 +232,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ConnIo<T> {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let res = Pin::new(&mut self.inner).poll_write(cx, data);
+        let this = &mut *self;
+        let res = Pin::new(&mut this.inner).poll_write(cx, data);
+        let res = this.send.watch(cx, res);
         if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
+            this.touch();
         }
         res
     }
@@ -230,9 +246,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ConnIo<T> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        let res = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        let this = &mut *self;
+        let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        let res = this.send.watch(cx, res);
         if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
+            this.touch();
         }
         res
     }
@@ -242,7 +260,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ConnIo<T> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let this = &mut *self;
+        let res = Pin::new(&mut this.inner).poll_flush(cx);
+        this.send.watch(cx, res)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -370,24 +390,24 @@ impl ProxyServer {
 
     async fn connection(&self, stream: TcpStream, remote: SocketAddr, activity: Arc<Activity>) {
         let _ = stream.set_nodelay(true);
-        let flag = Arc::new(AtomicBool::new(false));
+        let verdicts = Arc::new(Verdicts::default());
         let info = Arc::new(ConnInfo {
             remote,
             remote_ip: HeaderValue::from_str(&remote.ip().to_string())
                 .expect("an IP address is a valid header value"),
             tls: self.tls.is_some(),
-            bad_framing: flag.clone(),
+            verdicts: verdicts.clone(),
         });
+        let io = |inner, guard| ConnIo::new(inner, guard, &activity, &self.limits);
+        let guard = || FramingGuard::new(verdicts.clone(), self.limits.max_headers);
         match &self.tls {
+            None if self.limits.engine == Engine::Hyper => {
+                self.serve_http(io(stream, guard()), info, activity).await;
+            }
             None => {
                 // The fast path first; hyper (with the framing guard) from
                 // the first request it does not take.
-                let mut io = ConnIo {
-                    inner: stream,
-                    unread: Bytes::new(),
-                    guard: FramingGuard::off(),
-                    activity: activity.clone(),
-                };
+                let mut io = io(stream, FramingGuard::off());
                 let outcome = {
                     let fast = h1::serve(
                         &mut io,
@@ -405,7 +425,7 @@ impl ProxyServer {
                 // hyper reads the request it did not take again, through
                 // the framing guard.
                 io.unread = read;
-                io.guard = FramingGuard::new(flag);
+                io.guard = guard();
                 self.serve_http(io, info, activity).await;
             }
             Some(config) => {
@@ -420,16 +440,8 @@ impl ProxyServer {
                     Err(_) => return,
                 };
                 let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                let io = ConnIo {
-                    inner: tls,
-                    unread: Bytes::new(),
-                    guard: if h2 {
-                        FramingGuard::off()
-                    } else {
-                        FramingGuard::new(flag)
-                    },
-                    activity: activity.clone(),
-                };
+                let guard = if h2 { FramingGuard::off() } else { guard() };
+                let io = ConnIo::new(tls, guard, &activity, &self.limits);
                 self.serve_http(io, info, activity).await;
             }
         }
@@ -464,7 +476,7 @@ impl ProxyServer {
             .timer(TokioTimer::new())
             .header_read_timeout(self.limits.header_read_timeout)
             .max_headers(self.limits.max_headers)
-            .max_buf_size(h1::MAX_HEAD)
+            .max_buf_size(self.limits.max_head_bytes)
             // Head and body in one buffer, one `write`: cheaper than queueing
             // `iovec`s for the small answers most APIs give.
             .writev(false);

@@ -35,6 +35,11 @@ pub struct Api {
     pub ip_deny: Vec<String>,
     #[serde(default)]
     pub routes: Vec<Route>,
+    /// Forward header names that contain `_` (dropped by default, as nginx
+    /// does: CGI, WSGI and PHP upstreams read `_` as `-`). Names that read
+    /// as framing or as the gateway's own fields are dropped either way.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_underscore_headers: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,6 +57,10 @@ pub struct Upstream {
     /// Consecutive failures that open the circuit breaker for a target.
     #[serde(default = "Upstream::default_breaker_failures")]
     pub circuit_breaker_failures: u32,
+    /// An upstream that sends no bytes of a started response body for this
+    /// long is cut off, and the client's connection closed.
+    #[serde(default = "Upstream::default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
 }
 
 impl Upstream {
@@ -63,6 +72,9 @@ impl Upstream {
     }
     fn default_breaker_failures() -> u32 {
         5
+    }
+    fn default_idle_timeout_ms() -> u64 {
+        60_000
     }
 }
 
@@ -303,6 +315,12 @@ impl Upstream {
         }
         if self.timeout_ms == 0 || self.timeout_ms > 300_000 {
             return Err(ValidationError::new("timeout_ms", "must be 1 to 300000"));
+        }
+        if self.idle_timeout_ms == 0 || self.idle_timeout_ms > 3_600_000 {
+            return Err(ValidationError::new(
+                "idle_timeout_ms",
+                "must be 1 to 3600000",
+            ));
         }
         if self.retries > 5 {
             return Err(ValidationError::new("retries", "must be 0 to 5"));
@@ -667,6 +685,23 @@ mod tests {
         let a = api(serde_json::json!({"id":"m","base_path":"/m",
             "routes":[{"id":"r","path":"/x","mock":{"status":200}}]}));
         a.validate().unwrap();
+        for bad in [0, 3_600_001] {
+            let a = api(serde_json::json!({"id":"i","base_path":"/i",
+                "upstream":{"targets":[{"url":"http://x"}],"idle_timeout_ms":bad},"routes":[]}));
+            assert_eq!(a.validate().unwrap_err().field, "upstream.idle_timeout_ms");
+        }
+    }
+
+    #[test]
+    fn edge_options_default_to_the_safe_side() {
+        let a = api(serde_json::json!({"id":"e","base_path":"/e",
+            "upstream":{"targets":[{"url":"http://x"}]},"routes":[]}));
+        assert!(!a.allow_underscore_headers);
+        assert_eq!(a.upstream.as_ref().unwrap().idle_timeout_ms, 60_000);
+        // Off is not written back, so documents round-trip as they were.
+        assert!(!serde_json::to_string(&a)
+            .unwrap()
+            .contains("allow_underscore"));
     }
 
     #[test]

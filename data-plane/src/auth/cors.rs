@@ -14,7 +14,7 @@ use tollgate_model::docs::Cors;
 
 use crate::body::{self, ProxyBody};
 use crate::error::ProxyError;
-use crate::fields::Answer;
+use crate::http1::fields::Answer;
 use crate::router::RouteTable;
 
 /// How a request's origin is allowed.

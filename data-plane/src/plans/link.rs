@@ -1,16 +1,58 @@
 //! Unary calls to the control plane's `Usage` service, failing over across
 //! the listed nodes.
+//!
+//! This is the data plane's gRPC edge for usage plans: the enforcer speaks
+//! `tollgate_model::metering` types, and they become wire messages (and
+//! back) here only.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
+use tollgate_model::metering::{
+    DemandReport, DemandShares, Lease, LeaseRequest, Release, UsageReport,
+};
+use tollgate_proto as pb;
 use tollgate_proto::auth::BearerToken;
 use tollgate_proto::tls::MutualTls;
 use tollgate_proto::usage_client::UsageClient;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
-pub type Client = UsageClient<InterceptedService<Channel, BearerToken>>;
+type Client = UsageClient<InterceptedService<Channel, BearerToken>>;
+
+/// Why a call to the control plane did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    /// No control-plane endpoint is configured (or none could be used).
+    #[error("no control plane")]
+    NoControlPlane,
+    /// The control plane answered that the request is wrong (invalid
+    /// argument or not found): asking another node would not help.
+    #[error("{0}")]
+    Refused(String),
+    /// The call failed otherwise (unreachable, timed out, unavailable).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<tonic::Status> for LinkError {
+    fn from(s: tonic::Status) -> Self {
+        match s.code() {
+            tonic::Code::InvalidArgument | tonic::Code::NotFound => {
+                LinkError::Refused(s.message().to_string())
+            }
+            _ => LinkError::Failed(s.message().to_string()),
+        }
+    }
+}
+
+fn request<T>(msg: T, timeout: Option<Duration>) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    if let Some(t) = timeout {
+        req.set_timeout(t);
+    }
+    req
+}
 
 pub struct ControlPlaneLink {
     endpoints: Vec<String>,
@@ -31,7 +73,7 @@ impl ControlPlaneLink {
     }
 
     /// A client for the node in use (connected lazily).
-    pub fn client(&self) -> Option<Client> {
+    fn client(&self) -> Option<Client> {
         if self.endpoints.is_empty() {
             return None;
         }
@@ -56,5 +98,58 @@ impl ControlPlaneLink {
         let mut cur = self.current.lock().expect("link lock");
         cur.0 += 1;
         cur.1 = None;
+    }
+
+    /// Send a metered batch; `Ok` once the cluster applied it.
+    pub async fn report(&self, batch: &UsageReport, timeout: Duration) -> Result<(), LinkError> {
+        let mut client = self.client().ok_or(LinkError::NoControlPlane)?;
+        let msg = pb::UsageBatch::from(batch.clone());
+        client.report(request(msg, Some(timeout))).await?;
+        Ok(())
+    }
+
+    /// Lease a chunk of a key's quota.
+    pub async fn lease(&self, req: LeaseRequest, timeout: Duration) -> Result<Lease, LinkError> {
+        let mut client = self.client().ok_or(LinkError::NoControlPlane)?;
+        let msg = pb::LeaseRequest::from(req);
+        Ok(client
+            .lease(request(msg, Some(timeout)))
+            .await?
+            .into_inner()
+            .into())
+    }
+
+    /// Give unused quota back, waiting for the answer.
+    pub async fn release(&self, r: Release) -> Result<(), LinkError> {
+        let mut client = self.client().ok_or(LinkError::NoControlPlane)?;
+        client
+            .release(request(pb::ReleaseRequest::from(r), None))
+            .await?;
+        Ok(())
+    }
+
+    /// Give unused quota back in the background (best effort).
+    pub fn release_in_background(&self, r: Release) {
+        if let Some(mut client) = self.client() {
+            let msg = pb::ReleaseRequest::from(r);
+            tokio::spawn(async move {
+                let _ = client.release(msg).await;
+            });
+        }
+    }
+
+    /// Report demand; the answer is this data plane's share of each key.
+    pub async fn sync(
+        &self,
+        report: DemandReport,
+        timeout: Duration,
+    ) -> Result<DemandShares, LinkError> {
+        let mut client = self.client().ok_or(LinkError::NoControlPlane)?;
+        let msg = pb::DemandReport::from(report);
+        Ok(client
+            .sync(request(msg, Some(timeout)))
+            .await?
+            .into_inner()
+            .into())
     }
 }

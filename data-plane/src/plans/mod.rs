@@ -33,10 +33,10 @@ use dashmap::DashMap;
 use crate::FastHash;
 use tokio_util::sync::CancellationToken;
 use tollgate_model::docs::UsagePlan;
-use tollgate_model::usage::{self, Day};
-use tollgate_proto::{Demand, DemandReport, LeaseRequest, ReleaseRequest, UsageBatch, UsageCount};
+use tollgate_model::metering::{Demand, DemandReport, LeaseRequest, Release, UsageReport};
+use tollgate_model::usage::{self, Day, UsageItem};
 
-use link::ControlPlaneLink;
+use link::{ControlPlaneLink, LinkError};
 use state::{KeyPlan, KeyPlanIds, KeyPlanState, Throttle};
 
 const SYNC_EVERY: Duration = Duration::from_millis(200);
@@ -115,7 +115,7 @@ pub struct PlanEnforcer {
     /// for the next batch.
     pending: Mutex<HashMap<(String, String, Day), u64, FastHash>>,
     /// (seq, batch) sent but not yet acknowledged.
-    in_flight: tokio::sync::Mutex<(u64, Option<UsageBatch>)>,
+    in_flight: tokio::sync::Mutex<(u64, Option<UsageReport>)>,
     /// Requests refused by the throttle or the quota (not billed).
     pub throttled: AtomicU64,
     pub over_quota: AtomicU64,
@@ -362,41 +362,32 @@ impl PlanEnforcer {
         if left <= 0 {
             return;
         }
-        if let Some(mut client) = self.link.client() {
-            let req = ReleaseRequest {
-                key_id: key.to_string(),
-                plan_id: plan.to_string(),
-                period_start: slot.period_start,
-                amount: left as u64,
-            };
-            tokio::spawn(async move {
-                let _ = client.release(req).await;
-            });
-        }
+        self.link.release_in_background(Release {
+            key: key.to_string(),
+            plan: plan.to_string(),
+            period_start: slot.period_start,
+            amount: left as u64,
+        });
     }
 
     async fn lease(&self, key: &str, plan: &str, day: Day, want: u64) -> Option<u64> {
         for _ in 0..2 {
-            let mut client = self.link.client()?;
-            let mut req = tonic::Request::new(LeaseRequest {
+            let req = LeaseRequest {
                 data_plane: self.node_id.clone(),
-                key_id: key.to_string(),
-                plan_id: plan.to_string(),
+                key: key.to_string(),
+                plan: plan.to_string(),
                 day,
                 want,
-            });
-            req.set_timeout(LEASE_TIMEOUT);
-            match client.lease(req).await {
-                Ok(r) => return Some(r.into_inner().granted),
-                Err(s)
-                    if s.code() == tonic::Code::InvalidArgument
-                        || s.code() == tonic::Code::NotFound =>
-                {
-                    tracing::warn!(key_id = %key, plan = %plan, reason = %s.message(), "quota lease refused");
+            };
+            match self.link.lease(req, LEASE_TIMEOUT).await {
+                Ok(lease) => return Some(lease.granted),
+                Err(LinkError::NoControlPlane) => return None,
+                Err(LinkError::Refused(reason)) => {
+                    tracing::warn!(key_id = %key, plan = %plan, reason = %reason, "quota lease refused");
                     return Some(0);
                 }
-                Err(s) => {
-                    tracing::debug!(reason = %s.message(), "quota lease failed; trying another node");
+                Err(LinkError::Failed(reason)) => {
+                    tracing::debug!(reason = %reason, "quota lease failed; trying another node");
                     self.link.failed();
                 }
             }
@@ -420,33 +411,29 @@ impl PlanEnforcer {
                     t.idle_syncs.fetch_add(1, Ordering::Relaxed) + 1
                 };
                 (idle <= IDLE_SYNCS_REPORTED).then(|| Demand {
-                    key_id: e.key().key.clone(),
-                    plan_id: e.key().plan.clone(),
+                    key: e.key().key.clone(),
+                    plan: e.key().plan.clone(),
                     requests: n,
                 })
             })
             .collect();
-        let Some(mut client) = self.link.client() else {
-            return;
-        };
-        let mut req = tonic::Request::new(DemandReport {
+        let report = DemandReport {
             data_plane: self.node_id.clone(),
-            window_ms: window.as_millis() as u64,
+            window,
             items,
-        });
-        req.set_timeout(Duration::from_millis(500));
-        match client.sync(req).await {
+        };
+        match self.link.sync(report, Duration::from_millis(500)).await {
             Ok(r) => {
-                let r = r.into_inner();
                 self.data_planes
                     .store(r.data_planes.max(1), Ordering::Release);
                 for s in r.shares {
-                    self.state(&s.key_id, &s.plan_id).set_share(s.share);
+                    self.state(&s.key, &s.plan).set_share(s.share);
                 }
                 self.last_sync_ms.store(self.now_ms(), Ordering::Release);
             }
-            Err(s) => {
-                tracing::debug!(reason = %s.message(), "usage sync failed");
+            Err(LinkError::NoControlPlane) => {}
+            Err(e) => {
+                tracing::debug!(reason = %e, "usage sync failed");
                 self.link.failed();
             }
         }
@@ -497,35 +484,31 @@ impl PlanEnforcer {
                 return true;
             }
             in_flight.0 += 1;
-            in_flight.1 = Some(UsageBatch {
+            in_flight.1 = Some(UsageReport {
                 data_plane: self.node_id.clone(),
                 epoch: self.epoch,
                 seq: in_flight.0,
                 items: pending
                     .into_iter()
-                    .map(|((key_id, plan_id, day), count)| UsageCount {
-                        key_id,
-                        plan_id,
+                    .map(|((key, plan, day), count)| UsageItem {
+                        key,
+                        plan,
                         day,
                         count,
                     })
                     .collect(),
             });
         }
-        let batch = in_flight.1.clone().expect("set above");
-        let Some(mut client) = self.link.client() else {
-            return false;
-        };
-        let mut req = tonic::Request::new(batch);
-        req.set_timeout(Duration::from_secs(3));
-        match client.report(req).await {
-            Ok(_) => {
+        let batch = in_flight.1.as_ref().expect("set above");
+        match self.link.report(batch, Duration::from_secs(3)).await {
+            Ok(()) => {
                 in_flight.1 = None;
                 self.sweep_metered();
                 self.pending.lock().expect("meter lock").is_empty()
             }
-            Err(s) => {
-                tracing::debug!(reason = %s.message(), "usage report failed; will retry the same batch");
+            Err(LinkError::NoControlPlane) => false,
+            Err(e) => {
+                tracing::debug!(reason = %e, "usage report failed; will retry the same batch");
                 self.link.failed();
                 false
             }
@@ -575,16 +558,15 @@ impl PlanEnforcer {
             if left <= 0 {
                 continue;
             }
-            if let Some(mut client) = self.link.client() {
-                let _ = client
-                    .release(ReleaseRequest {
-                        key_id: key,
-                        plan_id: plan,
-                        period_start: slot.period_start,
-                        amount: left as u64,
-                    })
-                    .await;
-            }
+            let _ = self
+                .link
+                .release(Release {
+                    key,
+                    plan,
+                    period_start: slot.period_start,
+                    amount: left as u64,
+                })
+                .await;
         }
     }
 }

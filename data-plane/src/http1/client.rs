@@ -36,9 +36,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::{Instant as Deadline, Sleep};
 
+use super::fields::UpstreamFields;
+use super::syntax::{add_length, lists_token, FieldName, MAX_HEAD};
 use crate::body::BoxError;
-use crate::fields::UpstreamFields;
-use crate::proxy::FieldName;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle connections older than this are closed rather than reused.
@@ -51,7 +51,7 @@ pub const SMALL_BODY: u64 = 64 * 1024;
 const GATHER_BODY: usize = 16 * 1024;
 /// Limits on what a target may send: the response head, a chunk-size line,
 /// the trailers.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
+const MAX_HEAD_BYTES: usize = MAX_HEAD;
 const MAX_HEADERS: usize = 128;
 const MAX_CHUNK_LINE: usize = 4096;
 const READ_CHUNK: usize = 16 * 1024;
@@ -563,44 +563,6 @@ fn framing(method: &Method, status: StatusCode, h: &HeadScan) -> Result<Framing,
         Some(0) => Framing::Done,
         Some(n) => Framing::Length(n),
         None => Framing::UntilClose,
-    })
-}
-
-/// The one length all `Content-Length` lines and list items agree on
-/// (RFC 9112 section 6.3: "5, 5" is 5), or why there is none.
-pub fn content_length(h: &HeaderMap) -> Result<Option<u64>, &'static str> {
-    h.get_all(header::CONTENT_LENGTH)
-        .iter()
-        .try_fold(None, |length, v| add_length(length, v.as_bytes()))
-}
-
-/// The length so far with one more Content-Length line.
-fn add_length(mut length: Option<u64>, line: &[u8]) -> Result<Option<u64>, &'static str> {
-    for part in line.split(|b| *b == b',') {
-        let n = digits(part).ok_or("Content-Length")?;
-        if length.is_some_and(|l| l != n) {
-            return Err("differing Content-Length values");
-        }
-        length = Some(n);
-    }
-    Ok(length)
-}
-
-/// Whether a comma-separated header value (`Connection`) lists `token`.
-pub fn lists_token(value: &[u8], token: &[u8]) -> bool {
-    value
-        .split(|b| *b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-}
-
-/// A decimal length: ASCII digits only, around optional spaces.
-pub fn digits(v: &[u8]) -> Option<u64> {
-    let v = v.trim_ascii();
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    v.iter().try_fold(0u64, |n, d| {
-        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
     })
 }
 

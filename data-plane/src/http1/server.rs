@@ -9,22 +9,30 @@
 //! header values, a small body is read whole, and the response's head and
 //! body go out in one write.
 //!
-//! It takes only requests it can serve exactly as hyper would: HTTP/1.1,
-//! origin-form target, at most one Host and one Content-Length (digits,
-//! up to `SMALL_BODY`), no Transfer-Encoding, Upgrade or Expect, a head
-//! that parses and fits. At the first request that is anything else (and
-//! that includes HTTP/2's preface, HTTP/1.0, chunked or large uploads,
-//! WebSocket upgrades, and every malformed or oversized head) it hands the
+//! It takes only requests that pass the rules both engines share
+//! ([`check_head`]) in their simplest form: HTTP/1.1, origin-form target,
+//! exactly one Host, at most one Content-Length (digits, up to
+//! `SMALL_BODY`), no Transfer-Encoding, Upgrade or Expect, at most the
+//! limit's fields, a head that parses and fits. At the first request that
+//! is anything else (HTTP/2's preface, HTTP/1.0, chunked or large uploads,
+//! WebSocket upgrades, every malformed or oversized head) it hands the
 //! connection to hyper, with the bytes read and not yet used, for the rest
-//! of its life; hyper and the framing guard then give the answers the
-//! contract sets (400 and a close, 413, 414, 431). So nothing hyper refuses
-//! is ever accepted here, and the limits stay in one place.
+//! of its life; hyper behind the framing guard then gives the answers the
+//! contract sets (400 and a close, 431 and a close, 501). The refusals both
+//! engines make after parsing (414, 431 for field bytes) are the request
+//! path's, with `Connection: close`, which this writer obeys as hyper does.
+//!
+//! Its own deadlines: the header read timeout (a head, and a small body,
+//! must arrive within it); the client send timeout, enforced by the
+//! connection's I/O (`timeouts::WriteDeadline`); and a client that hangs up
+//! (FIN or RST) while its request is under way cancels it: the request's
+//! future is dropped, and with it the upstream connection it held.
 
 use std::future::{poll_fn, Future};
 use std::io::{self, Write as _};
 use std::mem::MaybeUninit;
 use std::ops::Range;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -37,20 +45,49 @@ use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use crate::body::RequestBody;
-use crate::conn_pool::{content_length, digits, lists_token, SMALL_BODY};
-use crate::error::{rate_fields, RATELIMIT};
-use crate::proxy::{Served, X_REQUEST_ID};
+use super::client::SMALL_BODY;
+use super::fields::Answer;
+use super::syntax::{content_length, digits, lists_token, Limits, X_REQUEST_ID};
+use crate::body::{ProxyBody, RequestBody};
 
-/// A head longer than this goes to hyper, whose buffer limit it is (431).
-pub const MAX_HEAD: usize = 64 * 1024;
-/// Header slots of one parse; a head with more goes to hyper.
+/// Header slots of one parse: the most any limit may allow. A head with
+/// more fields than the limit goes to hyper (431 and a close).
 const MAX_HEADERS: usize = 128;
 /// Free space kept in the read buffer before each read.
 const READ_SPACE: usize = 4 * 1024;
 /// Body bytes gathered with the head before a write; larger frames are
 /// written on their own.
 const GATHER: usize = 16 * 1024;
+
+/// A response, and the gateway's fields it is to carry: they replace any
+/// of the same names the response has. Kept beside the map: a codec that
+/// writes them itself spares the map their insertions (most answers from
+/// the pool have nothing else in it).
+pub struct Served {
+    pub answer: Answer<ProxyBody>,
+    pub request_id: HeaderValue,
+    /// Numeric fields (`RateLimit-*` for a keyed request the plan let
+    /// through).
+    pub counters: Option<[(&'static HeaderName, u64); 3]>,
+}
+
+impl Served {
+    /// The response with every field in the map (the upstream's too),
+    /// for a codec that writes the map only.
+    pub fn stamped(self) -> http::Response<ProxyBody> {
+        let mut answer = self.answer;
+        let map = answer.res.headers_mut();
+        map.insert(X_REQUEST_ID.clone(), self.request_id);
+        for (name, n) in self.counters.into_iter().flatten() {
+            let digits = itoa::Buffer::new().format(n).to_owned();
+            map.insert(
+                name.clone(),
+                HeaderValue::from_str(&digits).expect("digits"),
+            );
+        }
+        answer.materialized()
+    }
+}
 
 /// How a connection left the fast path.
 pub enum Outcome {
@@ -67,7 +104,7 @@ pub enum Outcome {
 /// counts the request under way, for the idle sweeper.
 pub async fn serve<T, F, Fut>(
     io: &mut T,
-    limits: &crate::proxy::Limits,
+    limits: &Limits,
     draining: impl Fn() -> bool + Sync,
     in_flight: &AtomicUsize,
     mut respond: F,
@@ -98,6 +135,8 @@ where
                 return Outcome::Closed;
             }
         }
+        layout.max_fields = limits.max_headers.min(MAX_HEADERS);
+        layout.max_head = limits.max_head_bytes;
         let head_len = match read_head(io, &mut buf, &mut layout, limits.header_read_timeout).await
         {
             Ok(Parsed::Head(n)) => n,
@@ -136,8 +175,13 @@ where
         let close = layout.close;
         in_flight.fetch_add(1, Ordering::AcqRel);
         // Built in place (`pin!`), not moved into this future's state.
-        let res = pin!(respond(req)).await;
+        let res = pin!(respond(req));
+        let res = until_hangup(io, &mut buf, res).await;
         in_flight.fetch_sub(1, Ordering::AcqRel);
+        let Some(res) = res else {
+            // The client hung up: the request is cancelled (dropped).
+            return Outcome::Closed;
+        };
         let close = close || draining();
         match pin!(write_response(io, &mut out, res, head_only, close)).await {
             Ok(true) => {}
@@ -145,6 +189,42 @@ where
         }
     }
 }
+
+/// Await `res` while watching the client: `None` if it closes its side
+/// (FIN) or resets the connection first. What it sends meanwhile (a
+/// pipelined request) is kept in `buf`, up to one head's worth.
+async fn until_hangup<T, Fut>(io: &mut T, buf: &mut BytesMut, res: Pin<&mut Fut>) -> Option<Served>
+where
+    T: AsyncRead + Unpin,
+    Fut: Future<Output = Served>,
+{
+    let mut res = res;
+    let mut watching = true;
+    poll_fn(|cx| {
+        if let Poll::Ready(served) = res.as_mut().poll(cx) {
+            return Poll::Ready(Some(served));
+        }
+        while watching {
+            if buf.len() >= MAX_PIPELINED {
+                // Enough read ahead: stop reading (the socket's own buffer
+                // holds the rest) and only await the answer.
+                watching = false;
+                break;
+            }
+            buf.reserve(READ_SPACE);
+            match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(None),
+                Poll::Ready(Ok(_)) => continue,
+                Poll::Pending => break,
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Bytes of a next request read while one is under way, at most.
+const MAX_PIPELINED: usize = 64 * 1024;
 
 enum Parsed {
     /// A head this path serves, this many bytes long, is in `layout`.
@@ -167,7 +247,7 @@ async fn read_head<T: AsyncRead + Unpin>(
         match layout.parse(buf) {
             Some(Ok(n)) => return Ok(Parsed::Head(n)),
             Some(Err(NotMine)) => return Ok(Parsed::NotMine),
-            None if buf.len() >= MAX_HEAD => return Ok(Parsed::NotMine),
+            None if buf.len() >= layout.max_head => return Ok(Parsed::NotMine),
             None => {}
         }
         // Partial: the slow case, so only now a clock and a timer.
@@ -214,6 +294,9 @@ struct Layout {
     content_length: u64,
     /// The client asked to close after this request.
     close: bool,
+    /// Fields a head may have, and its bytes (the limits).
+    max_fields: usize,
+    max_head: usize,
 }
 
 impl Layout {
@@ -221,7 +304,7 @@ impl Layout {
     fn parse(&mut self, buf: &[u8]) -> Option<Result<usize, NotMine>> {
         let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut []);
-        let n = match req.parse_with_uninit_headers(buf, &mut slots) {
+        let n = match req.parse_with_uninit_headers(buf, &mut slots[..self.max_fields]) {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => return None,
             Err(_) => return Some(Err(NotMine)),
@@ -269,7 +352,7 @@ impl Layout {
             }
             self.headers.push((name, at(h.value)));
         }
-        if hosts > 1 || lengths > 1 || self.content_length > SMALL_BODY {
+        if hosts != 1 || lengths > 1 || self.content_length > SMALL_BODY {
             return Err(NotMine);
         }
         Ok(())
@@ -334,8 +417,11 @@ async fn write_response<T: AsyncWrite + Unpin>(
     };
     // The gateway's own fields replace any of their names in the map or
     // the upstream's fields.
-    let rate = served.rate.as_ref().map(rate_fields);
-    let gateway_names = [&X_REQUEST_ID, &RATELIMIT[0], &RATELIMIT[1], &RATELIMIT[2]];
+    let rate = served.counters;
+    let gateway_names = match &rate {
+        Some([a, b, c]) => [&X_REQUEST_ID, a.0, b.0, c.0],
+        None => [&X_REQUEST_ID; 4],
+    };
     let gateway_names = &gateway_names[..if rate.is_some() { 4 } else { 1 }];
     let (mut dated, mut says_close) = (false, false);
     if let Some(upstream) = &upstream {
