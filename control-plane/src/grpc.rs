@@ -1,8 +1,9 @@
 //! The gRPC services of a control-plane node other than Raft and config
-//! streaming: cluster-internal calls and the admin API. Both are thin: they
-//! decode, call the service layer, and encode.
+//! streaming: cluster-internal calls, the admin API, and usage for data
+//! planes. All are thin: they decode, call the service layer, and encode.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tollgate_model::ResourceKind;
 use tollgate_proto as pb;
@@ -142,5 +143,55 @@ impl pb::admin_server::Admin for AdminService {
         let mut v = serde_json::to_value(issued).map_err(|e| ApiError::Internal(e.to_string()))?;
         v["revision"] = revision.into();
         Ok(Response::new(doc(v)?))
+    }
+}
+
+/// `Usage`, for data planes: metering, quota leases and throttle shares.
+/// Messages become `tollgate_model::metering` types here and the service
+/// layer (`usage`, `demand`) only sees those.
+pub struct UsageService {
+    pub cp: Arc<ControlPlane>,
+}
+
+#[tonic::async_trait]
+impl pb::usage_server::Usage for UsageService {
+    async fn report(&self, req: Request<pb::UsageBatch>) -> Result<Response<pb::UsageAck>, Status> {
+        let revision = self.cp.record_usage(req.into_inner().into()).await?;
+        Ok(Response::new(pb::UsageAck { revision }))
+    }
+
+    async fn lease(
+        &self,
+        req: Request<pb::LeaseRequest>,
+    ) -> Result<Response<pb::LeaseReply>, Status> {
+        let lease = self.cp.lease_quota(req.into_inner().into()).await?;
+        Ok(Response::new(lease.into()))
+    }
+
+    async fn release(
+        &self,
+        req: Request<pb::ReleaseRequest>,
+    ) -> Result<Response<pb::ReleaseReply>, Status> {
+        self.cp.release_quota(req.into_inner().into()).await?;
+        Ok(Response::new(pb::ReleaseReply {}))
+    }
+
+    async fn sync(
+        &self,
+        req: Request<pb::DemandReport>,
+    ) -> Result<Response<pb::DemandShares>, Status> {
+        let report = req.into_inner();
+        if self.cp.raft.current_leader().await == Some(self.cp.id) {
+            let shares = self.cp.demand.sync(&report.into());
+            return Ok(Response::new(shares.into()));
+        }
+        // Only the leader keeps the demand table: pass the call on as it
+        // came, and its answer (or its status) back.
+        let leader = self.cp.leader_node().await?;
+        let mut client =
+            pb::usage_client::UsageClient::new(self.cp.channels.get(&leader.grpc_addr));
+        let mut fwd = Request::new(report);
+        fwd.set_timeout(Duration::from_millis(500));
+        client.sync(fwd).await
     }
 }

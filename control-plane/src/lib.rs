@@ -5,9 +5,12 @@
 //! - `state`: the replicated state and its commands (pure, deterministic).
 //! - `raft`: openraft types, sled log store and state machine, tonic network.
 //! - `service`: every admin operation, once.
-//! - `rest`, `grpc`: the doors into `service`.
+//! - `rest`, `grpc`: the doors into `service` (`grpc` also into `usage`).
 //! - `config_stream`: `Config.Watch` for data planes.
-//! - `usage`: metering, quota leases and throttle sharing for data planes.
+//! - `error`: `ApiError`, what every admin operation answers with.
+//! - `peer`: calls to another node's `Cluster` service (forwarding).
+//! - `usage`: metering and quota leases for data planes; usage reads.
+//! - `demand`: throttle demand shared across data planes (on the leader).
 //! - `transport`: bearer-token auth and the per-peer channel cache.
 //! - `node`: start and stop a node.
 
@@ -16,8 +19,11 @@
 pub mod backup;
 pub mod config_stream;
 pub mod declarative;
+pub mod demand;
+pub mod error;
 pub mod grpc;
 pub mod node;
+pub mod peer;
 pub mod raft;
 pub mod rest;
 pub mod service;

@@ -155,7 +155,7 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<NodeHandle> {
         shared: shared.clone(),
         channels,
         data_planes: DataPlaneRegistry::default(),
-        demand: crate::usage::DemandTable::default(),
+        demand: crate::demand::DemandTable::default(),
         log_store,
         request_timeout: cfg.request_timeout,
     });
@@ -202,7 +202,7 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<NodeHandle> {
             cluster_auth.clone(),
         ))
         .add_service(InterceptedService::new(
-            UsageServer::new(crate::usage::UsageService {
+            UsageServer::new(crate::grpc::UsageService {
                 cp: control.clone(),
             }),
             cluster_auth,

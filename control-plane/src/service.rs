@@ -10,108 +10,17 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::ChangeMembers;
 use serde::Serialize;
 use tollgate_model::config::ResourceKind;
-use tollgate_model::{
-    key, ApiKeyRecord, IssueKeyRequest, KeyPatch, Resource, Settings, ValidationError,
-};
-use tollgate_proto::cluster_client::ClusterClient;
+use tollgate_model::{key, ApiKeyRecord, IssueKeyRequest, KeyPatch, Resource, Settings};
 
 use crate::config_stream::DataPlaneRegistry;
+use crate::demand::DemandTable;
+pub use crate::error::{ApiError, Result};
+use crate::peer::Peer;
 use crate::raft::log_store::LogStore;
 use crate::raft::state_machine::Shared;
 use crate::raft::{Node, NodeId, Raft};
-use crate::state::{Command, CommandResult, ErrorCode, KeyPatchCmd, Rejection};
+use crate::state::{Command, CommandResult, KeyPatchCmd};
 use crate::transport::Channels;
-
-/// An error as the admin API reports it (contract §2).
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ApiError {
-    #[error("{0}")]
-    InvalidArgument(String),
-    #[error("missing or wrong admin token")]
-    Unauthenticated,
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    Unavailable(String),
-    #[error("{0}")]
-    Internal(String),
-}
-
-impl ApiError {
-    pub fn code(&self) -> &'static str {
-        match self {
-            ApiError::InvalidArgument(_) => "invalid_argument",
-            ApiError::Unauthenticated => "unauthenticated",
-            ApiError::NotFound(_) => "not_found",
-            ApiError::Conflict(_) => "conflict",
-            ApiError::Unavailable(_) => "unavailable",
-            ApiError::Internal(_) => "internal",
-        }
-    }
-
-    pub fn http_status(&self) -> u16 {
-        match self {
-            ApiError::InvalidArgument(_) => 400,
-            ApiError::Unauthenticated => 401,
-            ApiError::NotFound(_) => 404,
-            ApiError::Conflict(_) => 409,
-            ApiError::Unavailable(_) => 503,
-            ApiError::Internal(_) => 500,
-        }
-    }
-
-    pub fn not_found(kind: ResourceKind, id: &str) -> Self {
-        ApiError::NotFound(format!("{} {id:?} not found", kind.as_str()))
-    }
-}
-
-impl From<ValidationError> for ApiError {
-    fn from(e: ValidationError) -> Self {
-        ApiError::InvalidArgument(e.to_string())
-    }
-}
-
-impl From<Rejection> for ApiError {
-    fn from(r: Rejection) -> Self {
-        match r.code {
-            ErrorCode::InvalidArgument => ApiError::InvalidArgument(r.message),
-            ErrorCode::NotFound => ApiError::NotFound(r.message),
-            ErrorCode::Conflict => ApiError::Conflict(r.message),
-        }
-    }
-}
-
-impl From<tonic::Status> for ApiError {
-    fn from(s: tonic::Status) -> Self {
-        match s.code() {
-            tonic::Code::InvalidArgument => ApiError::InvalidArgument(s.message().into()),
-            tonic::Code::NotFound => ApiError::NotFound(s.message().into()),
-            tonic::Code::AlreadyExists | tonic::Code::FailedPrecondition => {
-                ApiError::Conflict(s.message().into())
-            }
-            tonic::Code::Unauthenticated => ApiError::Unauthenticated,
-            _ => ApiError::Unavailable(format!("leader unreachable: {}", s.message())),
-        }
-    }
-}
-
-impl From<ApiError> for tonic::Status {
-    fn from(e: ApiError) -> Self {
-        let msg = e.to_string();
-        match e {
-            ApiError::InvalidArgument(_) => tonic::Status::invalid_argument(msg),
-            ApiError::Unauthenticated => tonic::Status::unauthenticated(msg),
-            ApiError::NotFound(_) => tonic::Status::not_found(msg),
-            ApiError::Conflict(_) => tonic::Status::failed_precondition(msg),
-            ApiError::Unavailable(_) => tonic::Status::unavailable(msg),
-            ApiError::Internal(_) => tonic::Status::internal(msg),
-        }
-    }
-}
-
-pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 
 /// A key just issued: the record plus the value, which exists nowhere else.
 #[derive(Debug, Clone, Serialize)]
@@ -174,7 +83,7 @@ pub struct ControlPlane {
     pub channels: Channels,
     pub data_planes: DataPlaneRegistry,
     /// Throttle demand per key across data planes (used on the leader).
-    pub demand: crate::usage::DemandTable,
+    pub demand: DemandTable,
     pub log_store: LogStore,
     /// How long a write or a linearizable read may wait for a leader and a
     /// quorum before it is answered with 503.
@@ -233,13 +142,7 @@ impl ControlPlane {
     }
 
     async fn forward(&self, leader: &Node, cmd: &Command) -> Result<CommandResult> {
-        let mut client = ClusterClient::new(self.channels.get(&leader.grpc_addr));
-        let json = serde_json::to_vec(cmd).map_err(|e| ApiError::Internal(e.to_string()))?;
-        let reply = client
-            .forward(tollgate_proto::ForwardRequest { command_json: json })
-            .await?
-            .into_inner();
-        serde_json::from_slice(&reply.result_json).map_err(|e| ApiError::Internal(e.to_string()))
+        Peer::new(&self.channels, leader).forward(cmd).await
     }
 
     /// The leader's side of `Cluster.Forward`: write locally, no further hop.
@@ -293,11 +196,10 @@ impl ControlPlane {
                 let Some(leader) = f.leader_node else {
                     return Err(None);
                 };
-                let mut client = ClusterClient::new(self.channels.get(&leader.grpc_addr));
-                match client.read_index(tollgate_proto::ReadIndexRequest {}).await {
-                    Ok(r) => Ok(r.into_inner().index),
-                    Err(s) => Err(Some(s.into())),
-                }
+                Peer::new(&self.channels, &leader)
+                    .read_index()
+                    .await
+                    .map_err(Some)
             }
             Err(_) => Err(None),
         }
@@ -425,15 +327,7 @@ impl ControlPlane {
     pub async fn add_member(&self, id: NodeId, node: Node) -> Result<()> {
         if self.raft.current_leader().await != Some(self.id) {
             let leader = self.leader_node().await?;
-            let mut client = ClusterClient::new(self.channels.get(&leader.grpc_addr));
-            client
-                .join(tollgate_proto::JoinRequest {
-                    node_id: id,
-                    grpc_addr: node.grpc_addr,
-                    admin_addr: node.admin_addr,
-                })
-                .await?;
-            return Ok(());
+            return Peer::new(&self.channels, &leader).join(id, node).await;
         }
         let m = self.raft.metrics().borrow().membership_config.clone();
         if m.membership().voter_ids().any(|v| v == id) {
