@@ -47,7 +47,7 @@ use crate::http1::client::{self as conn_pool, SendError};
 use crate::http1::fields::Answer;
 use crate::http1::guard::Verdicts;
 pub use crate::http1::server::Served;
-use crate::http1::syntax::{lists_token, HOP_BY_HOP, X_REQUEST_ID};
+use crate::http1::syntax::{codings_besides_chunked, lists_token, HOP_BY_HOP, X_REQUEST_ID};
 use crate::http1::timeouts::IdleBody;
 pub use crate::http1::Limits;
 use crate::metrics::{method_index, AuthFailure, CacheStatus, RouteMetrics};
@@ -1216,7 +1216,18 @@ async fn forward(
                     }
                 }
                 let (mut parts, incoming) = res.into_parts();
+                let codings = codings_besides_chunked(
+                    parts
+                        .headers
+                        .get_all(header::TRANSFER_ENCODING)
+                        .iter()
+                        .map(HeaderValue::as_bytes),
+                );
                 strip_hop_by_hop(&mut parts.headers);
+                if let Some(codings) = codings {
+                    // The body is still coded: the client must be told.
+                    parts.headers.insert(header::TRANSFER_ENCODING, codings);
+                }
                 let idle = Duration::from_millis(pool.config.idle_timeout_ms);
                 let incoming = IdleBody::new(incoming, idle);
                 return Ok(Answer {

@@ -36,8 +36,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::{Instant as Deadline, Sleep};
 
+#[cfg(test)]
+use super::fields::Answer;
 use super::fields::UpstreamFields;
-use super::syntax::{add_length, lists_token, FieldName, MAX_HEAD};
+use super::syntax::{add_length, codings_besides_chunked, lists_token, FieldName, MAX_HEAD};
 use crate::body::BoxError;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -444,10 +446,14 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<AnswerHead>,
         };
         let mut kept = UpstreamFields::new(res.headers.len());
         let mut scan = HeadScan::default();
+        let mut codings: Vec<&[u8]> = Vec::new();
         for h in res.headers.iter() {
             let name = h.name.as_bytes();
             let kind = FieldName::of(name);
             scan.see(kind, h.value);
+            if kind == FieldName::TransferEncoding {
+                codings.push(h.value);
+            }
             // Framing (`Content-Length` too: the client side sets its own,
             // from `length` below) is not passed on.
             if kind.is_hop_by_hop() || kind == FieldName::ContentLength {
@@ -477,6 +483,7 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<AnswerHead>,
         }
         // Transfer-Encoding wins; an intermediary drops the length beside
         // it (RFC 9112 section 6.3).
+        kept.codings = codings_besides_chunked(codings.into_iter());
         kept.length = if chunked {
             None
         } else {
@@ -775,6 +782,27 @@ impl Body for UpstreamBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn codings_besides_chunked_reach_the_client_side() {
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\n"[..],
+        );
+        let head = parse_head(&mut buf, &Method::GET).unwrap().unwrap();
+        assert_eq!(head.fields.codings.as_ref().unwrap(), "gzip");
+        assert_eq!(head.framing, Framing::Chunked(Chunk::Size));
+        let map = Answer {
+            res: Response::from_parts(head.parts, ()),
+            upstream: Some(head.fields),
+        }
+        .materialized();
+        assert_eq!(map.headers()[header::TRANSFER_ENCODING], "gzip");
+        assert_eq!(&buf[..], b"5\r\n", "the body is left unread");
+
+        let mut plain = BytesMut::from(&b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"[..]);
+        let head = parse_head(&mut plain, &Method::GET).unwrap().unwrap();
+        assert!(head.fields.codings.is_none());
+    }
 
     #[test]
     fn framing_follows_rfc_9112() {

@@ -37,6 +37,9 @@ pub struct UpstreamFields {
     /// The length the head declares, unless `Transfer-Encoding` overrides
     /// it (what a `HEAD` answer passes on).
     pub length: Option<u64>,
+    /// Transfer codings besides chunked (`gzip`): the body stays coded,
+    /// so the client must be told (see `syntax::codings_besides_chunked`).
+    pub codings: Option<HeaderValue>,
 }
 
 #[derive(Clone)]
@@ -55,6 +58,7 @@ impl UpstreamFields {
             fields: Vec::with_capacity(capacity),
             dated: false,
             length: None,
+            codings: None,
         }
     }
 
@@ -126,6 +130,12 @@ impl UpstreamFields {
             if !map.contains_key(&name) {
                 upstream.append(name, value);
             }
+        }
+        if let Some(codings) = self
+            .codings
+            .filter(|_| !map.contains_key(http::header::TRANSFER_ENCODING))
+        {
+            upstream.insert(http::header::TRANSFER_ENCODING, codings);
         }
         if let Some(n) = self
             .length

@@ -47,7 +47,9 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::client::SMALL_BODY;
 use super::fields::Answer;
-use super::syntax::{content_length, digits, lists_token, Limits, X_REQUEST_ID};
+use super::syntax::{
+    codings_besides_chunked, content_length, digits, lists_token, Limits, X_REQUEST_ID,
+};
 use crate::body::{ProxyBody, RequestBody};
 
 /// Header slots of one parse: the most any limit may allow. A head with
@@ -408,7 +410,18 @@ async fn write_response<T: AsyncWrite + Unpin>(
         let length = content_length(&parts.headers).ok().flatten();
         length.or_else(|| upstream.as_ref()?.length)
     };
-    let length = if bodiless {
+    // Codings besides chunked (`gzip`) stay on the body: the client is
+    // told, and the framing is chunked after them, as hyper writes it.
+    let codings = codings_besides_chunked(
+        parts
+            .headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .map(HeaderValue::as_bytes),
+    )
+    .or_else(|| upstream.as_ref()?.codings.clone())
+    .filter(|_| !bodiless && !head_only);
+    let length = if bodiless || codings.is_some() {
         None
     } else if head_only {
         header_length().or_else(|| body.size_hint().exact())
@@ -472,8 +485,14 @@ async fn write_response<T: AsyncWrite + Unpin>(
         }
         None if bodiless => false,
         None => {
-            if !head_only {
-                push_header(out, b"transfer-encoding", b"chunked");
+            match &codings {
+                Some(codings) => {
+                    let mut value = codings.as_bytes().to_vec();
+                    value.extend_from_slice(b", chunked");
+                    push_header(out, b"transfer-encoding", &value);
+                }
+                None if !head_only => push_header(out, b"transfer-encoding", b"chunked"),
+                None => {}
             }
             true
         }

@@ -164,6 +164,30 @@ pub fn digits(v: &[u8]) -> Option<u64> {
     })
 }
 
+/// The transfer codings `Transfer-Encoding` lines list besides `chunked`,
+/// as one value (`gzip`), or `None`. A proxy undoes only the chunked
+/// framing of its hop; the other codings are the body's, and the next hop
+/// must be told of them (as `gzip, chunked` again).
+pub fn codings_besides_chunked<'a>(
+    values: impl Iterator<Item = &'a [u8]>,
+) -> Option<http::HeaderValue> {
+    let mut kept = Vec::new();
+    for item in values.flat_map(|v| v.split(|b| *b == b',')) {
+        let item = item.trim_ascii();
+        if item.is_empty() || item.eq_ignore_ascii_case(b"chunked") {
+            continue;
+        }
+        if !kept.is_empty() {
+            kept.extend_from_slice(b", ");
+        }
+        kept.extend_from_slice(item);
+    }
+    if kept.is_empty() {
+        return None;
+    }
+    http::HeaderValue::from_bytes(&kept).ok()
+}
+
 /// How a request's body is framed, once its head passed [`check_head`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyFraming {
@@ -317,6 +341,16 @@ mod tests {
 
     fn check(version: u8, fields: &[(&str, &str)]) -> Result<BodyFraming, HeadError> {
         check_head(version, fields.iter().map(|(n, v)| (*n, v.as_bytes())), 100)
+    }
+
+    #[test]
+    fn codings_other_than_chunked_are_kept_for_the_next_hop() {
+        let kept = |v: &[&[u8]]| codings_besides_chunked(v.iter().copied());
+        assert_eq!(kept(&[b"gzip, chunked"]).unwrap(), "gzip");
+        assert_eq!(kept(&[b"gzip", b"br, Chunked"]).unwrap(), "gzip, br");
+        assert_eq!(kept(&[b"gzip"]).unwrap(), "gzip");
+        assert!(kept(&[b"chunked"]).is_none());
+        assert!(kept(&[]).is_none());
     }
 
     #[test]
