@@ -799,7 +799,8 @@ mod tests {
         assert_eq!(map.headers()[header::TRANSFER_ENCODING], "gzip");
         assert_eq!(&buf[..], b"5\r\n", "the body is left unread");
 
-        let mut plain = BytesMut::from(&b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"[..]);
+        let mut plain =
+            BytesMut::from(&b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"[..]);
         let head = parse_head(&mut plain, &Method::GET).unwrap().unwrap();
         assert!(head.fields.codings.is_none());
     }

@@ -439,7 +439,7 @@ mod tests {
     #[test]
     fn more_fields_than_the_limit_are_too_large() {
         let many: Vec<(&str, &str)> = std::iter::once(("Host", "a"))
-            .chain(std::iter::repeat(("x", "y")).take(100))
+            .chain(std::iter::repeat_n(("x", "y"), 100))
             .collect();
         assert_eq!(check(1, &many), Err(HeadError::TooLarge));
         assert!(check(1, &many[..100]).is_ok());
