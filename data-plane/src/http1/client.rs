@@ -437,53 +437,15 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<AnswerHead>,
             return Err(bad("101 to a request that asked for no upgrade"));
         }
         let http10 = res.version == Some(0);
-        // The fields stay where they are: offsets into the head, which is
-        // split off the buffer once parsed (see `fields`).
-        let base = buf.as_ptr() as usize;
-        let offsets = |s: &[u8]| {
-            let start = s.as_ptr() as usize - base;
-            start..start + s.len()
-        };
-        let mut kept = UpstreamFields::new(res.headers.len());
-        let mut scan = HeadScan::default();
-        let mut codings: Vec<&[u8]> = Vec::new();
-        for h in res.headers.iter() {
-            let name = h.name.as_bytes();
-            let kind = FieldName::of(name);
-            scan.see(kind, h.value);
-            if kind == FieldName::TransferEncoding {
-                codings.push(h.value);
-            }
-            // Framing (`Content-Length` too: the client side sets its own,
-            // from `length` below) is not passed on.
-            if kind.is_hop_by_hop() || kind == FieldName::ContentLength {
-                continue;
-            }
-            kept.dated |= kind == FieldName::Date;
-            kept.push(offsets(name), offsets(h.value));
-        }
+        let (mut kept, scan) = read_fields(res.headers, buf);
         if http10 && scan.chunked_last.is_some() {
             // RFC 9112 section 6.1: the framing of such an answer is faulty.
             return Err(bad("Transfer-Encoding in an HTTP/1.0 answer"));
         }
         let framing = framing(method, status, &scan).map_err(bad)?;
         let chunked = scan.chunked_last.is_some();
-        if scan.connection {
-            // Fields that `Connection` names are hop-by-hop too.
-            let named: Vec<&[u8]> = res
-                .headers
-                .iter()
-                .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-                .flat_map(|h| h.value.split(|b| *b == b','))
-                .map(<[u8]>::trim_ascii)
-                .collect();
-            kept.retain_names(buf, |name| {
-                !named.iter().any(|n| n.eq_ignore_ascii_case(name))
-            });
-        }
         // Transfer-Encoding wins; an intermediary drops the length beside
         // it (RFC 9112 section 6.3).
-        kept.codings = codings_besides_chunked(codings.into_iter());
         kept.length = if chunked {
             None
         } else {
@@ -503,6 +465,48 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<AnswerHead>,
             keep_alive,
         }));
     }
+}
+
+/// The fields of an answer's head to pass on, as offsets into `buf`
+/// (the head, split off once parsed: see `fields`), and what its framing
+/// depends on. Hop-by-hop fields, those `Connection` names, and
+/// `Content-Length` (the client side sets its own) are not passed on;
+/// codings besides chunked are kept aside, to be told to the client.
+fn read_fields(headers: &[httparse::Header<'_>], buf: &BytesMut) -> (UpstreamFields, HeadScan) {
+    let base = buf.as_ptr() as usize;
+    let offsets = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        start..start + s.len()
+    };
+    let mut kept = UpstreamFields::new(headers.len());
+    let mut scan = HeadScan::default();
+    let mut codings: Vec<&[u8]> = Vec::new();
+    for h in headers {
+        let name = h.name.as_bytes();
+        let kind = FieldName::of(name);
+        scan.see(kind, h.value);
+        if kind == FieldName::TransferEncoding {
+            codings.push(h.value);
+        }
+        if kind.is_hop_by_hop() || kind == FieldName::ContentLength {
+            continue;
+        }
+        kept.dated |= kind == FieldName::Date;
+        kept.push(offsets(name), offsets(h.value));
+    }
+    if scan.connection {
+        let named: Vec<&[u8]> = headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+            .flat_map(|h| h.value.split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii)
+            .collect();
+        kept.retain_names(buf, |name| {
+            !named.iter().any(|n| n.eq_ignore_ascii_case(name))
+        });
+    }
+    kept.codings = codings_besides_chunked(codings.into_iter());
+    (kept, scan)
 }
 
 /// What a head's framing depends on, gathered as its fields are read
@@ -624,14 +628,41 @@ impl UpstreamBody {
         Poll::Ready(Some(Err(e.into())))
     }
 
-    /// One step of decoding; `Ok(None)`: call again.
+    /// One step: decode what is buffered, or read more when that is not
+    /// enough. `Ok(None)`: progress, step again; `Ok(Some(x))`: `x` is the
+    /// poll's answer.
     fn step(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<FrameResult>, BoxError>> {
+        if let Some(decoded) = self.decode() {
+            return Poll::Ready(decoded);
+        }
         let Some(conn) = self.conn.as_mut() else {
             return Poll::Ready(Ok(Some(None)));
         };
-        // Decode what is buffered; read more only when that is not enough.
-        let need_more = match self.framing {
-            Framing::Done => return Poll::Ready(Ok(Some(None))),
+        match poll_fill(&mut conn.io, &mut conn.buf, cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
+            Poll::Ready(Ok(0)) => {
+                if self.framing == Framing::UntilClose {
+                    // The close ends the body; the connection goes with it.
+                    self.framing = Framing::Done;
+                    self.conn = None;
+                    Poll::Ready(Ok(Some(None)))
+                } else {
+                    Poll::Ready(Err("upstream closed the connection mid-body".into()))
+                }
+            }
+            Poll::Ready(Ok(_)) => Poll::Ready(Ok(None)),
+        }
+    }
+
+    /// Decode from what is buffered, as `step` answers; `None` when more
+    /// must be read first.
+    fn decode(&mut self) -> Option<Result<Option<FrameResult>, BoxError>> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Some(Ok(Some(None)));
+        };
+        match self.framing {
+            Framing::Done => Some(Ok(Some(None))),
             Framing::Length(left) | Framing::Chunked(Chunk::Data(left)) if !conn.buf.is_empty() => {
                 let n = (conn.buf.len() as u64).min(left) as usize;
                 let data = conn.buf.split_to(n).freeze();
@@ -651,99 +682,91 @@ impl UpstreamBody {
                         });
                     }
                 }
-                return Poll::Ready(Ok(Some(Some(Ok(Frame::data(data))))));
+                Some(Ok(Some(Some(Ok(Frame::data(data))))))
             }
             Framing::UntilClose if !conn.buf.is_empty() => {
                 let data = conn.buf.split().freeze();
-                return Poll::Ready(Ok(Some(Some(Ok(Frame::data(data))))));
+                Some(Ok(Some(Some(Ok(Frame::data(data))))))
             }
-            Framing::Chunked(Chunk::Size) => match memchr_crlf(&conn.buf) {
-                Some(end) if end > MAX_CHUNK_LINE => {
-                    return Poll::Ready(Err("chunk size line too long".into()))
-                }
-                Some(end) => {
-                    let line = &conn.buf[..end + 2];
-                    // httparse reads an empty size as 0: the size must
-                    // start with a hex digit.
-                    let size = match httparse::parse_chunk_size(line) {
-                        Ok(httparse::Status::Complete((_, size)))
-                            if line[0].is_ascii_hexdigit() =>
-                        {
-                            size
-                        }
-                        _ => {
-                            return Poll::Ready(Err("invalid chunk size line from upstream".into()))
-                        }
-                    };
-                    conn.buf.advance(end + 2);
+            Framing::Chunked(Chunk::Size) => {
+                let size = chunk_size(&mut conn.buf)?;
+                Some(size.map(|size| {
                     self.framing = Framing::Chunked(if size == 0 {
                         Chunk::Trailers
                     } else {
                         Chunk::Data(size)
                     });
-                    return Poll::Ready(Ok(None));
-                }
-                None if conn.buf.len() > MAX_CHUNK_LINE => {
-                    return Poll::Ready(Err("chunk size line too long".into()))
-                }
-                None => true,
-            },
+                    None
+                }))
+            }
             Framing::Chunked(Chunk::DataEnd) => {
-                if conn.buf.len() >= 2 {
-                    if &conn.buf[..2] != b"\r\n" {
-                        return Poll::Ready(Err("chunk data not followed by CRLF".into()));
-                    }
-                    conn.buf.advance(2);
-                    self.framing = Framing::Chunked(Chunk::Size);
-                    return Poll::Ready(Ok(None));
+                if conn.buf.len() < 2 {
+                    return None;
                 }
-                true
+                if &conn.buf[..2] != b"\r\n" {
+                    return Some(Err("chunk data not followed by CRLF".into()));
+                }
+                conn.buf.advance(2);
+                self.framing = Framing::Chunked(Chunk::Size);
+                Some(Ok(None))
             }
             Framing::Chunked(Chunk::Trailers) => {
-                if conn.buf.starts_with(b"\r\n") {
-                    conn.buf.advance(2);
+                let trailers = trailers(&mut conn.buf)?;
+                if trailers.is_ok() {
                     self.release();
-                    return Poll::Ready(Ok(Some(None)));
                 }
-                let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                match httparse::parse_headers(&conn.buf, &mut slots) {
-                    Ok(httparse::Status::Complete((len, fields))) => {
-                        let mut trailers = HeaderMap::new();
-                        for f in fields {
-                            if let (Ok(n), Ok(v)) = (
-                                HeaderName::from_bytes(f.name.as_bytes()),
-                                HeaderValue::from_bytes(f.value),
-                            ) {
-                                trailers.append(n, v);
-                            }
-                        }
-                        conn.buf.advance(len);
-                        self.release();
-                        return Poll::Ready(Ok(Some(Some(Ok(Frame::trailers(trailers))))));
-                    }
-                    Ok(httparse::Status::Partial) if conn.buf.len() <= MAX_HEAD_BYTES => true,
-                    _ => return Poll::Ready(Err("invalid trailers from upstream".into())),
-                }
+                Some(trailers.map(|t| Some(t.map(|t| Ok(Frame::trailers(t))))))
             }
             // Data framings with nothing buffered.
-            _ => true,
-        };
-        debug_assert!(need_more);
-        match poll_fill(&mut conn.io, &mut conn.buf, cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
-            Poll::Ready(Ok(0)) => {
-                if self.framing == Framing::UntilClose {
-                    // The close ends the body; the connection goes with it.
-                    self.framing = Framing::Done;
-                    self.conn = None;
-                    Poll::Ready(Ok(Some(None)))
-                } else {
-                    Poll::Ready(Err("upstream closed the connection mid-body".into()))
+            _ => None,
+        }
+    }
+}
+
+/// Take a chunk-size line off `buf`: its size, or `None` while the line
+/// is incomplete.
+fn chunk_size(buf: &mut BytesMut) -> Option<Result<u64, BoxError>> {
+    let Some(end) = memchr_crlf(buf) else {
+        return (buf.len() > MAX_CHUNK_LINE).then(|| Err("chunk size line too long".into()));
+    };
+    if end > MAX_CHUNK_LINE {
+        return Some(Err("chunk size line too long".into()));
+    }
+    let line = &buf[..end + 2];
+    // httparse reads an empty size as 0: the size must start with a hex
+    // digit.
+    let size = match httparse::parse_chunk_size(line) {
+        Ok(httparse::Status::Complete((_, size))) if line[0].is_ascii_hexdigit() => size,
+        _ => return Some(Err("invalid chunk size line from upstream".into())),
+    };
+    buf.advance(end + 2);
+    Some(Ok(size))
+}
+
+/// Take the trailer section off `buf`: the trailers (`None` for an empty
+/// section), or `None` while it is incomplete.
+fn trailers(buf: &mut BytesMut) -> Option<Result<Option<HeaderMap>, BoxError>> {
+    if buf.starts_with(b"\r\n") {
+        buf.advance(2);
+        return Some(Ok(None));
+    }
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    match httparse::parse_headers(buf, &mut slots) {
+        Ok(httparse::Status::Complete((len, fields))) => {
+            let mut trailers = HeaderMap::new();
+            for f in fields {
+                if let (Ok(n), Ok(v)) = (
+                    HeaderName::from_bytes(f.name.as_bytes()),
+                    HeaderValue::from_bytes(f.value),
+                ) {
+                    trailers.append(n, v);
                 }
             }
-            Poll::Ready(Ok(_)) => Poll::Ready(Ok(None)),
+            buf.advance(len);
+            Some(Ok(Some(trailers)))
         }
+        Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD_BYTES => None,
+        _ => Some(Err("invalid trailers from upstream".into())),
     }
 }
 
@@ -782,6 +805,68 @@ impl Body for UpstreamBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunk_size_lines_are_strict() {
+        let size = |line: &[u8]| {
+            let mut buf = BytesMut::from(line);
+            chunk_size(&mut buf).map(|r| r.map_err(|e| e.to_string()))
+        };
+        assert_eq!(size(b"1a\r\n"), Some(Ok(26)));
+        assert_eq!(size(b"5;ext=1\r\n"), Some(Ok(5)));
+        assert_eq!(size(b"0\r\n"), Some(Ok(0)));
+        assert_eq!(size(b"5"), None, "incomplete");
+        assert!(matches!(size(b"\r\n"), Some(Err(_))), "empty size");
+        assert!(matches!(size(b";x\r\n"), Some(Err(_))));
+        assert!(matches!(size(b"zz\r\n"), Some(Err(_))));
+        let mut long = b"5;".to_vec();
+        long.extend(std::iter::repeat_n(b'x', MAX_CHUNK_LINE + 1));
+        assert!(matches!(size(&long), Some(Err(_))), "no end in sight");
+        long.extend_from_slice(b"\r\n");
+        assert!(matches!(size(&long), Some(Err(_))), "too long");
+    }
+
+    #[test]
+    fn trailer_sections_end_the_body() {
+        let mut empty = BytesMut::from(&b"\r\nnext"[..]);
+        assert!(matches!(trailers(&mut empty), Some(Ok(None))));
+        assert_eq!(&empty[..], b"next");
+        let mut some = BytesMut::from(&b"X-Sum: 1\r\n\r\n"[..]);
+        let t = trailers(&mut some).unwrap().unwrap().unwrap();
+        assert_eq!(t["x-sum"], "1");
+        assert!(some.is_empty());
+        let mut partial = BytesMut::from(&b"X-Sum: 1\r\n"[..]);
+        assert!(trailers(&mut partial).is_none());
+        let mut bad = BytesMut::from(&b"X Sum: 1\r\n\r\n"[..]);
+        assert!(matches!(trailers(&mut bad), Some(Err(_))));
+    }
+
+    #[test]
+    fn answer_heads_keep_their_fields_and_drop_the_hop_by_hop_ones() {
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: x-hop\r\nX-Hop: 1\r\nKeep-Alive: t=5\r\nX-Kept: 2\r\n\r\nabc"[..],
+        );
+        let head = parse_head(&mut buf, &Method::GET).unwrap().unwrap();
+        assert_eq!(head.framing, Framing::Length(3));
+        assert!(head.keep_alive);
+        let res = Answer {
+            res: Response::from_parts(head.parts, ()),
+            upstream: Some(head.fields),
+        }
+        .materialized();
+        let names: Vec<&str> = res.headers().keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, vec!["x-kept", "content-length"]);
+        // 1xx answers are skipped; a 101 nobody asked for is an error.
+        let mut interim =
+            BytesMut::from(&b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"[..]);
+        let head = parse_head(&mut interim, &Method::POST).unwrap().unwrap();
+        assert_eq!(head.parts.status, StatusCode::NO_CONTENT);
+        let mut upgrade = BytesMut::from(&b"HTTP/1.1 101 Switching Protocols\r\n\r\n"[..]);
+        assert!(parse_head(&mut upgrade, &Method::GET).is_err());
+        let mut te10 =
+            BytesMut::from(&b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"[..]);
+        assert!(parse_head(&mut te10, &Method::GET).is_err());
+    }
 
     #[test]
     fn codings_besides_chunked_reach_the_client_side() {

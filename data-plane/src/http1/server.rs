@@ -46,7 +46,7 @@ use http_body_util::{BodyExt, Full};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::client::SMALL_BODY;
-use super::fields::Answer;
+use super::fields::{Answer, UpstreamFields};
 use super::syntax::{
     codings_besides_chunked, content_length, digits, lists_token, Limits, X_REQUEST_ID,
 };
@@ -146,23 +146,13 @@ where
             Err(_) => return Outcome::Closed,
         };
         let body_len = layout.content_length as usize;
-        // The body, whole: the head's promise is at most `SMALL_BODY`. It
-        // must come within the header read timeout, and a drain order (the
-        // sweeper's idle timeout included: nothing is under way yet) ends
-        // the wait, so a stalled body cannot hold the connection.
+        // Most bodies came with the head: no clock read or timer for them.
         if buf.len() < head_len + body_len {
-            let whole = async {
-                while buf.len() < head_len + body_len {
-                    if !read_more(io, &mut buf, Some(&draining)).await? {
-                        return Err(io::ErrorKind::UnexpectedEof.into());
-                    }
-                }
-                io::Result::Ok(())
-            };
-            if !matches!(
-                tokio::time::timeout(limits.header_read_timeout, whole).await,
-                Ok(Ok(()))
-            ) {
+            let whole = read_whole(io, &mut buf, head_len + body_len, &draining);
+            if !tokio::time::timeout(limits.header_read_timeout, whole)
+                .await
+                .is_ok_and(|r| r.is_ok())
+            {
                 return Outcome::Closed;
             }
         }
@@ -190,6 +180,25 @@ where
             _ => return Outcome::Closed,
         }
     }
+}
+
+/// Read until `buf` holds `len` bytes: the body, whole (the head's
+/// promise is at most `SMALL_BODY`). The caller bounds it by the header
+/// read timeout, and a drain order (the sweeper's idle timeout included:
+/// nothing is under way yet) ends the wait, so a stalled body cannot hold
+/// the connection.
+async fn read_whole<T: AsyncRead + Unpin>(
+    io: &mut T,
+    buf: &mut BytesMut,
+    len: usize,
+    draining: &(dyn Fn() -> bool + Sync),
+) -> io::Result<()> {
+    while buf.len() < len {
+        if !read_more(io, buf, Some(draining)).await? {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(())
 }
 
 /// Await `res` while watching the client: `None` if it closes its side
@@ -389,7 +398,7 @@ async fn write_response<T: AsyncWrite + Unpin>(
     out: &mut Vec<u8>,
     served: Served,
     head_only: bool,
-    mut close: bool,
+    close: bool,
 ) -> io::Result<bool> {
     let upstream = served.answer.upstream;
     let (parts, mut body) = served.answer.res.into_parts();
@@ -403,105 +412,171 @@ async fn write_response<T: AsyncWrite + Unpin>(
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    // The framing is this writer's to set: one Content-Length, or chunked.
-    // The length is the body's own when it knows it (what is sent); an
-    // answer to HEAD has no body, and its length is the header's.
-    let header_length = || {
-        let length = content_length(&parts.headers).ok().flatten();
-        length.or_else(|| upstream.as_ref()?.length)
-    };
-    // Codings besides chunked (`gzip`) stay on the body: the client is
-    // told, and the framing is chunked after them, as hyper writes it.
-    let codings = codings_besides_chunked(
-        parts
-            .headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .map(HeaderValue::as_bytes),
-    )
-    .or_else(|| upstream.as_ref()?.codings.clone())
-    .filter(|_| !bodiless && !head_only);
-    let length = if bodiless || codings.is_some() {
-        None
-    } else if head_only {
-        header_length().or_else(|| body.size_hint().exact())
-    } else {
-        body.size_hint().exact().or_else(header_length)
-    };
-    // The gateway's own fields replace any of their names in the map or
-    // the upstream's fields.
-    let rate = served.counters;
-    let gateway_names = match &rate {
-        Some([a, b, c]) => [&X_REQUEST_ID, a.0, b.0, c.0],
-        None => [&X_REQUEST_ID; 4],
-    };
-    let gateway_names = &gateway_names[..if rate.is_some() { 4 } else { 1 }];
-    let (mut dated, mut says_close) = (false, false);
-    if let Some(upstream) = &upstream {
-        upstream.write(out, &parts.headers, gateway_names);
-        dated = upstream.dated;
-    }
-    push_header(
-        out,
-        X_REQUEST_ID.as_str().as_bytes(),
-        served.request_id.as_bytes(),
+    let framing = Framing::of(
+        &parts.headers,
+        upstream.as_ref(),
+        &body,
+        head_only,
+        bodiless,
     );
-    for (name, n) in rate.into_iter().flatten() {
-        push_header(
-            out,
-            name.as_str().as_bytes(),
-            itoa::Buffer::new().format(n).as_bytes(),
-        );
-    }
-    for (name, value) in &parts.headers {
-        if *name == header::TRANSFER_ENCODING
-            || *name == header::CONTENT_LENGTH
-            || gateway_names.contains(&name)
-        {
-            continue;
-        }
-        if *name == header::DATE {
-            dated = true;
-        } else if *name == header::CONNECTION {
-            says_close |= lists_token(value.as_bytes(), b"close");
-        }
-        push_header(out, name.as_str().as_bytes(), value.as_bytes());
-    }
-    close |= says_close;
-    if !dated {
-        push_header(out, b"date", &date::now());
-    }
-    if close && !says_close {
-        push_header(out, b"connection", b"close");
-    }
-    let chunked = match length {
-        Some(n) => {
-            push_header(
-                out,
-                b"content-length",
-                itoa::Buffer::new().format(n).as_bytes(),
-            );
-            false
-        }
-        None if bodiless => false,
-        None => {
-            match &codings {
-                Some(codings) => {
-                    let mut value = codings.as_bytes().to_vec();
-                    value.extend_from_slice(b", chunked");
-                    push_header(out, b"transfer-encoding", &value);
-                }
-                None if !head_only => push_header(out, b"transfer-encoding", b"chunked"),
-                None => {}
-            }
-            true
-        }
+    let fields = Fields {
+        map: &parts.headers,
+        upstream: upstream.as_ref(),
+        request_id: &served.request_id,
+        counters: served.counters,
     };
+    let close = fields.write(out, close);
+    let chunked = framing.write(out, head_only, bodiless);
     out.extend_from_slice(b"\r\n");
     if bodiless || head_only {
         io.write_all(out).await?;
         return Ok(!close);
     }
+    let Some(sent) = write_body(io, out, &mut body, chunked).await? else {
+        return Ok(false);
+    };
+    // A body shorter or longer than its Content-Length leaves the client
+    // unable to find the next answer: close.
+    Ok(!close && framing.length.is_none_or(|n| n == sent))
+}
+
+/// How an answer's body is framed on the wire. The framing is this
+/// writer's to set: one Content-Length, or chunked.
+struct Framing {
+    length: Option<u64>,
+    /// Codings besides chunked (`gzip`): they stay on the body, the client
+    /// is told, and the framing is chunked after them, as hyper writes it.
+    codings: Option<HeaderValue>,
+}
+
+impl Framing {
+    /// The length is the body's own when it knows it (what is sent); an
+    /// answer to HEAD has no body, and its length is the header's.
+    fn of(
+        map: &HeaderMap,
+        upstream: Option<&UpstreamFields>,
+        body: &ProxyBody,
+        head_only: bool,
+        bodiless: bool,
+    ) -> Self {
+        let header_length = || {
+            let length = content_length(map).ok().flatten();
+            length.or_else(|| upstream?.length)
+        };
+        let codings = codings_besides_chunked(
+            map.get_all(header::TRANSFER_ENCODING)
+                .iter()
+                .map(HeaderValue::as_bytes),
+        )
+        .or_else(|| upstream?.codings.clone())
+        .filter(|_| !bodiless && !head_only);
+        let length = if bodiless || codings.is_some() {
+            None
+        } else if head_only {
+            header_length().or_else(|| body.size_hint().exact())
+        } else {
+            body.size_hint().exact().or_else(header_length)
+        };
+        Framing { length, codings }
+    }
+
+    /// Write the framing field; whether the body goes chunked.
+    fn write(&self, out: &mut Vec<u8>, head_only: bool, bodiless: bool) -> bool {
+        match (self.length, &self.codings) {
+            (Some(n), _) => {
+                push_header(
+                    out,
+                    b"content-length",
+                    itoa::Buffer::new().format(n).as_bytes(),
+                );
+                false
+            }
+            (None, _) if bodiless => false,
+            (None, Some(codings)) => {
+                let mut value = codings.as_bytes().to_vec();
+                value.extend_from_slice(b", chunked");
+                push_header(out, b"transfer-encoding", &value);
+                true
+            }
+            (None, None) => {
+                if !head_only {
+                    push_header(out, b"transfer-encoding", b"chunked");
+                }
+                true
+            }
+        }
+    }
+}
+
+/// An answer's fields: the upstream's as read, the gateway's own (which
+/// replace any of their names in the map or the upstream's), the map's.
+struct Fields<'a> {
+    map: &'a HeaderMap,
+    upstream: Option<&'a UpstreamFields>,
+    request_id: &'a HeaderValue,
+    counters: Option<[(&'static HeaderName, u64); 3]>,
+}
+
+impl Fields<'_> {
+    /// Write them, with `Date` when none says it and `Connection: close`
+    /// when the connection closes; whether it closes (`close`, or the
+    /// answer says so).
+    fn write(&self, out: &mut Vec<u8>, mut close: bool) -> bool {
+        let gateway_names = match &self.counters {
+            Some([a, b, c]) => [&X_REQUEST_ID, a.0, b.0, c.0],
+            None => [&X_REQUEST_ID; 4],
+        };
+        let gateway_names = &gateway_names[..if self.counters.is_some() { 4 } else { 1 }];
+        let (mut dated, mut says_close) = (false, false);
+        if let Some(upstream) = self.upstream {
+            upstream.write(out, self.map, gateway_names);
+            dated = upstream.dated;
+        }
+        push_header(
+            out,
+            X_REQUEST_ID.as_str().as_bytes(),
+            self.request_id.as_bytes(),
+        );
+        for (name, n) in self.counters.into_iter().flatten() {
+            push_header(
+                out,
+                name.as_str().as_bytes(),
+                itoa::Buffer::new().format(n).as_bytes(),
+            );
+        }
+        for (name, value) in self.map {
+            if *name == header::TRANSFER_ENCODING
+                || *name == header::CONTENT_LENGTH
+                || gateway_names.contains(&name)
+            {
+                continue;
+            }
+            if *name == header::DATE {
+                dated = true;
+            } else if *name == header::CONNECTION {
+                says_close |= lists_token(value.as_bytes(), b"close");
+            }
+            push_header(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+        close |= says_close;
+        if !dated {
+            push_header(out, b"date", &date::now());
+        }
+        if close && !says_close {
+            push_header(out, b"connection", b"close");
+        }
+        close
+    }
+}
+
+/// Write the body after the head in `out`; the bytes sent, or `None` if
+/// the body failed (the answer is cut short: the connection must close).
+async fn write_body<T: AsyncWrite + Unpin>(
+    io: &mut T,
+    out: &mut Vec<u8>,
+    body: &mut ProxyBody,
+    chunked: bool,
+) -> io::Result<Option<u64>> {
     let mut sent = 0u64;
     loop {
         // Gather what is ready; write before waiting for more, so a
@@ -516,38 +591,34 @@ async fn write_response<T: AsyncWrite + Unpin>(
                 body.frame().await
             }
         };
-        match frame {
+        let data = match frame {
             None => break,
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "response body failed; closing the connection");
                 if !out.is_empty() {
                     io.write_all(out).await?;
                 }
-                return Ok(false);
+                return Ok(None);
             }
-            Some(Ok(frame)) => {
-                // Trailers are dropped, as hyper drops them on HTTP/1.
-                let Ok(data) = frame.into_data() else {
-                    continue;
-                };
-                if data.is_empty() {
-                    continue;
-                }
-                sent += data.len() as u64;
-                if chunked {
-                    write!(out, "{:x}\r\n", data.len())?;
-                }
-                if data.len() <= GATHER {
-                    out.extend_from_slice(&data);
-                } else {
-                    io.write_all(out).await?;
-                    out.clear();
-                    io.write_all(&data).await?;
-                }
-                if chunked {
-                    out.extend_from_slice(b"\r\n");
-                }
-            }
+            // Trailers are dropped, as hyper drops them on HTTP/1.
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) if !data.is_empty() => data,
+                _ => continue,
+            },
+        };
+        sent += data.len() as u64;
+        if chunked {
+            write!(out, "{:x}\r\n", data.len())?;
+        }
+        if data.len() <= GATHER {
+            out.extend_from_slice(&data);
+        } else {
+            io.write_all(out).await?;
+            out.clear();
+            io.write_all(&data).await?;
+        }
+        if chunked {
+            out.extend_from_slice(b"\r\n");
         }
     }
     if chunked {
@@ -556,9 +627,7 @@ async fn write_response<T: AsyncWrite + Unpin>(
     if !out.is_empty() {
         io.write_all(out).await?;
     }
-    // A body shorter or longer than its Content-Length leaves the client
-    // unable to find the next answer: close.
-    Ok(!close && length.is_none_or(|n| n == sent))
+    Ok(Some(sent))
 }
 
 fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -588,5 +657,171 @@ mod date {
             }
             *text
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, DuplexStream};
+
+    fn answer(body: &'static str) -> Served {
+        Served {
+            answer: http::Response::new(crate::body::full(body)).into(),
+            request_id: HeaderValue::from_static("rid"),
+            counters: None,
+        }
+    }
+
+    /// Serve one connection over an in-memory pipe with `respond`; the
+    /// client's end, and the server's outcome when it ends.
+    fn start<F, Fut>(respond: F) -> (DuplexStream, tokio::task::JoinHandle<&'static str>)
+    where
+        F: FnMut(Request<RequestBody>) -> Fut + Send + 'static,
+        Fut: Future<Output = Served> + Send,
+    {
+        let (client, mut server) = tokio::io::duplex(64 * 1024);
+        let task = tokio::spawn(async move {
+            let limits = Limits::default();
+            let in_flight = AtomicUsize::new(0);
+            match serve(&mut server, &limits, || false, &in_flight, respond).await {
+                Outcome::Closed => "closed",
+                Outcome::HandOver(_) => "handed over",
+            }
+        });
+        (client, task)
+    }
+
+    async fn read_until(client: &mut DuplexStream, needle: &str) -> String {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains(needle) {
+            let n = client.read(&mut buf).await.unwrap();
+            assert!(
+                n > 0,
+                "closed before {needle:?}: {}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8(got).unwrap()
+    }
+
+    #[tokio::test]
+    async fn pipelined_requests_are_answered_in_order_with_one_length_each() {
+        let (mut client, task) = start(|req| async move {
+            answer(if req.uri().path() == "/a" {
+                "first"
+            } else {
+                "second"
+            })
+        });
+        client
+            .write_all(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut all = String::new();
+        client.read_to_string(&mut all).await.unwrap();
+        let first = all.find("first").unwrap();
+        assert!(all[first..].contains("second"), "{all}");
+        assert_eq!(all.matches("content-length: ").count(), 2, "{all}");
+        assert!(all.contains("connection: close"));
+        assert_eq!(task.await.unwrap(), "closed");
+    }
+
+    #[tokio::test]
+    async fn what_the_fast_path_does_not_take_goes_to_hyper() {
+        let many: String = (0..100).map(|i| format!("x-{i}: v\r\n")).collect();
+        for head in [
+            "GET / HTTP/1.1\r\n\r\n".to_string(),
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".into(),
+            format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n"),
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\nhello".into(),
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".into(),
+            "GET / HTTP/1.0\r\n\r\n".into(),
+            "GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n".into(),
+        ] {
+            let (mut client, task) = start(|_| async { answer("never") });
+            client.write_all(head.as_bytes()).await.unwrap();
+            assert_eq!(task.await.unwrap(), "handed over", "{head:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_that_hangs_up_cancels_its_request() {
+        let dropped = Arc::new(AtomicBool::new(false));
+        struct Flag(Arc<AtomicBool>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Release);
+            }
+        }
+        let flag = dropped.clone();
+        let (mut client, task) = start(move |_| {
+            let guard = Flag(flag.clone());
+            async move {
+                let _guard = guard;
+                std::future::pending::<Served>().await
+            }
+        });
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+            .await
+            .unwrap();
+        // Let the request start, then hang up.
+        tokio::task::yield_now().await;
+        drop(client);
+        let outcome = tokio::time::timeout(Duration::from_secs(10), task).await;
+        assert_eq!(outcome.unwrap().unwrap(), "closed");
+        assert!(dropped.load(Ordering::Acquire), "the request was dropped");
+    }
+
+    #[tokio::test]
+    async fn bytes_sent_during_a_request_are_kept_for_the_next() {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let rx = Arc::new(tokio::sync::Mutex::new(Some(rx)));
+        let (mut client, task) = start(move |req| {
+            let rx = rx.clone();
+            async move {
+                if req.uri().path() == "/slow" {
+                    let rx = rx.lock().await.take().unwrap();
+                    let _ = rx.await;
+                    return answer("slow-done");
+                }
+                answer("fast-done")
+            }
+        });
+        client
+            .write_all(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::task::yield_now().await;
+        client
+            .write_all(b"GET /fast HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::task::yield_now().await;
+        tx.send(()).unwrap();
+        let mut all = read_until(&mut client, "slow-done").await;
+        client.read_to_string(&mut all).await.unwrap();
+        assert!(all.find("slow-done") < all.find("fast-done"), "{all}");
+        assert_eq!(task.await.unwrap(), "closed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_small_body_is_cut_at_the_header_read_timeout() {
+        let (mut client, task) = start(|_| async { answer("never") });
+        client
+            .write_all(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc")
+            .await
+            .unwrap();
+        let started = tokio::time::Instant::now();
+        assert_eq!(task.await.unwrap(), "closed");
+        assert_eq!(started.elapsed(), Limits::default().header_read_timeout);
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty(), "nothing answered");
     }
 }

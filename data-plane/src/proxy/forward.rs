@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::Scheme;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
@@ -27,7 +27,7 @@ use crate::http1::fields::{Answer, UpstreamFields};
 use crate::http1::syntax::codings_besides_chunked;
 use crate::http1::timeouts::IdleBody;
 use crate::router::RouteMatch;
-use crate::upstream::{Lease, UpstreamPool};
+use crate::upstream::{Lease, TargetState, UpstreamPool};
 
 /// What `forward` needs besides the request: the request's context, and
 /// the route and target pool it matched.
@@ -107,11 +107,17 @@ pub(super) async fn forward(
         .as_ref()
         .map_or(trail.bytes_in, |b| b.len() as u64);
 
-    let query = parts.uri.query();
-    let upstream_path = up.matched.upstream_path(parts.uri.path());
     let sent_at = Instant::now();
-    let deadline =
-        tokio::time::Instant::from_std(sent_at) + Duration::from_millis(pool.config.timeout_ms);
+    let request = Outbound {
+        method: &method,
+        upstream_path: up.matched.upstream_path(parts.uri.path()),
+        query: parts.uri.query(),
+        added: &added,
+        grpc,
+        sent_at,
+        deadline: tokio::time::Instant::from_std(sent_at)
+            + Duration::from_millis(pool.config.timeout_ms),
+    };
     let attempts = if replayable { retries + 1 } else { 1 };
     // At most 6 attempts (retries are 0 to 5): no allocation for the list.
     let mut tried = [0usize; 6];
@@ -126,66 +132,8 @@ pub(super) async fn forward(
         let target = lease.target();
         span.record("target", target.url.as_str());
         let last = attempt + 1 == attempts;
-        // Plain HTTP/1.1 with the body in hand goes through this thread's
-        // own pool; the rest through hyper_util's client.
-        let via = match &payload.buffered {
-            Some(body) if !grpc && target.scheme == Scheme::HTTP => Via::Pool(body),
-            _ => {
-                let uri = target_uri(target, upstream_path, query)?;
-                let body = match (&payload.buffered, payload.streaming.take()) {
-                    (Some(b), _) => body::full(b.clone()),
-                    (None, Some(s)) => s,
-                    (None, None) => body::empty(),
-                };
-                let mut req = Request::new(body);
-                *req.method_mut() = method.clone();
-                *req.uri_mut() = uri;
-                // The last attempt takes the headers; earlier ones need a copy.
-                *req.headers_mut() = if last {
-                    std::mem::take(&mut fields)
-                } else {
-                    fields.clone()
-                };
-                req.headers_mut().remove(header::HOST);
-                added.insert_into(req.headers_mut());
-                if grpc {
-                    *req.version_mut() = Version::HTTP_2;
-                }
-                Via::Client(req)
-            }
-        };
-        let outcome = pin!(async {
-            match via {
-                Via::Pool(body) => {
-                    let head = conn_pool::Head {
-                        method: &method,
-                        path: [&target.base_path, upstream_path],
-                        query,
-                        host: &target.host_header,
-                        headers: &fields,
-                        added: added.as_slice(),
-                    };
-                    let sent = pin!(conn_pool::send(
-                        &target.authority,
-                        &head,
-                        body,
-                        sent_at,
-                        deadline
-                    ))
-                    .await;
-                    sent.map(|(res, fields)| (res.map(Either::Left), Some(fields)))
-                }
-                Via::Client(req) => {
-                    let sent = up.cx.gw.clients.for_request(grpc).request(req);
-                    match tokio::time::timeout_at(deadline, sent).await {
-                        Ok(Ok(res)) => Ok((res.map(|b| Either::Right(body::boxed(b))), None)),
-                        Ok(Err(e)) => Err(SendError::Client(e)),
-                        Err(_) => Err(SendError::TimedOut),
-                    }
-                }
-            }
-        })
-        .await;
+        let via = request.via(target, &mut payload, &mut fields, last)?;
+        let outcome = pin!(request.send(up, target, via, &fields)).await;
         trail.upstream_us = Some(sent_at.elapsed().as_micros() as u64);
         match judge(outcome, &lease, last) {
             Judged::Retry(e) => last_err = e,
@@ -198,6 +146,98 @@ pub(super) async fn forward(
     }
     Err(last_err)
 }
+
+/// What every attempt of one request sends, whichever target it picks.
+struct Outbound<'a> {
+    method: &'a Method,
+    upstream_path: &'a str,
+    query: Option<&'a str>,
+    added: &'a headers::Added<'a>,
+    grpc: bool,
+    sent_at: Instant,
+    /// One deadline for all attempts together (`timeout_ms`).
+    deadline: tokio::time::Instant,
+}
+
+impl Outbound<'_> {
+    /// How this attempt goes out: plain HTTP/1.1 with the body in hand
+    /// goes through this thread's own pool; the rest through hyper_util's
+    /// client, with a request built for it (the last attempt takes the
+    /// fields; earlier ones need a copy).
+    fn via<'p>(
+        &self,
+        target: &TargetState,
+        payload: &'p mut Payload,
+        fields: &mut HeaderMap,
+        last: bool,
+    ) -> Result<Via<'p>, ProxyError> {
+        if let Some(body) = &payload.buffered {
+            if !self.grpc && target.scheme == Scheme::HTTP {
+                return Ok(Via::Pool(body));
+            }
+        }
+        let uri = target_uri(target, self.upstream_path, self.query)?;
+        let body = match (&payload.buffered, payload.streaming.take()) {
+            (Some(b), _) => body::full(b.clone()),
+            (None, Some(s)) => s,
+            (None, None) => body::empty(),
+        };
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = uri;
+        *req.headers_mut() = if last {
+            std::mem::take(fields)
+        } else {
+            fields.clone()
+        };
+        req.headers_mut().remove(header::HOST);
+        self.added.insert_into(req.headers_mut());
+        if self.grpc {
+            *req.version_mut() = Version::HTTP_2;
+        }
+        Ok(Via::Client(req))
+    }
+
+    /// Send one attempt and read the answer's head, within the deadline.
+    async fn send(
+        &self,
+        up: &Upstream<'_>,
+        target: &TargetState,
+        via: Via<'_>,
+        fields: &HeaderMap,
+    ) -> Result<SentAnswer, SendError> {
+        match via {
+            Via::Pool(body) => {
+                let head = conn_pool::Head {
+                    method: self.method,
+                    path: [&target.base_path, self.upstream_path],
+                    query: self.query,
+                    host: &target.host_header,
+                    headers: fields,
+                    added: self.added.as_slice(),
+                };
+                let sent =
+                    conn_pool::send(&target.authority, &head, body, self.sent_at, self.deadline);
+                let (res, fields) = pin!(sent).await?;
+                Ok((res.map(Either::Left), Some(fields)))
+            }
+            Via::Client(req) => {
+                let sent = up.cx.gw.clients.for_request(self.grpc).request(req);
+                match tokio::time::timeout_at(self.deadline, sent).await {
+                    Ok(Ok(res)) => Ok((res.map(|b| Either::Right(body::boxed(b))), None)),
+                    Ok(Err(e)) => Err(SendError::Client(e)),
+                    Err(_) => Err(SendError::TimedOut),
+                }
+            }
+        }
+    }
+}
+
+/// An answer's head from either way, and the pool's fields beside it.
+type SentAnswer = (
+    Response<Either<conn_pool::UpstreamBody, ProxyBody>>,
+    Option<UpstreamFields>,
+);
 
 /// gRPC goes to the target as HTTP/2, through hyper_util's client.
 fn is_grpc(req: &Request<RequestBody>) -> bool {
@@ -246,7 +286,7 @@ async fn read_body(
 
 /// The target's URI for hyper_util's client.
 fn target_uri(
-    target: &crate::upstream::TargetState,
+    target: &TargetState,
     upstream_path: &str,
     query: Option<&str>,
 ) -> Result<Uri, ProxyError> {
