@@ -9,8 +9,9 @@ use std::time::Duration;
 use http::{Request, Response};
 use tracing::Instrument;
 
-use super::forward::{forward, Upstream};
+use super::forward::forward;
 use super::Trail;
+use super::Upstream;
 use crate::body::{ProxyBody, RequestBody};
 use crate::cache::{self, FillError};
 use crate::error::ProxyError;

@@ -7,7 +7,6 @@
 //! idle timeout) back to the client.
 
 use std::pin::pin;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -19,25 +18,14 @@ use http_body_util::{BodyExt, Either, Limited};
 use hyper_util::rt::TokioIo;
 
 use super::headers::{self, GatewayFields};
-use super::{RequestCtx, Trail};
+use super::{Trail, Upstream};
 use crate::body::{self, Holding, ProxyBody, RequestBody};
 use crate::error::ProxyError;
 use crate::http1::client::{self as conn_pool, SendError};
 use crate::http1::fields::{Answer, UpstreamFields};
 use crate::http1::syntax::codings_besides_chunked;
 use crate::http1::timeouts::IdleBody;
-use crate::router::RouteMatch;
-use crate::upstream::{Lease, TargetState, UpstreamPool};
-
-/// What `forward` needs besides the request: the request's context, and
-/// the route and target pool it matched.
-#[derive(Clone, Copy)]
-pub(super) struct Upstream<'a> {
-    pub cx: RequestCtx<'a>,
-    pub host: &'a str,
-    pub matched: &'a RouteMatch,
-    pub pool: &'a Arc<UpstreamPool>,
-}
+use crate::upstream::{Lease, TargetState};
 
 /// How one upstream attempt goes out.
 // One lives per attempt inside `forward`'s future; boxing the request

@@ -10,9 +10,8 @@
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Uri, Version};
 
-use super::forward::Upstream;
 use super::ConnInfo;
-use super::{HeadFacts, Trail};
+use super::{HeadFacts, Trail, Upstream};
 use crate::body::RequestBody;
 use crate::http1::syntax::{HOP_BY_HOP, X_REQUEST_ID};
 use crate::trace;

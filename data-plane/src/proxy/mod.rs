@@ -54,9 +54,9 @@ pub use crate::http1::server::Served;
 pub use crate::http1::Limits;
 use crate::metrics::{AuthFailure, CacheStatus};
 use crate::router::{RouteError, RouteMatch};
+use crate::upstream::UpstreamPool;
 
 use facts::HeadFacts;
-use forward::Upstream;
 pub use headers::strip_hop_by_hop;
 use trail::Trail;
 
@@ -82,6 +82,16 @@ struct RequestCtx<'a> {
     /// The request's span, to note the API and route on
     /// (`Span::current` would look it up in the subscriber).
     span: &'a tracing::Span,
+}
+
+/// What `forward` needs besides the request: the request's context, and
+/// the route and target pool it matched.
+#[derive(Clone, Copy)]
+struct Upstream<'a> {
+    cx: RequestCtx<'a>,
+    host: &'a str,
+    matched: &'a RouteMatch,
+    pool: &'a Arc<UpstreamPool>,
 }
 
 /// Serve one request. Never fails: errors become responses.
