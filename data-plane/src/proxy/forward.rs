@@ -7,6 +7,8 @@
 //! idle timeout) back to the client.
 
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -44,6 +46,51 @@ struct Payload {
     buffered: Option<Bytes>,
     /// Streamed, once: for a single attempt through hyper_util's client.
     streaming: Option<ProxyBody>,
+    /// Set when the client's side of a streamed body failed (a malformed
+    /// chunked body, a hang-up): the send's failure is then the client's,
+    /// not the target's.
+    client_failed: Option<Arc<AtomicBool>>,
+}
+
+impl Payload {
+    fn client_failed_now(&self) -> bool {
+        self.client_failed
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Acquire))
+    }
+}
+
+/// A streamed request body that notes its own failure (see `Payload`).
+struct ClientBody<B> {
+    inner: B,
+    failed: Arc<AtomicBool>,
+}
+
+impl<B> http_body::Body for ClientBody<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, B::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Err(_))) = &polled {
+            self.failed.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 pub(super) async fn forward(
@@ -123,6 +170,10 @@ pub(super) async fn forward(
         let via = request.via(target, &mut payload, &mut fields, last)?;
         let outcome = pin!(request.send(up, target, via, &fields)).await;
         trail.upstream_us = Some(sent_at.elapsed().as_micros() as u64);
+        if outcome.is_err() && payload.client_failed_now() {
+            // Not the target's fault: no mark on its health or breaker.
+            return Err(ProxyError::BadFraming("malformed request body"));
+        }
         match judge(outcome, &lease, last) {
             Judged::Retry(e) => last_err = e,
             Judged::Fail(e) => return Err(e),
@@ -251,18 +302,26 @@ async fn read_body(
         return Ok(Payload {
             buffered: Some(Bytes::new()),
             streaming: None,
+            client_failed: None,
         });
     }
     if !keep {
+        let failed = Arc::new(AtomicBool::new(false));
+        let body = ClientBody {
+            inner: limited,
+            failed: failed.clone(),
+        };
         return Ok(Payload {
             buffered: None,
-            streaming: Some(body::boxed(limited)),
+            streaming: Some(body::boxed(body)),
+            client_failed: Some(failed),
         });
     }
     match limited.collect().await {
         Ok(c) => Ok(Payload {
             buffered: Some(c.to_bytes()),
             streaming: None,
+            client_failed: None,
         }),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ProxyError::PayloadTooLarge),
         Err(e) => {
