@@ -6,6 +6,10 @@
 //! documents (references, conflicts) live here and nowhere else. Persistence
 //! is the state machine's job (`raft::state_machine`), which writes the
 //! `Change`s that `apply` reports.
+//!
+//! A revision index ((revision, resource) of every live document and
+//! tombstone) makes "what changed since R", which every config stream asks
+//! after each write, cost in proportion to the answer, not to the state.
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -4,6 +4,11 @@
 //! The table is two persistent (`im`) maps, so a config change rebuilds only
 //! the APIs it touches and shares the rest with the table in force; readers
 //! keep using the old table until they drop it.
+//!
+//! Each host also counts its base paths per depth (segment count), so a
+//! lookup skips the path prefixes of depths no base path has, and skips
+//! the host lookup when no API names a host: most tables mount everything
+//! on a few shallow base paths.
 
 use std::sync::Arc;
 

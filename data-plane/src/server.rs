@@ -1,6 +1,19 @@
 //! Accepting client connections: TCP, optional TLS (ALPN h2/http1.1),
 //! HTTP/1.1 and HTTP/2 (h2c by prior knowledge) through hyper's auto
 //! builder, the framing guard, the idle timeout, and graceful shutdown.
+//!
+//! Thread per core, as nginx and pingora do: the accept task hands each
+//! connection to a worker thread in turn, and the worker runs it to the
+//! end on its own single-threaded runtime, with its own upstream pools, so
+//! a request never hops between threads. A plain-TCP connection starts on
+//! the fast path (`http1::server`) unless `--http1-engine hyper`; TLS and
+//! what the fast path hands over go to hyper behind the framing guard.
+//!
+//! One sweeper task per worker handles idle timeouts, drains and hard
+//! stops: it looks at its connections once per tick and gives each an
+//! order (one atomic, read when the connection's task is woken; the sweeper
+//! wakes it). A `select!` over timers and shutdown tokens in every
+//! connection would poll them all on every wake-up.
 
 use std::convert::Infallible;
 use std::future::Future;

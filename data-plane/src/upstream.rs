@@ -1,7 +1,12 @@
 //! Upstream targets of one API: load balancing, active health checks and a
 //! circuit breaker per target. Connections themselves are pooled elsewhere:
-//! plain HTTP/1.1 by each worker thread (`conn_pool`), the rest by the
+//! plain HTTP/1.1 by each worker thread (`http1::client`), the rest by the
 //! hyper_util clients (`Clients`), keyed by scheme and authority.
+//!
+//! The counters a pick reads and writes on every request (a target's
+//! in-flight count, the round-robin position) are kept per worker thread
+//! (`shard`): each worker keeps its own place in the cycle, so no cache
+//! line is shared between cores on the request path.
 //!
 //! A pool outlives config changes that leave its `upstream` block alone, so
 //! health and breaker state carry over; its health-check task ends when the

@@ -6,6 +6,10 @@
 //! payload (JSON of the revision and every resource). It is written to a
 //! temporary file, fsynced, and renamed over the old one, so a crash leaves
 //! either the old or the new snapshot, never a torn one.
+//!
+//! A background writer (`StateWriter`) coalesces: only the newest config
+//! is written, so a burst of updates costs one write and the config stream
+//! never waits on the disk.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

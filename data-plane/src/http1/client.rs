@@ -14,7 +14,15 @@
 //! no lock). A connection goes back to the list when its response body has
 //! been read to the end: the body carries it (`UpstreamBody`). A body
 //! dropped half read takes its connection with it, since nothing else could
-//! be sent on it.
+//! be sent on it. A pooled connection the target has closed is replaced
+//! before anything is written on it.
+//!
+//! Answers are framed per RFC 9112 (a length, chunked with trailers, until
+//! close, none for HEAD, 204 and 304); one that breaks it is a 502, or,
+//! mid-body, an answer cut short. A request body of up to 16 KiB goes out
+//! with its head in one write. Each connection keeps one deadline timer,
+//! reset for each request: moving a tokio timer later is one atomic store,
+//! where a new timer is a wheel insertion and removal.
 //!
 //! Streamed uploads, HTTPS targets, HTTP/2 (gRPC) and upgrades use
 //! `Clients` (hyper_util), which sends a body while it reads the answer.

@@ -3,10 +3,12 @@
 //!
 //! Most answers pass through the proxy untouched: hashing each field into a
 //! map, only for the client codec to write it out again, was 6 % of a
-//! proxied request's instructions. So the pooled HTTP/1.1 client (`conn_pool`)
+//! proxied request's instructions. So the pooled HTTP/1.1 client (`client`)
 //! leaves them as slices of the head it read, and they travel beside the
-//! response, whose map starts empty, as an [`Answer`]. (They used to ride
-//! in the response's extensions, which cost three allocations a request.)
+//! response, whose map starts empty, as an [`Answer`] (response and fields
+//! in one value, so the fields can neither outlive nor miss their
+//! response), from `forward` up to the server. (They used to ride in the
+//! response's extensions, which cost three allocations a request.)
 //! The rules:
 //!
 //! - A field in the map replaces the upstream's fields of that name, as
@@ -15,7 +17,7 @@
 //! - Anything that reads or merges the upstream's fields (the cache, CORS,
 //!   hyper's server) takes [`Answer::materialized`] first, which moves them
 //!   into the map under the same rule.
-//! - The fast HTTP/1.1 server (`h1`) writes them as they are
+//! - The fast HTTP/1.1 server (`server`) writes them as they are
 //!   ([`UpstreamFields::write`]).
 
 use std::ops::Range;

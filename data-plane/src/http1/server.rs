@@ -10,10 +10,11 @@
 //! body go out in one write.
 //!
 //! It takes only requests that pass the rules both engines share
-//! ([`check_head`]) in their simplest form: HTTP/1.1, origin-form target,
-//! exactly one Host, at most one Content-Length (digits, up to
-//! `SMALL_BODY`), no Transfer-Encoding, Upgrade or Expect, at most the
-//! limit's fields, a head that parses and fits. At the first request that
+//! ([`check_head`](super::syntax::check_head)) in their simplest form:
+//! HTTP/1.1, origin-form target, exactly one Host, at most one
+//! Content-Length (digits, up to `SMALL_BODY`), no Transfer-Encoding,
+//! Upgrade or Expect, at most the limit's fields, a head that parses and
+//! fits. At the first request that
 //! is anything else (HTTP/2's preface, HTTP/1.0, chunked or large uploads,
 //! WebSocket upgrades, every malformed or oversized head) it hands the
 //! connection to hyper, with the bytes read and not yet used, for the rest

@@ -18,6 +18,9 @@
 //!   epoch, sequence), one in flight at a time, retried until
 //!   acknowledged, so a batch is never counted twice and never skipped.
 //!   Graceful shutdown flushes; a crash loses at most one report interval.
+//! - **Memory**: a sweep each minute forgets the (key, plan) pairs no
+//!   request used since the last one, once forgetting changes nothing
+//!   (`evict_idle`); their unused quota units go back.
 
 pub mod gcra;
 pub mod link;

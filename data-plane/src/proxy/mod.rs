@@ -14,9 +14,9 @@
 //!  finish ─ metrics, access log (now, or when the body ends)  (trail.rs)
 //! ```
 //!
-//! Every phase gets the request's [`RequestCtx`] (the gateway, the
+//! Every phase gets the request's `RequestCtx` (the gateway, the
 //! connection, the limits, what the head said, the request id, the span),
-//! and writes what it learns in the request's [`Trail`]. Every response,
+//! and writes what it learns in the request's `Trail`. Every response,
 //! error or not, carries `x-request-id`; errors become responses in one
 //! place (`ProxyError::into_response`). Each phase runs in a debug-level
 //! `tracing` span under the `request` span, which joins the caller's W3C
