@@ -1,0 +1,11 @@
+//! One module per subcommand (its flags and body), plus the pieces several
+//! of them share, so that `main.rs` stays the thin dispatch.
+
+pub mod apply;
+pub mod control_plane;
+pub mod data_plane;
+pub mod dev;
+pub mod echo;
+pub mod lifecycle;
+pub mod secrets;
+pub mod tls;
