@@ -218,6 +218,15 @@ impl Upstream {
                 }
                 break;
             }
+            if target.contains("/gzip") {
+                // A body coded by the target (the bytes need not be real
+                // gzip for a proxy): the coding must reach the client.
+                let answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+                if s.write_all(answer).await.is_err() {
+                    break;
+                }
+                continue;
+            }
             if target.contains("/big") {
                 let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {BIG}\r\n\r\n");
                 if s.write_all(head.as_bytes()).await.is_err() {
@@ -503,7 +512,6 @@ struct Client {
 #[derive(Debug)]
 struct Resp {
     status: u16,
-    #[allow(dead_code)]
     headers: Vec<(String, String)>,
     body: Vec<u8>,
     /// The whole body came (by its length or chunked framing).
@@ -820,6 +828,41 @@ fn assert_clean_identity(seen: &Seen, case: &str) {
                 "{case}: {name}: {} reached the upstream",
                 String::from_utf8_lossy(value)
             );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_response_coding_besides_chunked_reaches_the_client() {
+    let h = Harness::start().await;
+    for engine in ENGINES {
+        for method in ["GET", "POST"] {
+            let mut c = Client::connect(h.addr(engine)).await;
+            let body = if method == "POST" {
+                "Content-Length: 0\r\n"
+            } else {
+                ""
+            };
+            c.send(
+                format!(
+                    "{method} /api/{}/gzip HTTP/1.1\r\nHost: x\r\n{body}\r\n",
+                    tag()
+                )
+                .as_bytes(),
+            )
+            .await;
+            let r = c.response().await.expect("an answer");
+            let case = format!("{engine:?} {method}");
+            assert_eq!(r.status, 200, "{case}");
+            let te: Vec<&str> = r
+                .headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"))
+                .map(|(_, v)| v.as_str())
+                .collect();
+            assert_eq!(te, vec!["gzip, chunked"], "{case}: {r:?}");
+            assert_eq!(r.body, b"hello", "{case}");
+            assert!(r.complete, "{case}");
         }
     }
 }
