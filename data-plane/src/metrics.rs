@@ -149,6 +149,11 @@ struct Counts {
     cache: [AtomicU64; 3],
     /// Unauthorized, forbidden.
     auth_failures: [AtomicU64; 2],
+    /// Function invocations (function routes), and those that failed
+    /// (function error, bad Invoke answer, unreadable result, timeout).
+    function_calls: AtomicU64,
+    function_errors: AtomicU64,
+    function_latency: Histogram,
 }
 
 impl RouteMetrics {
@@ -207,6 +212,16 @@ impl RouteMetrics {
             AuthFailure::Forbidden => 1,
         };
         self.counts.local().auth_failures[i].fetch_add(1, Relaxed);
+    }
+
+    /// One function invocation: how long it took, and whether it failed.
+    pub fn function_call(&self, us: u64, failed: bool) {
+        let c = self.counts.local();
+        c.function_calls.fetch_add(1, Relaxed);
+        if failed {
+            c.function_errors.fetch_add(1, Relaxed);
+        }
+        c.function_latency.observe_us(us);
     }
 
     /// Requests counted, all methods and statuses.
@@ -356,6 +371,39 @@ impl Metrics {
                         m.labels
                     );
                 }
+            }
+        }
+        for (name, help, pick) in [
+            (
+                "tollgate_function_invocations_total",
+                "Function invocations by API and route.",
+                (|c: &Counts| &c.function_calls) as fn(&Counts) -> &AtomicU64,
+            ),
+            (
+                "tollgate_function_errors_total",
+                "Function invocations that failed (function error, bad answer, timeout).",
+                |c: &Counts| &c.function_errors,
+            ),
+        ] {
+            family(out, name, "counter", help);
+            for m in &all {
+                let n = m.sum(pick);
+                if n > 0 {
+                    let _ = writeln!(out, "{name}{{{}}} {n}", m.labels);
+                }
+            }
+        }
+        let name = "tollgate_function_duration_seconds";
+        family(
+            out,
+            name,
+            "histogram",
+            "Time a function took to answer its invocation, by API and route.",
+        );
+        for m in &all {
+            let h = m.histogram(|c| &c.function_latency);
+            if h.count() > 0 {
+                h.render(out, name, &m.labels);
             }
         }
     }

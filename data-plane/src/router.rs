@@ -101,6 +101,15 @@ impl RouteMatch {
         &self.api.routes[self.route]
     }
 
+    /// The route's path parameters for a request to `path` (the one
+    /// matched), raw (not percent-decoded), in template order.
+    pub fn path_params<'a>(&'a self, path: &'a str) -> Vec<(&'a str, &'a str)> {
+        self.route()
+            .template
+            .matches(after_base(&self.api, path))
+            .unwrap_or_default()
+    }
+
     /// The path to send upstream (after the target's own path prefix),
     /// without the query, for a request to `path` (the one matched).
     pub fn upstream_path<'a>(&'a self, path: &'a str) -> &'a str {

@@ -167,6 +167,113 @@ pub struct Route {
     pub auth: Option<AuthPolicy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mock: Option<Mock>,
+    /// Invoke a function (the Lambda Invoke API) instead of an upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<Function>,
+}
+
+/// A function integration (contract §5.4): the gateway POSTs AWS's
+/// proxy-integration event to `{url}/2015-03-31/functions/{name}/invocations`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Function {
+    #[serde(default)]
+    pub url: String,
+    #[serde(default)]
+    pub name: String,
+    /// `"1.0"` (REST-style event) or `"2.0"` (HTTP-API-style event).
+    #[serde(default = "Function::default_payload")]
+    pub payload: String,
+    #[serde(default = "Function::default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Sign the Invoke call (AWS Signature Version 4), for real AWS Lambda.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sigv4: Option<SigV4>,
+}
+
+/// Where the data plane finds the credentials to sign with: the names of
+/// environment variables (never the secrets themselves).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigV4 {
+    pub region: String,
+    pub access_key_id_env: String,
+    pub secret_access_key_env: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_token_env: Option<String>,
+}
+
+impl SigV4 {
+    fn validate(&self) -> Result {
+        let region_ok = !self.region.is_empty()
+            && self
+                .region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !region_ok {
+            return Err(ValidationError::new("region", "must be an AWS region such as us-east-1"));
+        }
+        let envs = [
+            ("access_key_id_env", Some(&self.access_key_id_env)),
+            ("secret_access_key_env", Some(&self.secret_access_key_env)),
+            ("session_token_env", self.session_token_env.as_ref()),
+        ];
+        for (field, name) in envs {
+            let Some(name) = name else { continue };
+            let ok = name.bytes().next().is_some_and(|b| !b.is_ascii_digit())
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !ok {
+                return Err(ValidationError::new(
+                    field,
+                    "must name an environment variable ([A-Za-z_][A-Za-z0-9_]*)",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Function {
+    fn default_payload() -> String {
+        "2.0".to_string()
+    }
+    fn default_timeout_ms() -> u64 {
+        29_000
+    }
+
+    fn validate(&self) -> Result {
+        if self.url.is_empty() {
+            return Err(ValidationError::new("url", "required"));
+        }
+        validate::upstream_url("url", &self.url)?;
+        if self.name.is_empty() {
+            return Err(ValidationError::new("name", "required"));
+        }
+        let name_ok = self.name.len() <= 170
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_:.".contains(&b));
+        if !name_ok {
+            return Err(ValidationError::new(
+                "name",
+                "must be 1 to 170 of [A-Za-z0-9-_:.]",
+            ));
+        }
+        if self.payload != "1.0" && self.payload != "2.0" {
+            return Err(ValidationError::new(
+                "payload",
+                format!("{:?} must be \"1.0\" or \"2.0\"", self.payload),
+            ));
+        }
+        if !(1..=900_000).contains(&self.timeout_ms) {
+            return Err(ValidationError::new("timeout_ms", "must be 1 to 900000"));
+        }
+        if let Some(sig) = &self.sigv4 {
+            sig.validate().map_err(|e| e.within("sigv4"))?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -237,11 +344,11 @@ impl Api {
                 ));
             }
             seen.push(&r.id);
-            if r.mock.is_none() && self.upstream.is_none() {
+            if r.mock.is_none() && r.function.is_none() && self.upstream.is_none() {
                 return Err(ValidationError::new(
                     "upstream",
                     format!(
-                        "required: route {:?} has no mock, so the API needs an upstream",
+                        "required: route {:?} has no mock or function, so the API needs an upstream",
                         r.id
                     ),
                 ));
@@ -424,6 +531,9 @@ impl Route {
             if !(100..=599).contains(&m.status) {
                 return Err(ValidationError::new("mock.status", "must be 100 to 599"));
             }
+        }
+        if let Some(f) = &self.function {
+            f.validate().map_err(|e| e.within("function"))?;
         }
         Ok(())
     }

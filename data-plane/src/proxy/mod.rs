@@ -31,6 +31,7 @@
 mod cached;
 mod facts;
 mod forward;
+mod function;
 mod headers;
 mod trail;
 
@@ -224,6 +225,16 @@ async fn guarded(
         trail.identity = Some(identity);
         trail.rate = rate;
         return Ok(mock_response(mock).into());
+    }
+    if let Some(f) = &route.doc.function {
+        // Boxed: only function routes pay for its size.
+        let invoking = Box::pin(function::invoke(
+            cx, host, &matched, f, req, &identity, trail,
+        ));
+        let res = invoking.await;
+        trail.identity = Some(identity);
+        trail.rate = rate.filter(|_| res.is_ok());
+        return res.map(Into::into);
     }
     let pool = matched
         .api
