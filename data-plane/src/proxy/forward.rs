@@ -68,7 +68,7 @@ struct ClientBody<B> {
 
 impl<B> http_body::Body for ClientBody<B>
 where
-    B: http_body::Body<Data = Bytes> + Unpin,
+    B: http_body::Body<Data = Bytes, Error = crate::body::BoxError> + Unpin,
 {
     type Data = Bytes;
     type Error = B::Error;
@@ -78,8 +78,12 @@ where
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, B::Error>>> {
         let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
-        if let std::task::Poll::Ready(Some(Err(_))) = &polled {
-            self.failed.store(true, Ordering::Release);
+        // Over the body limit is not a broken body: that stays a 413
+        // (`judge` finds the limit's error in the send's).
+        if let std::task::Poll::Ready(Some(Err(e))) = &polled {
+            if !e.is::<http_body_util::LengthLimitError>() {
+                self.failed.store(true, Ordering::Release);
+            }
         }
         polled
     }
