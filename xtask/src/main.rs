@@ -8,6 +8,7 @@ mod bench_limits;
 mod bench_proxy;
 mod chart;
 mod cluster;
+mod fuzz;
 
 use std::process::Command;
 
@@ -36,6 +37,13 @@ enum Task {
     /// Print performance figures.
     #[command(subcommand)]
     Bench(Bench),
+    /// Fuzz the HTTP/1 framing guard against a strict reference parser
+    /// (cargo fuzz on nightly; a stable random-input loop without it).
+    Fuzz {
+        /// Seconds of fuzzing.
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+        seconds: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -83,6 +91,7 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Chart => chart::run(),
         Task::Cluster { action } => cluster::run(action),
+        Task::Fuzz { seconds } => fuzz::run(seconds),
         Task::Bench(Bench::ControlPlane { seconds }) => bench::control_plane(seconds),
         Task::Bench(Bench::Proxy { seconds, rounds }) => bench_proxy::run(seconds, rounds),
         Task::Bench(Bench::Limits { seconds }) => bench_limits::run(seconds),
