@@ -86,8 +86,9 @@ enum State {
     ChunkData(u64),
     /// The CRLF after a chunk's data: how many of its bytes are still due.
     ChunkDataEnd(u8),
-    /// Trailer lines: bytes of the current line.
-    Trailers(usize),
+    /// Trailer lines: bytes of the current line (its CR not counted), and
+    /// whether the last byte was that CR.
+    Trailers(usize, bool),
     /// Not HTTP/1 any more: HTTP/2's preface, or upgraded.
     Off,
     /// Could not follow the framing; see `Verdicts::lost`.
@@ -100,6 +101,8 @@ struct ChunkLine {
     digits: u32,
     /// Past the size: whitespace or an extension.
     past_size: bool,
+    /// The last byte was CR: hyper ends chunk lines only at CRLF.
+    cr: bool,
 }
 
 pub struct FramingGuard {
@@ -209,7 +212,7 @@ impl FramingGuard {
                     Some(used) => &data[used..],
                     None => return,
                 },
-                State::Trailers(_) => match self.trailers(data) {
+                State::Trailers(..) => match self.trailers(data) {
                     Some(used) => &data[used..],
                     None => return,
                 },
@@ -277,14 +280,22 @@ impl FramingGuard {
             return None;
         };
         for (i, &b) in data.iter().enumerate() {
+            // Lines end at CRLF only, as hyper reads them; a bare LF or a
+            // CR inside the line would make the two disagree.
+            let after_cr = std::mem::replace(&mut line.cr, b == b'\r');
+            if (b == b'\n') != after_cr {
+                self.lose();
+                return None;
+            }
             match b {
                 b'\n' => {
+                    // A bare LF: hyper refuses it; never guess past it.
                     if line.digits == 0 {
                         self.lose();
                         return None;
                     }
                     self.state = match line.size {
-                        0 => State::Trailers(0),
+                        0 => State::Trailers(0, false),
                         n => State::ChunkData(n),
                     };
                     return Some(i + 1);
@@ -326,20 +337,32 @@ impl FramingGuard {
         None
     }
 
-    /// Read trailer lines up to the empty line that ends the body.
+    /// Read trailer lines up to the empty line that ends the body. Lines
+    /// end at CRLF only, as hyper reads them: at a bare LF the two would
+    /// disagree on where the body ends, so the guard is lost instead.
     fn trailers(&mut self, data: &[u8]) -> Option<usize> {
-        let State::Trailers(line) = &mut self.state else {
+        let State::Trailers(line, cr) = &mut self.state else {
             return None;
         };
         for (i, &b) in data.iter().enumerate() {
+            let after_cr = std::mem::replace(cr, b == b'\r');
             match b {
+                b'\n' if !after_cr => {
+                    self.lose();
+                    return None;
+                }
                 b'\n' if *line == 0 => {
                     self.state = State::Head(Vec::new());
                     return Some(i + 1);
                 }
                 b'\n' => *line = 0,
-                b'\r' if *line == 0 => {}
+                b'\r' => {}
                 _ => {
+                    if after_cr {
+                        // A CR inside a line: not a line ending.
+                        self.lose();
+                        return None;
+                    }
                     *line += 1;
                     self.meta += 1;
                     if self.meta > MAX_CHUNK_META {
@@ -524,6 +547,38 @@ mod tests {
         g.feed(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n");
         assert_eq!(v.take(), Ok(()));
         assert!(v.take().is_err());
+    }
+
+    #[test]
+    fn bare_lf_in_chunk_lines_and_trailers_loses_the_guard() {
+        // hyper reads `0\r\n\n` as a trailer line still open, so what
+        // follows is not a request to it: the guard must not judge it as
+        // one (found by the fuzz target).
+        let head = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for body in [
+            &b"0\r\n\n"[..],
+            b"5\nhello\r\n0\r\n\r\n",
+            b"0\r\nX: 1\n\r\n",
+        ] {
+            let msg = [
+                &head[..],
+                body,
+                b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+            ]
+            .concat();
+            let (v, lost) = every_split(&msg);
+            assert_eq!(v, vec![Ok(())], "{:?}", String::from_utf8_lossy(body));
+            assert!(lost);
+        }
+        let (v, lost) = every_split(
+            &[
+                &head[..],
+                b"0\r\nX: 1\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            ]
+            .concat(),
+        );
+        assert_eq!(v, vec![Ok(()), Ok(())]);
+        assert!(!lost);
     }
 
     #[test]
