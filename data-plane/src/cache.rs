@@ -50,10 +50,19 @@ pub struct CachedResponse {
     pub body: Bytes,
     pub stored_at: Instant,
     pub ttl: Duration,
+    /// How long past `ttl` the entry is kept, to be served only when the
+    /// upstream fails (`cache.stale_if_error_s`).
+    pub stale_for: Duration,
     weight: u32,
 }
 
 impl CachedResponse {
+    /// Within its TTL: a hit. Past it (kept for `stale_for`), only a
+    /// stand-in for a failed upstream.
+    pub fn is_fresh(&self) -> bool {
+        self.stored_at.elapsed() < self.ttl
+    }
+
     /// The response to send: a copy of the stored one, with `Age` on a hit.
     pub fn respond(&self, hit: bool) -> Response<ProxyBody> {
         let body = if self.body.is_empty() {
@@ -83,7 +92,7 @@ impl moka::Expiry<Arc<str>, Arc<CachedResponse>> for ByTtl {
         v: &Arc<CachedResponse>,
         _: std::time::Instant,
     ) -> Option<Duration> {
-        Some(v.ttl)
+        Some(v.ttl + v.stale_for)
     }
 
     fn expire_after_update(
@@ -93,7 +102,7 @@ impl moka::Expiry<Arc<str>, Arc<CachedResponse>> for ByTtl {
         _: std::time::Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        Some(v.ttl)
+        Some(v.ttl + v.stale_for)
     }
 }
 
@@ -421,6 +430,10 @@ pub async fn collect(
         body,
         stored_at: Instant::now(),
         ttl,
+        stale_for: Duration::from_secs(
+            cfg.stale_if_error_s
+                .min(tollgate_model::docs::CacheConfig::MAX_STALE_IF_ERROR_S),
+        ),
         weight,
     }))
 }
@@ -640,6 +653,7 @@ mod tests {
                 body,
                 stored_at: Instant::now(),
                 ttl: Duration::from_secs(60),
+                stale_for: Duration::ZERO,
             });
             cache.insert(format!("api\n{i}").into(), entry).await;
         }

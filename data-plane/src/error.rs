@@ -23,6 +23,10 @@ pub enum ProxyError {
     /// CORS preflight refused.
     #[error("forbidden")]
     Forbidden,
+    /// A request authorizer failed (error, timeout, unreadable answer):
+    /// 500, never a pass.
+    #[error("request authorizer failed")]
+    AuthorizerFailed,
     /// The key's throttle refused the request (429 with `Retry-After`).
     #[error("throttled")]
     Throttled {
@@ -73,6 +77,9 @@ impl ProxyError {
             }
             ProxyError::Unauthorized => (StatusCode::UNAUTHORIZED, "Unauthorized"),
             ProxyError::Forbidden => (StatusCode::FORBIDDEN, "Forbidden"),
+            ProxyError::AuthorizerFailed => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+            }
             ProxyError::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests"),
             ProxyError::QuotaExceeded => (StatusCode::TOO_MANY_REQUESTS, "Limit Exceeded"),
             ProxyError::PayloadTooLarge => {
@@ -107,6 +114,7 @@ impl ProxyError {
             ProxyError::MethodNotAllowed { .. } => "method_not_allowed",
             ProxyError::Unauthorized => "unauthorized",
             ProxyError::Forbidden => "forbidden",
+            ProxyError::AuthorizerFailed => "authorizer_failed",
             ProxyError::Throttled { .. } => "throttled",
             ProxyError::QuotaExceeded => "quota_exceeded",
             ProxyError::PayloadTooLarge => "body_too_large",

@@ -110,6 +110,8 @@ pub enum CacheStatus {
     Hit,
     Miss,
     Bypass,
+    /// A stale entry served because the upstream failed.
+    Stale,
 }
 
 impl CacheStatus {
@@ -118,6 +120,7 @@ impl CacheStatus {
             CacheStatus::Hit => "Hit",
             CacheStatus::Miss => "Miss",
             CacheStatus::Bypass => "Bypass",
+            CacheStatus::Stale => "Stale",
         }
     }
 }
@@ -145,8 +148,10 @@ struct Counts {
     upstream_latency: Histogram,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
-    /// Hit, miss, bypass.
-    cache: [AtomicU64; 3],
+    /// Hit, miss, bypass, stale.
+    cache: [AtomicU64; 4],
+    /// Fallback answers served instead of an upstream failure.
+    fallbacks: AtomicU64,
     /// Unauthorized, forbidden.
     auth_failures: [AtomicU64; 2],
     /// Function invocations (function routes), and those that failed
@@ -202,8 +207,13 @@ impl RouteMetrics {
             CacheStatus::Hit => 0,
             CacheStatus::Miss => 1,
             CacheStatus::Bypass => 2,
+            CacheStatus::Stale => 3,
         };
         self.counts.local().cache[i].fetch_add(1, Relaxed);
+    }
+
+    pub fn fallback(&self) {
+        self.counts.local().fallbacks.fetch_add(1, Relaxed);
     }
 
     pub fn auth_failure(&self, f: AuthFailure) {
@@ -341,10 +351,10 @@ impl Metrics {
             out,
             "tollgate_cache_requests_total",
             "counter",
-            "Requests on cached routes by cache result (hit, miss, bypass).",
+            "Requests on cached routes by cache result (hit, miss, bypass, stale).",
         );
         for m in &all {
-            for (i, result) in ["hit", "miss", "bypass"].iter().enumerate() {
+            for (i, result) in ["hit", "miss", "bypass", "stale"].iter().enumerate() {
                 let n = m.sum(|c| &c.cache[i]);
                 if n > 0 {
                     let _ = writeln!(
@@ -353,6 +363,18 @@ impl Metrics {
                         m.labels
                     );
                 }
+            }
+        }
+        family(
+            out,
+            "tollgate_fallbacks_total",
+            "counter",
+            "Fallback answers served instead of an upstream failure.",
+        );
+        for m in &all {
+            let n = m.sum(|c| &c.fallbacks);
+            if n > 0 {
+                let _ = writeln!(out, "tollgate_fallbacks_total{{{}}} {n}", m.labels);
             }
         }
         family(
@@ -487,5 +509,107 @@ mod tests {
         assert_eq!(escape("a\"b\\c"), "a\\\"b\\\\c");
         let m = RouteMetrics::new("a\"", "r");
         assert_eq!(m.labels, "api=\"a\\\"\",route=\"r\"");
+    }
+}
+
+/// One request authorizer's counters: calls to its endpoint (and those
+/// that failed), answers served from its cache, denies, call latency.
+/// Labelled by authorizer id only.
+pub struct AuthorizerMetrics {
+    /// `authorizer="…"`, rendered once.
+    labels: String,
+    counts: Sharded<AuthorizerCounts>,
+}
+
+#[derive(Default)]
+struct AuthorizerCounts {
+    calls: AtomicU64,
+    errors: AtomicU64,
+    cache_hits: AtomicU64,
+    denies: AtomicU64,
+    latency: Histogram,
+}
+
+/// A counter family: its name, its help, and where each copy keeps it.
+type CounterFamily<C> = (&'static str, &'static str, fn(&C) -> &AtomicU64);
+
+impl AuthorizerMetrics {
+    pub fn new(id: &str) -> Self {
+        Self {
+            labels: format!("authorizer=\"{}\"", escape(id)),
+            counts: Sharded::default(),
+        }
+    }
+
+    /// One call to the endpoint: how long it took, and whether it failed.
+    pub fn call(&self, us: u64, failed: bool) {
+        let c = self.counts.local();
+        c.calls.fetch_add(1, Relaxed);
+        if failed {
+            c.errors.fetch_add(1, Relaxed);
+        }
+        c.latency.observe_us(us);
+    }
+
+    pub fn cache_hit(&self) {
+        self.counts.local().cache_hits.fetch_add(1, Relaxed);
+    }
+
+    pub fn deny(&self) {
+        self.counts.local().denies.fetch_add(1, Relaxed);
+    }
+
+    fn sum(&self, counter: impl Fn(&AuthorizerCounts) -> &AtomicU64) -> u64 {
+        self.counts.iter().map(|c| counter(c).load(Relaxed)).sum()
+    }
+
+    /// Calls to the endpoint so far.
+    pub fn calls(&self) -> u64 {
+        self.sum(|c| &c.calls)
+    }
+
+    /// The families of every request authorizer in `all`.
+    pub fn render<'a>(out: &mut String, all: impl Iterator<Item = &'a AuthorizerMetrics> + Clone) {
+        let counters: [CounterFamily<AuthorizerCounts>; 4] = [
+            (
+                "tollgate_authorizer_calls_total",
+                "Calls to a request authorizer's endpoint.",
+                |c| &c.calls,
+            ),
+            (
+                "tollgate_authorizer_errors_total",
+                "Authorizer calls that failed (error, timeout, unreadable answer).",
+                |c| &c.errors,
+            ),
+            (
+                "tollgate_authorizer_cache_hits_total",
+                "Requests a request authorizer decided from its cache.",
+                |c| &c.cache_hits,
+            ),
+            (
+                "tollgate_authorizer_denies_total",
+                "Requests a request authorizer denied (403).",
+                |c| &c.denies,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            family(out, name, "counter", help);
+            for m in all.clone() {
+                let _ = writeln!(out, "{name}{{{}}} {}", m.labels, m.sum(counter));
+            }
+        }
+        let name = "tollgate_authorizer_duration_seconds";
+        family(
+            out,
+            name,
+            "histogram",
+            "Time a request authorizer's endpoint took to answer.",
+        );
+        for m in all {
+            let h = Histogram::total(m.counts.iter().map(|c| &c.latency));
+            if h.count() > 0 {
+                h.render(out, name, &m.labels);
+            }
+        }
     }
 }

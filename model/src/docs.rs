@@ -40,6 +40,11 @@ pub struct Api {
     /// as framing or as the gateway's own fields are dropped either way.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_underscore_headers: bool,
+    /// Answers instead of 502/503/504 when the upstream fails (connect
+    /// error, 5xx, timeout, breaker open; after the retries), marked
+    /// `x-tollgate-fallback: 1`. Same shape as a mock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<Mock>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -167,6 +172,10 @@ pub struct Route {
     pub auth: Option<AuthPolicy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mock: Option<Mock>,
+    /// Answers instead of 502/503/504 when the upstream fails; the API's
+    /// when the route has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<Mock>,
     /// Invoke a function (the Lambda Invoke API) instead of an upstream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub function: Option<Function>,
@@ -211,7 +220,10 @@ impl SigV4 {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if !region_ok {
-            return Err(ValidationError::new("region", "must be an AWS region such as us-east-1"));
+            return Err(ValidationError::new(
+                "region",
+                "must be an AWS region such as us-east-1",
+            ));
         }
         let envs = [
             ("access_key_id_env", Some(&self.access_key_id_env)),
@@ -287,10 +299,15 @@ pub struct CacheConfig {
     pub shared: bool,
     #[serde(default, skip_serializing_if = "is_default")]
     pub allow_client_invalidation: bool,
+    /// For this long past its TTL an entry is kept, and served (`x-cache:
+    /// Stale`) when the upstream fails, before any fallback.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub stale_if_error_s: u64,
 }
 
 impl CacheConfig {
     pub const MAX_TTL_S: u64 = 3600;
+    pub const MAX_STALE_IF_ERROR_S: u64 = 86_400;
     fn default_ttl_s() -> u64 {
         300
     }
@@ -311,6 +328,26 @@ impl Mock {
     fn default_status() -> u16 {
         200
     }
+
+    /// A status the gateway can send, and header fields that are valid.
+    fn validate(&self) -> Result {
+        if !(100..=599).contains(&self.status) {
+            return Err(ValidationError::new("status", "must be 100 to 599"));
+        }
+        for name in self.headers.keys() {
+            let token = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !token {
+                return Err(ValidationError::new(
+                    format!("headers.{name}"),
+                    "is not a valid header name",
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Api {
@@ -327,6 +364,9 @@ impl Api {
         self.auth.validate().map_err(|e| e.within("auth"))?;
         if let Some(cors) = &self.cors {
             cors.validate().map_err(|e| e.within("cors"))?;
+        }
+        if let Some(f) = &self.fallback {
+            f.validate().map_err(|e| e.within("fallback"))?;
         }
         for (list, name) in [(&self.ip_allow, "ip_allow"), (&self.ip_deny, "ip_deny")] {
             for (i, c) in list.iter().enumerate() {
@@ -527,13 +567,22 @@ impl Route {
         if let Some(a) = &self.auth {
             a.validate().map_err(|e| e.within("auth"))?;
         }
-        if let Some(m) = &self.mock {
-            if !(100..=599).contains(&m.status) {
-                return Err(ValidationError::new("mock.status", "must be 100 to 599"));
+        if let Some(c) = &self.cache {
+            if c.stale_if_error_s > CacheConfig::MAX_STALE_IF_ERROR_S {
+                return Err(ValidationError::new(
+                    "cache.stale_if_error_s",
+                    "must be at most 86400",
+                ));
             }
+        }
+        if let Some(m) = &self.mock {
+            m.validate().map_err(|e| e.within("mock"))?;
         }
         if let Some(f) = &self.function {
             f.validate().map_err(|e| e.within("function"))?;
+        }
+        if let Some(f) = &self.fallback {
+            f.validate().map_err(|e| e.within("fallback"))?;
         }
         Ok(())
     }
@@ -545,6 +594,11 @@ impl Route {
 #[serde(deny_unknown_fields)]
 pub struct Authorizer {
     pub id: String,
+    /// `jwt` (the default) or `request` (contract §5.4).
+    #[serde(default, rename = "type", skip_serializing_if = "is_default")]
+    pub kind: AuthorizerType,
+    /// JWT: the required `iss`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub issuer: String,
     #[serde(default)]
     pub audiences: Vec<String>,
@@ -556,6 +610,7 @@ pub struct Authorizer {
     /// Shared secret for HS256/384/512; only inline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub algorithms: Vec<String>,
     /// Claims passed upstream as headers: claim name -> header name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -563,6 +618,65 @@ pub struct Authorizer {
     /// Forward the `Authorization` header upstream (off by default).
     #[serde(default, skip_serializing_if = "is_default")]
     pub forward_authorization: bool,
+    /// Request authorizer: where the 2.0 REQUEST event is POSTed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Request authorizer: `header:NAME`, `query:NAME`, `path:NAME`; all
+    /// must be present, else 401 without a call.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identity_sources: Vec<String>,
+    /// Request authorizer: how long answers (allow and deny) are cached,
+    /// 0..=3600 (default 300; 0 = no cache).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_s: Option<u64>,
+    /// Request authorizer: how long a call may take (default 3000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Request authorizer: the answer's shape.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub response: AuthorizerResponse,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthorizerType {
+    #[default]
+    Jwt,
+    Request,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthorizerResponse {
+    /// `{isAuthorized, context}`.
+    #[default]
+    Simple,
+    /// `{principalId, policyDocument, context, usageIdentifierKey}`.
+    Policy,
+}
+
+/// Where a request authorizer reads one identity value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentitySource<'a> {
+    Header(&'a str),
+    Query(&'a str),
+    Path(&'a str),
+}
+
+impl<'a> IdentitySource<'a> {
+    /// `header:NAME`, `query:NAME` or `path:NAME` (NAME not empty).
+    pub fn parse(s: &'a str) -> Option<Self> {
+        let (kind, name) = s.split_once(':')?;
+        if name.is_empty() || name.contains(char::is_whitespace) {
+            return None;
+        }
+        match kind {
+            "header" => Some(Self::Header(name)),
+            "query" => Some(Self::Query(name)),
+            "path" => Some(Self::Path(name)),
+            _ => None,
+        }
+    }
 }
 
 pub const JWT_ALGORITHMS: [&str; 12] = [
@@ -571,8 +685,88 @@ pub const JWT_ALGORITHMS: [&str; 12] = [
 ];
 
 impl Authorizer {
+    pub const DEFAULT_TTL_S: u64 = 300;
+    pub const MAX_TTL_S: u64 = 3600;
+    pub const DEFAULT_TIMEOUT_MS: u64 = 3000;
+
+    /// A request authorizer's cache time (default 300 s).
+    pub fn ttl_s(&self) -> u64 {
+        self.ttl_s.unwrap_or(Self::DEFAULT_TTL_S)
+    }
+
+    /// A request authorizer's call timeout (default 3 s).
+    pub fn timeout_ms(&self) -> u64 {
+        self.timeout_ms.unwrap_or(Self::DEFAULT_TIMEOUT_MS)
+    }
+
     pub fn validate(&self) -> Result {
         validate::id("id", &self.id)?;
+        match self.kind {
+            AuthorizerType::Jwt => self.validate_jwt(),
+            AuthorizerType::Request => self.validate_request(),
+        }
+    }
+
+    fn validate_request(&self) -> Result {
+        let jwt_only = [
+            ("issuer", !self.issuer.is_empty()),
+            ("audiences", !self.audiences.is_empty()),
+            ("jwks_uri", self.jwks_uri.is_some()),
+            ("jwks", self.jwks.is_some()),
+            ("secret", self.secret.is_some()),
+            ("algorithms", !self.algorithms.is_empty()),
+            ("claims_to_headers", !self.claims_to_headers.is_empty()),
+        ];
+        if let Some((field, _)) = jwt_only.iter().find(|(_, set)| *set) {
+            return Err(ValidationError::new(
+                *field,
+                "only for JWT authorizers (type: jwt)",
+            ));
+        }
+        let Some(endpoint) = &self.endpoint else {
+            return Err(ValidationError::new(
+                "endpoint",
+                "required for a request authorizer",
+            ));
+        };
+        validate::upstream_url("endpoint", endpoint)?;
+        if self.identity_sources.is_empty() {
+            return Err(ValidationError::new(
+                "identity_sources",
+                "at least one identity source is required",
+            ));
+        }
+        for (i, s) in self.identity_sources.iter().enumerate() {
+            if IdentitySource::parse(s).is_none() {
+                return Err(ValidationError::new(
+                    format!("identity_sources[{i}]"),
+                    format!("{s:?} must be header:NAME, query:NAME or path:NAME"),
+                ));
+            }
+        }
+        if self.ttl_s() > Self::MAX_TTL_S {
+            return Err(ValidationError::new("ttl_s", "must be 0 to 3600"));
+        }
+        if !(1..=300_000).contains(&self.timeout_ms()) {
+            return Err(ValidationError::new("timeout_ms", "must be 1 to 300000"));
+        }
+        Ok(())
+    }
+
+    fn validate_jwt(&self) -> Result {
+        let request_only = [
+            ("endpoint", self.endpoint.is_some()),
+            ("identity_sources", !self.identity_sources.is_empty()),
+            ("ttl_s", self.ttl_s.is_some()),
+            ("timeout_ms", self.timeout_ms.is_some()),
+            ("response", self.response != AuthorizerResponse::Simple),
+        ];
+        if let Some((field, _)) = request_only.iter().find(|(_, set)| *set) {
+            return Err(ValidationError::new(
+                *field,
+                "only for request authorizers (type: request)",
+            ));
+        }
         validate::non_empty("issuer", &self.issuer)?;
         if self.algorithms.is_empty() {
             return Err(ValidationError::new(
@@ -819,5 +1013,99 @@ mod tests {
         let r: std::result::Result<Api, _> =
             serde_json::from_value(serde_json::json!({"id":"a","base_path":"/","bogus":1}));
         assert!(r.unwrap_err().to_string().contains("bogus"));
+    }
+}
+
+#[cfg(test)]
+mod request_authorizer_tests {
+    use super::*;
+
+    fn doc(changes: serde_json::Value) -> Authorizer {
+        let mut base = serde_json::json!({"id": "custom", "type": "request",
+            "endpoint": "http://authz:9000/authorize",
+            "identity_sources": ["header:authorization", "query:token", "path:id"]});
+        for (k, v) in changes.as_object().unwrap() {
+            base[k] = v.clone();
+        }
+        serde_json::from_value(base).unwrap()
+    }
+
+    fn field(changes: serde_json::Value) -> String {
+        doc(changes).validate().unwrap_err().field
+    }
+
+    #[test]
+    fn defaults_and_a_valid_document() {
+        let a = doc(serde_json::json!({}));
+        a.validate().unwrap();
+        assert_eq!(a.kind, AuthorizerType::Request);
+        assert_eq!((a.ttl_s(), a.timeout_ms()), (300, 3000));
+        assert_eq!(a.response, AuthorizerResponse::Simple);
+        let p = doc(serde_json::json!({"response": "policy", "ttl_s": 0}));
+        p.validate().unwrap();
+        assert_eq!(p.response, AuthorizerResponse::Policy);
+        doc(serde_json::json!({"ttl_s": 3600, "endpoint": "https://a.example/x"}))
+            .validate()
+            .unwrap();
+        // Round trip: defaults are not written back.
+        let text = serde_json::to_string(&a).unwrap();
+        assert!(
+            !text.contains("ttl_s") && !text.contains("issuer"),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<Authorizer>(&text).unwrap(), a);
+    }
+
+    #[test]
+    fn each_error_names_its_field() {
+        use serde_json::json;
+        assert_eq!(field(json!({"endpoint": "ftp://authz/x"})), "endpoint");
+        assert_eq!(field(json!({"endpoint": "authz:9000"})), "endpoint");
+        assert_eq!(field(json!({"endpoint": null})), "endpoint");
+        assert_eq!(field(json!({"ttl_s": 3601})), "ttl_s");
+        assert_eq!(field(json!({"timeout_ms": 0})), "timeout_ms");
+        assert_eq!(field(json!({"identity_sources": []})), "identity_sources");
+        for bad in ["cookie:x", "header:", "authorization", "query: t"] {
+            assert_eq!(
+                field(json!({"identity_sources": ["header:a", bad]})),
+                "identity_sources[1]",
+                "{bad}"
+            );
+        }
+        assert_eq!(field(json!({"issuer": "https://i"})), "issuer");
+        assert_eq!(field(json!({"algorithms": ["RS256"]})), "algorithms");
+        // An unknown type or response does not parse (400 naming it).
+        for (k, v) in [("type", "lambda"), ("response", "iam")] {
+            let mut d = serde_json::to_value(doc(json!({}))).unwrap();
+            d[k] = v.into();
+            let e = serde_json::from_value::<Authorizer>(d).unwrap_err();
+            assert!(e.to_string().contains(v), "{e}");
+        }
+        // JWT authorizers refuse the request authorizer's fields.
+        let jwt: Authorizer = serde_json::from_value(json!({"id": "j", "issuer": "https://i",
+            "algorithms": ["HS256"], "secret": "s", "ttl_s": 5}))
+        .unwrap();
+        assert_eq!(jwt.validate().unwrap_err().field, "ttl_s");
+        let jwt: Authorizer =
+            serde_json::from_value(json!({"id": "j", "algorithms": ["HS256"], "secret": "s"}))
+                .unwrap();
+        assert_eq!(jwt.validate().unwrap_err().field, "issuer");
+    }
+
+    #[test]
+    fn identity_sources_parse() {
+        assert_eq!(
+            IdentitySource::parse("header:Authorization"),
+            Some(IdentitySource::Header("Authorization"))
+        );
+        assert_eq!(
+            IdentitySource::parse("query:t"),
+            Some(IdentitySource::Query("t"))
+        );
+        assert_eq!(
+            IdentitySource::parse("path:id"),
+            Some(IdentitySource::Path("id"))
+        );
+        assert_eq!(IdentitySource::parse("body:x"), None);
     }
 }

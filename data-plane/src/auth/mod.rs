@@ -7,7 +7,9 @@
 //! 2. IP allow/deny lists of the API (`AuthIndex::check_ip`), 403;
 //! 3. the route's auth policy (`AuthIndex::authenticate`): the API key
 //!    (403 when refused), then the JWT (401 when refused, 403 when a scope
-//!    is missing);
+//!    is missing) or the request authorizer (`request`: 401 when an
+//!    identity source is missing, 403 when denied, 500 when it fails; its
+//!    `usageIdentifierKey` then chooses the key whose plans apply);
 //! 4. `prepare_upstream_headers` removes what the client may not say about
 //!    itself (`x-tollgate-*`, mapped claim headers) and adds the identity.
 //!
@@ -19,6 +21,7 @@ pub mod ip;
 pub mod jwks;
 pub mod jwt;
 pub mod keys;
+pub mod request;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use tollgate_model::docs::{Api, Route};
+use tollgate_model::docs::{Api, AuthorizerType, Route};
 use tollgate_model::{ConfigDelta, Resource, ResourceKind};
 
 use crate::error::ProxyError;
@@ -100,6 +103,7 @@ pub struct AuthContext<'a> {
 pub struct AuthIndex {
     pub keys: KeyIndex,
     authorizers: crate::ImMap<String, Arc<CompiledAuthorizer>>,
+    request_authorizers: crate::ImMap<String, Arc<request::RequestAuthorizer>>,
     ip_rules: crate::ImMap<String, Arc<ip::IpRules>>,
 }
 
@@ -125,6 +129,7 @@ impl AuthIndex {
                     ResourceKind::Settings => out.keys.set_secret(None),
                     ResourceKind::Authorizer => {
                         out.authorizers.remove(id);
+                        out.request_authorizers.remove(id);
                     }
                     ResourceKind::Api => {
                         out.ip_rules.remove(id);
@@ -138,7 +143,25 @@ impl AuthIndex {
                 Resource::ApiKey(k) => out.keys.upsert_key(k),
                 Resource::UsagePlan(p) => out.keys.upsert_plan(p),
                 Resource::Settings(s) => out.keys.set_secret(Some(&s.key_hash_secret)),
+                Resource::Authorizer(a) if a.kind == AuthorizerType::Request => {
+                    out.authorizers.remove(&a.id);
+                    let previous = self.request_authorizers.get(&a.id);
+                    if let Some(same) = previous.filter(|p| p.doc == *a) {
+                        // Unchanged: kept with its answer cache.
+                        out.request_authorizers.insert(a.id.clone(), same.clone());
+                        continue;
+                    }
+                    let compiled = request::RequestAuthorizer::compile(
+                        a,
+                        previous.map(Arc::as_ref),
+                        ctx.client,
+                    )
+                    .map_err(|e| format!("authorizer {:?}: {e}", a.id))?;
+                    out.request_authorizers
+                        .insert(a.id.clone(), Arc::new(compiled));
+                }
                 Resource::Authorizer(a) => {
+                    out.request_authorizers.remove(&a.id);
                     let previous = self.authorizers.get(&a.id);
                     if let Some(same) = previous.filter(|p| p.doc == *a) {
                         // Unchanged (a full resync): keep it whole, with its
@@ -171,6 +194,21 @@ impl AuthIndex {
         self.authorizers.get(id)
     }
 
+    /// A request authorizer (`type: request`) by id.
+    pub fn request_authorizer(&self, id: &str) -> Option<&Arc<request::RequestAuthorizer>> {
+        self.request_authorizers.get(id)
+    }
+
+    /// The metric families of the request authorizers in force.
+    pub fn render_metrics(&self, out: &mut String) {
+        let all: Vec<&crate::metrics::AuthorizerMetrics> = self
+            .request_authorizers
+            .values()
+            .map(|a| a.metrics.as_ref())
+            .collect();
+        crate::metrics::AuthorizerMetrics::render(out, all.into_iter());
+    }
+
     /// The API's IP allow and deny lists (403).
     pub fn check_ip(&self, api: &str, ip: IpAddr) -> Result<(), ProxyError> {
         match self.ip_rules.get(api) {
@@ -186,13 +224,17 @@ impl AuthIndex {
     /// own) to a request's headers.
     pub async fn authenticate(
         &self,
-        api: &Api,
-        route: &Route,
-        headers: &HeaderMap,
+        facts: &request::RequestFacts<'_>,
     ) -> Result<Identity, ProxyError> {
+        let (api, route, headers) = (facts.api, facts.route, facts.headers);
         let policy = route.auth_policy(api);
         let mut identity = self.authenticate_key(api, route, headers)?;
         if let Some(authorizer_id) = &policy.authorizer {
+            if let Some(authorizer) = self.request_authorizers.get(authorizer_id) {
+                self.authorize_request(authorizer, facts, &mut identity)
+                    .await?;
+                return Ok(identity);
+            }
             let Some(authorizer) = self.authorizers.get(authorizer_id) else {
                 tracing::error!(api = %api.id, authorizer = %authorizer_id, "the route's authorizer is not in the config");
                 return Err(ProxyError::Unauthorized);
@@ -225,6 +267,50 @@ impl AuthIndex {
             });
         }
         Ok(identity)
+    }
+
+    /// A request authorizer's verdict on the request; with a grant, the
+    /// principal, the context, and the key `usageIdentifierKey` names.
+    async fn authorize_request(
+        &self,
+        authorizer: &request::RequestAuthorizer,
+        facts: &request::RequestFacts<'_>,
+        identity: &mut Identity,
+    ) -> Result<(), ProxyError> {
+        let (api, route) = (&facts.api.id, &facts.route.id);
+        let id = &authorizer.doc.id;
+        let grant = authorizer.authorize(facts).await.map_err(|refusal| {
+            match refusal {
+                request::Refusal::MissingSource(_) => {
+                    tracing::debug!(%api, %route, authorizer = %id, reason = %refusal, "request refused");
+                    ProxyError::Unauthorized
+                }
+                request::Refusal::Denied => {
+                    tracing::debug!(%api, %route, authorizer = %id, "request denied by the authorizer");
+                    ProxyError::Forbidden
+                }
+                request::Refusal::Failed(_) => {
+                    tracing::warn!(%api, %route, authorizer = %id, reason = %refusal, "request authorizer failed; refused");
+                    ProxyError::AuthorizerFailed
+                }
+            }
+        })?;
+        if let Some(value) = &grant.usage_key {
+            let presented = HeaderValue::from_str(value).ok();
+            match self.keys.check(presented.as_ref(), api) {
+                Ok(granted) => {
+                    identity.key = Some(granted.key);
+                    identity.plan = Some(granted.plan);
+                }
+                Err(refusal) => {
+                    refusal.log(api, route);
+                    return Err(ProxyError::Forbidden);
+                }
+            }
+        }
+        identity.subject = grant.principal.clone();
+        identity.request = Some(grant);
+        Ok(())
     }
 
     /// The part of `authenticate` that needs no waiting: the API key, if
@@ -274,6 +360,9 @@ pub struct Identity {
     /// The first of the key's usage plans that grants the API: the plan
     /// phase applies it.
     pub plan: Option<Arc<tollgate_model::docs::UsagePlan>>,
+    /// What a request authorizer allowed the caller with (its `context`,
+    /// `principalId`).
+    pub request: Option<Arc<request::RequestGrant>>,
 }
 
 impl Identity {
@@ -325,6 +414,11 @@ pub fn prepare_upstream_headers(headers: &mut HeaderMap, identity: &Identity) {
         }
     }
     put(headers, &X_TOLLGATE_SUBJECT, &identity.subject);
+    if let Some(grant) = &identity.request {
+        for (name, value) in &grant.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
     if let Some(jwt) = &identity.jwt {
         if !jwt.authorizer.forward_authorization() {
             headers.remove(header::AUTHORIZATION);

@@ -58,6 +58,12 @@ pub(super) async fn cached(
         };
     }
     if let Some(hit) = cache.get(&key).instrument(span.clone()).await {
+        if !hit.is_fresh() {
+            // Kept past its TTL for `stale_if_error_s`: fetch anew, and
+            // serve it only if that fails.
+            span.record("result", "stale");
+            return revalidate(up, cfg, key, hit, req, trail).await;
+        }
         trail.cache = Some(CacheStatus::Hit);
         span.record("result", "hit");
         return Ok(hit.respond(true).into());
@@ -101,6 +107,49 @@ pub(super) async fn cached(
             }
         }
     }
+}
+
+/// Fetch anew for an entry past its TTL: store and send what comes back,
+/// unless the upstream failed (an error the gateway would answer with
+/// 502/503/504, or a 5xx answer): then the stale entry, `x-cache: Stale`.
+async fn revalidate(
+    up: &Upstream<'_>,
+    cfg: &tollgate_model::docs::CacheConfig,
+    key: Arc<str>,
+    stale: Arc<cache::CachedResponse>,
+    req: Request<RequestBody>,
+    trail: &mut Trail,
+) -> Result<Answer<ProxyBody>, ProxyError> {
+    let cache = &up.cx.gw.cache;
+    let fresh = match forward(up, req, trail).await {
+        Ok(res) if !res.res.status().is_server_error() => Ok(res),
+        Ok(res) => Err(ProxyError::BadGateway(format!(
+            "upstream answered {}",
+            res.res.status()
+        ))),
+        Err(e) => Err(e),
+    };
+    let fresh = match fresh {
+        Ok(res) => match collect(up, res, cfg).await {
+            Ok(entry) => {
+                cache.insert(key, entry.clone()).await;
+                trail.cache = Some(CacheStatus::Miss);
+                return Ok(entry.respond(false).into());
+            }
+            Err(FillError::Unstorable(slot)) => {
+                trail.cache = Some(CacheStatus::Miss);
+                return Ok(take_response(&slot).into());
+            }
+            Err(FillError::Failed(e)) => e,
+        },
+        Err(e) => e,
+    };
+    if !super::is_upstream_failure(&fresh) {
+        return Err(fresh);
+    }
+    tracing::debug!(error = %fresh, "upstream failed; serving the stale entry");
+    trail.cache = Some(CacheStatus::Stale);
+    Ok(stale.respond(true).into())
 }
 
 fn take_response(slot: &std::sync::Mutex<Option<Response<ProxyBody>>>) -> Response<ProxyBody> {

@@ -268,18 +268,64 @@ async fn guarded(
     let res = match caching {
         Some((cfg, cache::Plan::Lookup { key, refresh })) => {
             let caching = Box::pin(cached::cached(&up, cfg, key, refresh, req, trail));
-            caching.await?
+            caching.await
         }
         bypass => {
             if bypass.is_some() {
                 trail.cache = Some(CacheStatus::Bypass);
             }
-            pin!(forward::forward(&up, req, trail)).await?
+            pin!(forward::forward(&up, req, trail)).await
         }
     };
+    let fallback = route.doc.fallback.as_ref().or(api.fallback.as_ref());
+    let res = with_fallback(res, fallback, &route.metrics)?;
     trail.rate = rate;
     Ok(res)
 }
+
+/// An error the gateway answers with 502, 503 or 504: the upstream (or
+/// every target of it) failed, not the client.
+fn is_upstream_failure(e: &ProxyError) -> bool {
+    matches!(
+        e,
+        ProxyError::BadGateway(_) | ProxyError::NoHealthyUpstream | ProxyError::GatewayTimeout
+    )
+}
+
+/// The route's (else the API's) fallback instead of an upstream failure:
+/// an error the gateway would answer with 502/503/504, or a 5xx answer
+/// (after the retries). Marked `x-tollgate-fallback: 1`.
+fn with_fallback(
+    res: Result<Answer<ProxyBody>, ProxyError>,
+    fallback: Option<&tollgate_model::docs::Mock>,
+    metrics: &crate::metrics::RouteMetrics,
+) -> Result<Answer<ProxyBody>, ProxyError> {
+    let Some(fallback) = fallback else {
+        return res;
+    };
+    match &res {
+        Err(e) if is_upstream_failure(e) => {
+            tracing::debug!(error = %e, "upstream failed; answering the fallback");
+        }
+        Ok(a) if a.res.status().is_server_error() => {
+            tracing::debug!(status = %a.res.status(), "upstream failed; answering the fallback");
+        }
+        _ => return res,
+    }
+    metrics.fallback();
+    let mut answer = mock_response(fallback);
+    let h = answer.headers_mut();
+    if !h.contains_key(header::CONTENT_TYPE) {
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    h.insert(X_TOLLGATE_FALLBACK.clone(), HeaderValue::from_static("1"));
+    Ok(answer.into())
+}
+
+static X_TOLLGATE_FALLBACK: HeaderName = HeaderName::from_static("x-tollgate-fallback");
 
 /// Phase 3: the API's IP lists, then the route's auth policy: who calls.
 /// A refusal is counted on the route.
@@ -308,12 +354,9 @@ async fn identify(
         // in a statement of its own, so the unboxed temporary is not kept
         // in this future's state across the wait.
         Ok(()) => {
-            let authenticating = Box::pin(
-                snapshot
-                    .auth
-                    .authenticate(api, &route.doc, req.headers())
-                    .instrument(auth_span),
-            );
+            let facts =
+                auth::request::RequestFacts::new(api, &route.doc, req, cx.conn.remote.ip(), cx.id);
+            let authenticating = Box::pin(snapshot.auth.authenticate(&facts).instrument(auth_span));
             authenticating.await
         }
     };
