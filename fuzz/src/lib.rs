@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! The HTTP/1 framing guard (`data-plane/src/http1/guard.rs`) and the
 //! request-head rules (`syntax::check_head`) against a small, strict
 //! reference parser.

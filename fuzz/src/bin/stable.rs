@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! The guard target's checks on stable, without libFuzzer: random
 //! structured requests (heads from a list of good and bad fields, bodies
 //! with lengths and chunks, then a few random byte mutations), cut at
