@@ -442,6 +442,11 @@ impl<'a> Facts<'a> {
         if let Some(sub) = &self.identity.subject {
             authorizer.insert("principalId".into(), Value::String(sub.clone()));
         }
+        if let Some(grant) = &self.identity.request {
+            // A request authorizer's context, where AWS puts a Lambda
+            // authorizer's for HTTP APIs.
+            authorizer.insert("lambda".into(), Value::Object(grant.context.clone()));
+        }
         let domain = self.domain_name();
         let mut request_context = json!({
             "accountId": "000000000000",
@@ -522,6 +527,13 @@ impl<'a> Facts<'a> {
         }
         if let Some(sub) = &self.identity.subject {
             authorizer.insert("principalId".into(), Value::String(sub.clone()));
+        }
+        if let Some(grant) = &self.identity.request {
+            // REST APIs put a Lambda authorizer's context keys beside
+            // `principalId`.
+            for (k, v) in &grant.context {
+                authorizer.entry(k.clone()).or_insert_with(|| v.clone());
+            }
         }
         let domain = self.domain_name();
         let mut request_context = json!({
@@ -904,6 +916,51 @@ mod sigv4 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_authorizers_context_reaches_both_event_shapes() {
+        let mut context = Map::new();
+        context.insert("tier".into(), json!("gold"));
+        context.insert("level".into(), json!(3));
+        let identity = auth::Identity {
+            subject: Some("user-7".into()),
+            request: Some(std::sync::Arc::new(auth::request::RequestGrant {
+                principal: Some("user-7".into()),
+                context,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let headers = HeaderMap::new();
+        let facts = Facts {
+            method: "GET",
+            raw_path: "/a",
+            raw_query: "",
+            headers: &headers,
+            extra: Vec::new(),
+            route_template: "/a".into(),
+            path_params: Vec::new(),
+            route_key: "GET /a".into(),
+            api_id: "api",
+            host: "h",
+            protocol: "HTTP/1.1",
+            source_ip: "127.0.0.1".into(),
+            user_agent: String::new(),
+            request_id: "rid".into(),
+            identity: &identity,
+            now: SystemTime::UNIX_EPOCH,
+        };
+        let v2 = facts.event_v2(&Bytes::new());
+        assert_eq!(
+            v2["requestContext"]["authorizer"]["lambda"],
+            json!({"tier": "gold", "level": 3})
+        );
+        assert_eq!(v2["requestContext"]["authorizer"]["principalId"], "user-7");
+        let v1 = facts.event_v1(&Bytes::new());
+        assert_eq!(v1["requestContext"]["authorizer"]["tier"], "gold");
+        assert_eq!(v1["requestContext"]["authorizer"]["level"], 3);
+        assert_eq!(v1["requestContext"]["authorizer"]["principalId"], "user-7");
+    }
 
     #[test]
     fn decodes_percent_and_plus() {
