@@ -30,6 +30,7 @@ pub mod access_log;
 pub mod auth;
 pub mod body;
 pub mod cache;
+pub mod civil_time;
 pub mod config;
 pub mod echo;
 pub mod error;

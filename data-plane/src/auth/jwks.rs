@@ -16,8 +16,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwapOption;
 use futures::future::{BoxFuture, FutureExt, Shared};
-use http::{header, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Limited};
+use http::{header, Request, Uri};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 
@@ -250,21 +249,7 @@ impl RemoteJwks {
                 .header(header::ACCEPT, "application/json")
                 .body(body::empty())
                 .map_err(|e| e.to_string())?;
-            let res = self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| format!("request: {e}"))?;
-            if res.status() != StatusCode::OK {
-                return Err(format!("status {}", res.status()));
-            }
-            let bytes = Limited::new(res.into_body(), MAX_JWKS_BYTES)
-                .collect()
-                .await
-                .map_err(|e| format!("body: {e}"))?
-                .to_bytes();
-            let doc: serde_json::Value =
-                serde_json::from_slice(&bytes).map_err(|e| format!("not JSON: {e}"))?;
+            let doc = super::fetch_json(&self.client, req, MAX_JWKS_BYTES).await?;
             KeySet::parse(&doc, &self.uri.to_string())
         };
         match tokio::time::timeout(timeout, get).await {

@@ -431,3 +431,28 @@ pub fn prepare_upstream_headers(headers: &mut HeaderMap, identity: &Identity) {
         }
     }
 }
+
+/// Send `req` and read a JSON answer of at most `limit` bytes: the one way
+/// authentication talks to an endpoint (JWKS, request authorizers). Any
+/// status but 2xx, an oversized or non-JSON body is an error (the callers
+/// fail closed on it).
+pub(crate) async fn fetch_json(
+    client: &crate::upstream::HttpClient,
+    req: http::Request<crate::body::ProxyBody>,
+    limit: usize,
+) -> Result<serde_json::Value, String> {
+    use http_body_util::BodyExt as _;
+    let res = client
+        .request(req)
+        .await
+        .map_err(|e| format!("request: {e}"))?;
+    if !res.status().is_success() {
+        return Err(format!("status {}", res.status()));
+    }
+    let bytes = http_body_util::Limited::new(res.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| format!("not JSON: {e}"))
+}

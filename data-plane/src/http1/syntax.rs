@@ -188,6 +188,31 @@ pub fn codings_besides_chunked<'a>(
     http::HeaderValue::from_bytes(&kept).ok()
 }
 
+/// `%XX` decoded (and `+` as a space, as in a query), lossy on bad UTF-8;
+/// a `%` not followed by two hex digits stays as it is.
+pub fn percent_decode(s: &str, plus_as_space: bool) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+        match b[i] {
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' if plus_as_space => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// How a request's body is framed, once its head passed [`check_head`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyFraming {
@@ -351,6 +376,15 @@ mod tests {
         assert_eq!(kept(&[b"gzip"]).unwrap(), "gzip");
         assert!(kept(&[b"chunked"]).is_none());
         assert!(kept(&[]).is_none());
+    }
+
+    #[test]
+    fn percent_decoding_keeps_what_is_not_an_escape() {
+        assert_eq!(percent_decode("a%20b+c", true), "a b c");
+        assert_eq!(percent_decode("a%20b+c", false), "a b+c");
+        assert_eq!(percent_decode("a+b%2F", false), "a+b/");
+        assert_eq!(percent_decode("100%", false), "100%");
+        assert_eq!(percent_decode("%zz%4", true), "%zz%4");
     }
 
     #[test]

@@ -23,16 +23,16 @@ use tokio::time::{Instant, Sleep};
 
 use crate::body::BoxError;
 
-/// The send timeout of one connection's writes.
-pub struct WriteDeadline {
+/// A deadline that runs only while a peer makes us wait: armed at the
+/// first `Pending`, disarmed by any progress. One timer, reset in place.
+struct Stall {
     limit: Duration,
-    /// Armed while a write waits; `None` when writes go through.
     timer: Option<Pin<Box<Sleep>>>,
     waiting: bool,
 }
 
-impl WriteDeadline {
-    pub fn new(limit: Duration) -> Self {
+impl Stall {
+    fn new(limit: Duration) -> Self {
         Self {
             limit,
             timer: None,
@@ -40,17 +40,14 @@ impl WriteDeadline {
         }
     }
 
-    /// Pass a write's outcome through: a write that has waited longer than
-    /// the limit becomes a `TimedOut` error.
-    pub fn watch<T>(
-        &mut self,
-        cx: &mut Context<'_>,
-        res: Poll<std::io::Result<T>>,
-    ) -> Poll<std::io::Result<T>> {
-        if res.is_ready() {
-            self.waiting = false;
-            return res;
-        }
+    /// Progress: the next wait starts a new deadline.
+    fn progressed(&mut self) {
+        self.waiting = false;
+    }
+
+    /// Still waiting: whether the deadline has passed (the task is woken
+    /// when it does).
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
         let deadline = Instant::now() + self.limit;
         let timer = match &mut self.timer {
             Some(t) if self.waiting => t,
@@ -63,13 +60,36 @@ impl WriteDeadline {
                 .insert(Box::pin(tokio::time::sleep_until(deadline))),
         };
         self.waiting = true;
-        match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+        timer.as_mut().poll(cx).is_ready()
+    }
+}
+
+/// The send timeout of one connection's writes.
+pub struct WriteDeadline(Stall);
+
+impl WriteDeadline {
+    pub fn new(limit: Duration) -> Self {
+        Self(Stall::new(limit))
+    }
+
+    /// Pass a write's outcome through: a write that has waited longer than
+    /// the limit becomes a `TimedOut` error.
+    pub fn watch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        res: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if res.is_ready() {
+            self.0.progressed();
+            return res;
+        }
+        if self.0.expired(cx) {
+            return Poll::Ready(Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 "the client accepted no bytes within the send timeout",
-            ))),
-            Poll::Pending => Poll::Pending,
+            )));
         }
+        Poll::Pending
     }
 }
 
@@ -81,18 +101,14 @@ pub struct Idle(pub Duration);
 /// A body that fails when its source yields nothing for `limit`.
 pub struct IdleBody<B> {
     inner: B,
-    limit: Duration,
-    timer: Option<Pin<Box<Sleep>>>,
-    waiting: bool,
+    stall: Stall,
 }
 
 impl<B> IdleBody<B> {
     pub fn new(inner: B, limit: Duration) -> Self {
         Self {
             inner,
-            limit,
-            timer: None,
-            waiting: false,
+            stall: Stall::new(limit),
         }
     }
 }
@@ -110,25 +126,13 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
-            this.waiting = false;
+            this.stall.progressed();
             return Poll::Ready(frame);
         }
-        let deadline = Instant::now() + this.limit;
-        let timer = match &mut this.timer {
-            Some(t) if this.waiting => t,
-            Some(t) => {
-                t.as_mut().reset(deadline);
-                t
-            }
-            None => this
-                .timer
-                .insert(Box::pin(tokio::time::sleep_until(deadline))),
-        };
-        this.waiting = true;
-        match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(Idle(this.limit))))),
-            Poll::Pending => Poll::Pending,
+        if this.stall.expired(cx) {
+            return Poll::Ready(Some(Err(Box::new(Idle(this.stall.limit)))));
         }
+        Poll::Pending
     }
 
     fn is_end_stream(&self) -> bool {

@@ -23,6 +23,7 @@ use super::{RequestCtx, Trail};
 use crate::auth;
 use crate::body::{self, ProxyBody, RequestBody};
 use crate::error::ProxyError;
+use crate::http1::syntax::percent_decode;
 use crate::router::RouteMatch;
 
 /// The most of a function's result the gateway reads (Lambda's own limit
@@ -174,7 +175,7 @@ fn signed_headers(
         .map(|a| a.as_str())
         .unwrap_or("")
         .to_string();
-    let (y, mo, d, h, mi, sec) = civil(SystemTime::now());
+    let (y, mo, d, h, mi, sec) = crate::civil_time::civil(SystemTime::now());
     let amz_date = format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{sec:02}Z");
     let mut signed = vec![
         ("content-type", "application/json"),
@@ -464,7 +465,7 @@ impl<'a> Facts<'a> {
             "requestId": self.request_id,
             "routeKey": self.route_key,
             "stage": "$default",
-            "time": clf_time(self.now),
+            "time": crate::civil_time::clf(self.now),
             "timeEpoch": self.epoch_ms(),
         });
         if !authorizer.is_empty() {
@@ -547,7 +548,7 @@ impl<'a> Facts<'a> {
             "path": self.raw_path,
             "protocol": self.protocol,
             "requestId": self.request_id,
-            "requestTime": clf_time(self.now),
+            "requestTime": crate::civil_time::clf(self.now),
             "requestTimeEpoch": self.epoch_ms(),
             "resourceId": null,
             "resourcePath": self.route_template,
@@ -596,65 +597,6 @@ fn is_text(content_type: &str) -> bool {
         )
         || mime.ends_with("+json")
         || mime.ends_with("+xml")
-}
-
-/// `%XX` decoded (and `+` as a space in a query); invalid UTF-8 replaced.
-fn percent_decode(s: &str, plus_as_space: bool) -> String {
-    if !s.contains(['%', '+']) {
-        return s.to_string();
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-        match b[i] {
-            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' if plus_as_space => out.push(b' '),
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// (year, month, day, hour, minute, second) in UTC.
-fn civil(t: SystemTime) -> (i64, u64, u64, u64, u64, u64) {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u64;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u64;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day, rem / 3600, rem / 60 % 60, rem % 60)
-}
-
-/// `12/Mar/2020:19:03:58 +0000`, the time format of AWS's events.
-fn clf_time(t: SystemTime) -> String {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let (year, month, day, h, m, s) = civil(t);
-    format!(
-        "{day:02}/{}/{year}:{h:02}:{m:02}:{s:02} +0000",
-        MONTHS[(month - 1) as usize]
-    )
 }
 
 /// The function's result as the response: AWS's proxy-integration result
@@ -960,20 +902,6 @@ mod tests {
         assert_eq!(v1["requestContext"]["authorizer"]["tier"], "gold");
         assert_eq!(v1["requestContext"]["authorizer"]["level"], 3);
         assert_eq!(v1["requestContext"]["authorizer"]["principalId"], "user-7");
-    }
-
-    #[test]
-    fn decodes_percent_and_plus() {
-        assert_eq!(percent_decode("a%20b+c", true), "a b c");
-        assert_eq!(percent_decode("a%20b+c", false), "a b+c");
-        assert_eq!(percent_decode("100%", false), "100%");
-        assert_eq!(percent_decode("%zz%4", false), "%zz%4");
-    }
-
-    #[test]
-    fn clf_time_is_aws_shaped() {
-        let t = UNIX_EPOCH + Duration::from_secs(1_583_348_638);
-        assert_eq!(clf_time(t), "04/Mar/2020:19:03:58 +0000");
     }
 
     #[test]

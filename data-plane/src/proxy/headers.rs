@@ -155,25 +155,21 @@ fn drop_underscore_names(h: &mut HeaderMap, allow: bool) {
 /// gateway sets (names in a `HeaderMap` are lower case already).
 fn reads_as_reserved(name: &str) -> bool {
     let read = name.replace('_', "-");
-    const FRAMING: [&str; 7] = [
-        "content-length",
-        "transfer-encoding",
-        "host",
-        "connection",
-        "upgrade",
-        "te",
-        "trailer",
+    // Framing is `Content-Length`, `Host` and the hop-by-hop fields
+    // (`Transfer-Encoding`, `Connection`, `Upgrade`, `TE`, `Trailer`...).
+    const RESERVED: [&HeaderName; 6] = [
+        &header::CONTENT_LENGTH,
+        &header::HOST,
+        &X_FORWARDED_FOR,
+        &X_FORWARDED_PROTO,
+        &X_FORWARDED_HOST,
+        &X_REQUEST_ID,
     ];
-    const GATEWAY: [&str; 4] = [
-        "x-forwarded-for",
-        "x-forwarded-proto",
-        "x-forwarded-host",
-        "x-request-id",
-    ];
-    FRAMING.contains(&read.as_str())
-        || GATEWAY.contains(&read.as_str())
-        || read.starts_with("x-tollgate-")
-        || HOP_BY_HOP.iter().any(|n| n.as_str() == read)
+    read.starts_with("x-tollgate-")
+        || RESERVED
+            .iter()
+            .chain(HOP_BY_HOP.iter())
+            .any(|n| n.as_str() == read)
 }
 
 /// Which of the headers the gateway sets on the way up the client sent
