@@ -140,9 +140,20 @@ async fn throttle_holds_across_data_planes_for_even_and_skewed_load() {
         let error = (ok as f64 - expected) / expected;
         println!("throttle {case}: admitted {ok} (expected {expected}, error {:+.1}%), 429s {limited}, other {other}", error * 100.0);
         assert_eq!(other, 0);
+        // The shares in force never sum above one, so the cluster never
+        // admits more than rate × seconds + burst (the slack covers
+        // requests in flight at the edges). It may admit less: a burst is
+        // split by shares, and the skewed case's burst lands where the
+        // share is small. Accuracy over many runs is `cargo xtask bench
+        // limits`'s to measure; this only catches a throttle gone wrong.
         assert!(
-            error.abs() <= 0.05,
-            "{case}: admitted {ok}, expected {expected} ±5%"
+            ok as f64 <= expected * 1.02,
+            "{case}: admitted {ok}, more than {expected}"
+        );
+        assert!(
+            ok as f64 >= rate * seconds * 0.9,
+            "{case}: admitted {ok}, far below the rate ({})",
+            rate * seconds
         );
     }
     // 429s carry Retry-After and the RateLimit headers.
@@ -420,7 +431,7 @@ async fn without_a_control_plane_each_data_plane_enforces_its_part() {
             json!({"apis": ["orders"], "quota": {"limit": 100000, "period": "day"}}),
         )
         .await;
-    let (_, throttled) = s.admin.issue_key("throttled").await;
+    let (throttled_id, throttled) = s.admin.issue_key("throttled").await;
     let (_, leased) = s.admin.issue_key("leased").await;
     warm(&s.dps, &throttled).await;
     // One request per data plane takes a first lease (10 units).
@@ -435,8 +446,16 @@ async fn without_a_control_plane_each_data_plane_enforces_its_part() {
     for i in 0..3 {
         s.cluster.stop(i).await;
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(s.dps[0].gateway.plans().unwrap().cluster_view(), (3, false));
+    // The last grant lapses 2 s after the sync that asked for it; then
+    // the share is 1/N.
+    let plans = s.dps[0].gateway.plans().unwrap();
+    common::dp::eventually(
+        "the last grant to lapse",
+        Duration::from_secs(10),
+        || async { (plans.share_in_force(&throttled_id, "throttled") - 1.0 / 3.0).abs() < 1e-9 },
+    )
+    .await;
+    assert_eq!(plans.cluster_view(), (3, false));
 
     // One data plane driven hard for 3 s admits about rate/N per second.
     let (ok, limited, other) = drive(&s.dps[..1], &throttled, &[100], 3.0).await;

@@ -52,15 +52,25 @@ pub struct Release {
 }
 
 /// Requests seen (admitted or not) for one (key, plan) in a window.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Demand {
     pub key: String,
     pub plan: String,
     pub requests: u64,
+    /// The share the data plane was admitting under when it reported
+    /// (its last grant, or `1 / N` without one), so the leader reserves
+    /// it until the data plane has its next grant in hand.
+    pub held: f64,
 }
 
+/// How long a share holds. The leader reserves a grant this long from the
+/// sync that asked for it; a data plane uses it this long from when it
+/// sent that sync (earlier), so it stops first, and then falls back to
+/// `1 / N`.
+pub const SHARE_GRANT_FOR: Duration = Duration::from_secs(2);
+
 /// One data plane's recent demand per (key, plan).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DemandReport {
     pub data_plane: String,
     /// How long the demand was counted for.
@@ -74,6 +84,9 @@ pub struct Share {
     pub key: String,
     pub plan: String,
     pub share: f64,
+    /// Granted less than its part of the demand (others still hold what
+    /// it wants): the data plane asks again soon instead of a round later.
+    pub capped: bool,
 }
 
 /// The answer to a `DemandReport`.

@@ -131,6 +131,7 @@ impl From<pb::Demand> for Demand {
             key: d.key_id,
             plan: d.plan_id,
             requests: d.requests,
+            held: d.held,
         }
     }
 }
@@ -141,6 +142,7 @@ impl From<Demand> for pb::Demand {
             key_id: d.key,
             plan_id: d.plan,
             requests: d.requests,
+            held: d.held,
         }
     }
 }
@@ -171,6 +173,7 @@ impl From<pb::Share> for Share {
             key: s.key_id,
             plan: s.plan_id,
             share: s.share,
+            capped: s.capped,
         }
     }
 }
@@ -181,6 +184,7 @@ impl From<Share> for pb::Share {
             key_id: s.key,
             plan_id: s.plan,
             share: s.share,
+            capped: s.capped,
         }
     }
 }
@@ -216,6 +220,7 @@ mod tests {
                 key: "k".into(),
                 plan: "p".into(),
                 requests: 7,
+                held: 0.25,
             }],
         };
         let wire = pb::DemandReport::from(report.clone());

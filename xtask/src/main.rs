@@ -64,11 +64,21 @@ enum Bench {
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
         rounds: u64,
     },
-    /// Throttle and quota accuracy across 3 and 5 data planes.
+    /// Throttle and quota accuracy across 3 and 5 data planes, even and
+    /// skewed load, on an idle and a busy host.
     Limits {
-        /// Seconds of load per case.
+        /// Seconds of load per run.
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
+        /// Runs per case (a fresh key each).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+        runs: u64,
+        /// Data-plane counts to try.
+        #[arg(long, value_delimiter = ',', default_value = "3,5")]
+        data_planes: Vec<usize>,
+        /// Host conditions: `idle`, `busy` (a CPU hog per core) or `both`.
+        #[arg(long, default_value = "both", value_parser = ["idle", "busy", "both"])]
+        host: String,
     },
     /// ns/op of the GCRA bucket and of response-cache hits.
     Primitives,
@@ -94,7 +104,18 @@ fn main() -> anyhow::Result<()> {
         Task::Fuzz { seconds } => fuzz::run(seconds),
         Task::Bench(Bench::ControlPlane { seconds }) => bench::control_plane(seconds),
         Task::Bench(Bench::Proxy { seconds, rounds }) => bench_proxy::run(seconds, rounds),
-        Task::Bench(Bench::Limits { seconds }) => bench_limits::run(seconds),
+        Task::Bench(Bench::Limits {
+            seconds,
+            runs,
+            data_planes,
+            host,
+        }) => bench_limits::run(bench_limits::Options {
+            seconds,
+            runs: runs as usize,
+            data_planes,
+            busy: host != "idle",
+            busy_only: host == "busy",
+        }),
         Task::Bench(Bench::Primitives) => cargo(&[
             "run",
             "--quiet",

@@ -4,9 +4,12 @@
 //!   network call. The bucket runs at `rate × share`, where `share` is this
 //!   data plane's part of the key's recent demand across the cluster, as
 //!   the control plane's leader computes it from every data plane's reports
-//!   (`sync` loop, every 200 ms). Without the control plane for more than a
-//!   second, the share falls back to `1 / N` (N: the data planes last
-//!   known): never fail open.
+//!   (`sync` loop, every 200 ms). A share is a grant that holds for
+//!   `SHARE_GRANT_FOR` from the sync that asked for it; the leader never
+//!   grants more than the others leave, so the shares in force sum to at
+//!   most one (the reasoning is in the control plane's `demand`). Without a
+//!   grant (a new key, or the control plane gone for 2 s) the share is
+//!   `1 / N` (N: the data planes last known): never fail open.
 //! - **Quota**: leases. A data plane serves a key's quota from a chunk it
 //!   took from the control plane (a Raft write); when the chunk is used up
 //!   it takes another. The control plane never grants more than is left, so
@@ -36,7 +39,9 @@ use dashmap::DashMap;
 use crate::FastHash;
 use tokio_util::sync::CancellationToken;
 use tollgate_model::docs::UsagePlan;
-use tollgate_model::metering::{Demand, DemandReport, LeaseRequest, Release, UsageReport};
+use tollgate_model::metering::{
+    Demand, DemandReport, LeaseRequest, Release, UsageReport, SHARE_GRANT_FOR,
+};
 use tollgate_model::usage::{self, Day, UsageItem};
 
 use link::{ControlPlaneLink, LinkError};
@@ -44,8 +49,13 @@ use state::{KeyPlan, KeyPlanIds, KeyPlanState, Throttle};
 
 const SYNC_EVERY: Duration = Duration::from_millis(200);
 const REPORT_EVERY: Duration = Duration::from_secs(1);
-/// Without a successful sync for this long, shares fall back to 1/N.
+/// Without a successful sync for this long, the cluster view is stale.
 const SYNC_STALE: Duration = Duration::from_secs(1);
+/// After a grant that shrank or was capped, sync again this soon (the
+/// others' news reaches the leader meanwhile), at most `RESYNCS` times a
+/// round.
+const RESYNC_AFTER: Duration = Duration::from_millis(15);
+const RESYNCS: usize = 3;
 const LEASE_TIMEOUT: Duration = Duration::from_secs(2);
 /// After the control plane said a quota is used up, ask again after this.
 const EXHAUSTED_RECHECK: Duration = Duration::from_secs(1);
@@ -161,15 +171,17 @@ impl PlanEnforcer {
         self.started.elapsed().as_millis() as u64 + 1
     }
 
-    /// This data plane's part of a key's rate.
+    /// The share of `key`'s rate under `plan` this data plane admits at now.
+    pub fn share_in_force(&self, key: &str, plan: &str) -> f64 {
+        self.share(&self.state(key, plan), self.now_ms())
+    }
+
+    /// This data plane's part of a key's rate: its grant while it holds,
+    /// else `1 / N`.
     fn share(&self, state: &KeyPlanState, now_ms: u64) -> f64 {
-        let (n, fresh) = self.cluster_view_at(now_ms);
-        let n = f64::from(n.max(1));
-        if fresh {
-            state.share().unwrap_or(1.0 / n)
-        } else {
-            1.0 / n
-        }
+        state
+            .share(now_ms)
+            .unwrap_or_else(|| 1.0 / f64::from(self.data_planes.load(Ordering::Acquire).max(1)))
     }
 
     /// The state of (key, plan), made on first use. The lookup borrows the
@@ -399,13 +411,29 @@ impl PlanEnforcer {
     }
 
     /// Share demand with the control plane and learn this data plane's
-    /// share of each key's rate.
-    async fn sync_once(&self, window: Duration) {
+    /// share of each key's rate. A zero `window` only says what this data
+    /// plane holds (the demand waits for the next sync). Returns whether to
+    /// sync again soon: a grant came back smaller than the share held (the
+    /// leader keeps the larger one reserved until it hears the smaller one
+    /// is in force, so saying so frees it for those that want it), or
+    /// capped (this data plane wants what others are giving up).
+    async fn sync_once(&self, window: Duration) -> bool {
+        let sent_ms = self.now_ms();
         let items: Vec<Demand> = self
             .states
             .iter()
             .filter_map(|e| {
                 let t = e.value().throttle.get()?;
+                if window.is_zero() {
+                    return (t.idle_syncs.load(Ordering::Relaxed) <= IDLE_SYNCS_REPORTED).then(
+                        || Demand {
+                            key: e.key().key.clone(),
+                            plan: e.key().plan.clone(),
+                            requests: 0,
+                            held: self.share(e.value(), sent_ms),
+                        },
+                    );
+                }
                 let n = t.demand.swap(0, Ordering::AcqRel);
                 let idle = if n > 0 {
                     t.idle_syncs.store(0, Ordering::Relaxed);
@@ -417,6 +445,7 @@ impl PlanEnforcer {
                     key: e.key().key.clone(),
                     plan: e.key().plan.clone(),
                     requests: n,
+                    held: self.share(e.value(), sent_ms),
                 })
             })
             .collect();
@@ -429,15 +458,23 @@ impl PlanEnforcer {
             Ok(r) => {
                 self.data_planes
                     .store(r.data_planes.max(1), Ordering::Release);
+                let until = sent_ms + SHARE_GRANT_FOR.as_millis() as u64;
+                let mut again = false;
                 for s in r.shares {
-                    self.state(&s.key, &s.plan).set_share(s.share);
+                    let state = self.state(&s.key, &s.plan);
+                    let held = self.share(&state, sent_ms);
+                    tracing::trace!(key = %s.key, plan = %s.plan, held, granted = s.share, capped = s.capped, "throttle share");
+                    again |= s.capped || s.share < held - 1e-3;
+                    state.set_share(s.share, until);
                 }
                 self.last_sync_ms.store(self.now_ms(), Ordering::Release);
+                again
             }
-            Err(LinkError::NoControlPlane) => {}
+            Err(LinkError::NoControlPlane) => false,
             Err(e) => {
                 tracing::debug!(reason = %e, "usage sync failed");
                 self.link.failed();
+                false
             }
         }
     }
@@ -533,7 +570,14 @@ impl PlanEnforcer {
                 _ = sync.tick() => {
                     let window = last_sync.elapsed();
                     last_sync = Instant::now();
-                    self.sync_once(window).await;
+                    let mut again = self.sync_once(window).await;
+                    for _ in 0..RESYNCS {
+                        if !again {
+                            break;
+                        }
+                        tokio::time::sleep(RESYNC_AFTER).await;
+                        again = self.sync_once(Duration::ZERO).await;
+                    }
                 }
                 _ = report.tick() => { self.report_once().await; }
                 _ = idle_sweep.tick() => self.evict_idle(),

@@ -115,9 +115,11 @@ pub(super) struct KeyPlanState {
     /// Made on the first request under a plan with a throttle; from then
     /// on the pair's demand is reported in every sync.
     pub throttle: OnceLock<Throttle>,
-    /// This data plane's part of the rate as the control plane last said
-    /// (`f64` bits), or `NO_SHARE`.
+    /// This data plane's part of the rate as the control plane last
+    /// granted it (`f64` bits), or `NO_SHARE`, and until when it holds (ms
+    /// on the enforcer's clock).
     share: AtomicU64,
+    share_until_ms: AtomicU64,
     pub quota: ArcSwapOption<QuotaSlot>,
     pub metered: Metered,
     /// A request came since the last idle sweep.
@@ -129,6 +131,7 @@ impl Default for KeyPlanState {
         Self {
             throttle: OnceLock::new(),
             share: AtomicU64::new(NO_SHARE),
+            share_until_ms: AtomicU64::new(0),
             quota: ArcSwapOption::empty(),
             metered: Metered::default(),
             used: AtomicBool::new(true),
@@ -137,13 +140,18 @@ impl Default for KeyPlanState {
 }
 
 impl KeyPlanState {
-    pub fn share(&self) -> Option<f64> {
+    /// The share granted, while it holds at `now_ms`.
+    pub fn share(&self, now_ms: u64) -> Option<f64> {
+        if self.share_until_ms.load(Ordering::Acquire) <= now_ms {
+            return None;
+        }
         let bits = self.share.load(Ordering::Relaxed);
         (bits != NO_SHARE).then(|| f64::from_bits(bits))
     }
 
-    pub fn set_share(&self, share: f64) {
+    pub fn set_share(&self, share: f64, until_ms: u64) {
         self.share.store(share.to_bits(), Ordering::Relaxed);
+        self.share_until_ms.store(until_ms, Ordering::Release);
     }
 }
 
