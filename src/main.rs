@@ -46,6 +46,9 @@ enum Command {
     ControlPlane(cli::control_plane::ControlPlaneArgs),
     /// Apply a declarative YAML/JSON file of documents.
     Apply(cli::apply::ApplyArgs),
+    /// Freeze an API as a deployment; with --stage, serve it there (or,
+    /// with --canary PERCENT, to part of the stage's traffic).
+    Deploy(cli::deploy::DeployArgs),
 }
 
 #[tokio::main]
@@ -65,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Echo(args) => cli::echo::run(args).await,
         Command::ControlPlane(args) => cli::control_plane::run(args).await,
         Command::Apply(args) => cli::apply::run(args).await,
+        Command::Deploy(args) => cli::deploy::run(args).await,
     };
     telemetry.shutdown();
     result

@@ -532,4 +532,92 @@ async fn function_routes_invoke_the_lambda_api() {
         assert!(metrics.contains(line), "{line} not in\n{metrics}");
     }
     assert!(!metrics.contains("tollgate_function_errors_total{api=\"fns\",route=\"v2\"}"));
+
+    // ---- a JWT's claims reach the function: 1.0 with their JSON types,
+    // 2.0 as text (numbers as digits, arrays as `[a b]`), as AWS passes them
+    admin
+        .must_put(
+            "/v1/authorizers/idp",
+            json!({"issuer": "https://idp.test", "algorithms": ["HS256"], "secret": "fn-test-secret"}),
+        )
+        .await;
+    admin
+        .must_put(
+            "/v1/apis/fns-jwt",
+            json!({"base_path": "/fns-jwt", "auth": {"authorizer": "idp"},
+                   "routes": [
+                       {"id": "v2", "path": "/v2", "function": function(&fn_url, "echo2", "2.0")},
+                       {"id": "v1", "path": "/v1", "function": function(&fn_url, "echo1", "1.0")}]}),
+        )
+        .await;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"iss": "https://idp.test", "sub": "user-7", "exp": exp, "iat": 1516239022,
+                "scope": "orders:read orders:write", "version": "42",
+                "roles": ["user", "editor"], "address": {"city": "Seattle"}}),
+        &jsonwebtoken::EncodingKey::from_secret(b"fn-test-secret"),
+    )
+    .unwrap();
+    let jwt_base = format!("http://{}/fns-jwt", dp.proxy_addr);
+    eventually("the JWT API to serve", Duration::from_secs(15), || async {
+        let r = http
+            .get(format!("{jwt_base}/v2"))
+            .bearer_auth(&token)
+            .send()
+            .await;
+        // The echo handlers answer 201.
+        r.map(|r| r.status().is_success()).unwrap_or(false)
+    })
+    .await;
+    let claims = &last_event("echo2")["requestContext"]["authorizer"]["jwt"];
+    assert_eq!(claims["claims"]["sub"], "user-7", "{claims}");
+    assert_eq!(claims["claims"]["iat"], "1516239022", "{claims}");
+    assert_eq!(claims["claims"]["exp"], exp.to_string(), "{claims}");
+    assert_eq!(claims["claims"]["version"], "42", "{claims}");
+    assert_eq!(claims["claims"]["roles"], "[user editor]", "{claims}");
+    assert_eq!(
+        claims["claims"]["address"], r#"{"city":"Seattle"}"#,
+        "{claims}"
+    );
+    assert_eq!(claims["claims"]["iss"], "https://idp.test", "{claims}");
+    assert_eq!(
+        claims["scopes"],
+        json!(["orders:read", "orders:write"]),
+        "{claims}"
+    );
+    let res = http
+        .get(format!("{jwt_base}/v1"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    let authorizer = &last_event("echo1")["requestContext"]["authorizer"];
+    assert_eq!(authorizer["claims"]["iat"], 1516239022, "{authorizer}");
+    assert_eq!(authorizer["claims"]["version"], "42", "{authorizer}");
+    assert_eq!(
+        authorizer["claims"]["roles"],
+        json!(["user", "editor"]),
+        "{authorizer}"
+    );
+    assert_eq!(
+        authorizer["claims"]["address"]["city"], "Seattle",
+        "{authorizer}"
+    );
+    assert_eq!(authorizer["principalId"], "user-7", "{authorizer}");
+    // A bad token never reaches the function.
+    let before = events.lock().unwrap().len();
+    let res = http
+        .get(format!("{jwt_base}/v2"))
+        .bearer_auth("not.a.jwt")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(events.lock().unwrap().len(), before);
 }

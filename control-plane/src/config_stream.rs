@@ -174,6 +174,8 @@ fn proto_kind(k: ResourceKind) -> tollgate_proto::ResourceKind {
         ResourceKind::ApiKey => P::ApiKey,
         ResourceKind::Settings => P::Settings,
         ResourceKind::CacheFlush => P::CacheFlush,
+        ResourceKind::Deployment => P::Deployment,
+        ResourceKind::Stage => P::Stage,
     }
 }
 

@@ -58,6 +58,8 @@ pub fn rest_collection(kind: ResourceKind) -> &'static str {
         ResourceKind::ApiKey => "keys",
         ResourceKind::Settings => "settings",
         ResourceKind::CacheFlush => "cache-flushes",
+        ResourceKind::Deployment => "deployments",
+        ResourceKind::Stage => "stages",
     }
 }
 

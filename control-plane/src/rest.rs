@@ -75,6 +75,15 @@ pub fn router(cp: Arc<ControlPlane>, admin_token: &str) -> Router {
         .route("/v1/keys/{id}/quota-adjustments", post(adjust_quota))
         .route("/v1/usage-plans/{id}/usage", get(plan_usage))
         .route("/v1/apis/{id}/cache", delete(flush_cache))
+        .route(
+            "/v1/apis/{id}/deployments",
+            post(deploy).get(list_deployments),
+        )
+        .route(
+            "/v1/apis/{id}/deployments/{deployment}",
+            get(get_deployment).delete(delete_deployment),
+        )
+        .route("/v1/stages/{id}/promote", post(promote))
         .route("/v1/usage/export", get(usage_export))
         .route("/v1/snapshot", get(export_backup).post(import_backup));
     for (path, kind) in [
@@ -82,6 +91,7 @@ pub fn router(cp: Arc<ControlPlane>, admin_token: &str) -> Router {
         ("authorizers", ResourceKind::Authorizer),
         ("tenants", ResourceKind::Tenant),
         ("usage-plans", ResourceKind::UsagePlan),
+        ("stages", ResourceKind::Stage),
     ] {
         v1 = v1
             .route(
@@ -341,6 +351,50 @@ async fn delete_doc(
 ) -> Reply {
     let rev = s.cp.delete(kind, &id).await?;
     ok(StatusCode::OK, json!({"id": id, "revision": rev}))
+}
+
+async fn deploy(State(s): State<AppState>, Path(api): Path<String>, body: Bytes) -> Reply {
+    let (rev, d) = s.cp.deploy(&api, &body).await?;
+    ok(StatusCode::CREATED, view(rev, &d))
+}
+
+async fn list_deployments(
+    State(s): State<AppState>,
+    Path(api): Path<String>,
+    Query(q): Query<ReadOpts>,
+) -> Reply {
+    // An API's deployments; 404 for an API that does not exist.
+    s.cp.get(ResourceKind::Api, &api, q.stale).await?;
+    let items: Vec<_> =
+        s.cp.list(ResourceKind::Deployment, q.stale)
+            .await?
+            .iter()
+            .filter(|(_, r)| matches!(r, tollgate_model::Resource::Deployment(d) if d.api == api))
+            .map(|(rev, r)| view(*rev, r))
+            .collect();
+    ok(StatusCode::OK, json!({ "items": items }))
+}
+
+async fn get_deployment(
+    State(s): State<AppState>,
+    Path((api, id)): Path<(String, String)>,
+) -> Reply {
+    let (rev, d) = s.cp.deployment(&api, &id).await?;
+    ok(StatusCode::OK, view(rev, &d))
+}
+
+async fn delete_deployment(
+    State(s): State<AppState>,
+    Path((api, id)): Path<(String, String)>,
+) -> Reply {
+    s.cp.deployment(&api, &id).await?;
+    let rev = s.cp.delete(ResourceKind::Deployment, &id).await?;
+    ok(StatusCode::OK, json!({"id": id, "revision": rev}))
+}
+
+async fn promote(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
+    let (rev, stage) = s.cp.promote(&id).await?;
+    ok(StatusCode::OK, view(rev, &stage))
 }
 
 async fn flush_cache(State(s): State<AppState>, Path(id): Path<String>) -> Reply {

@@ -247,6 +247,53 @@ impl ControlPlane {
     /// Flush an API's cached responses on every data plane: a new flush
     /// epoch (the write's revision), streamed like any document. Returns
     /// the revision, which is also the epoch.
+    /// Freeze the API as it is now (`POST /v1/apis/{id}/deployments`).
+    pub async fn deploy(&self, api: &str, body: &[u8]) -> Result<(u64, Resource)> {
+        tollgate_model::validate::id("id", api)?;
+        let req: tollgate_model::stages::DeployRequest = if body.iter().all(u8::is_ascii_whitespace)
+        {
+            Default::default()
+        } else {
+            parse_json(body)?
+        };
+        let (rev, r) = self
+            .write(Command::Deploy {
+                api: api.to_string(),
+                created_at: tollgate_model::usage::rfc3339(now_secs()),
+                description: req.description,
+            })
+            .await?;
+        Ok((
+            rev,
+            r.ok_or_else(|| ApiError::Internal("deploy made nothing".into()))?,
+        ))
+    }
+
+    /// The stage's canary becomes the stage, in one write.
+    pub async fn promote(&self, stage: &str) -> Result<(u64, Resource)> {
+        tollgate_model::validate::id("id", stage)?;
+        let (rev, r) = self
+            .write(Command::Promote {
+                stage: stage.to_string(),
+            })
+            .await?;
+        Ok((
+            rev,
+            r.ok_or_else(|| ApiError::Internal("promote made nothing".into()))?,
+        ))
+    }
+
+    /// A deployment of `api`: 404 for one of another API.
+    pub async fn deployment(&self, api: &str, id: &str) -> Result<(u64, Resource)> {
+        let (rev, r) = self.get(ResourceKind::Deployment, id, false).await?;
+        match &r {
+            Resource::Deployment(d) if d.api == api => Ok((rev, r)),
+            _ => Err(ApiError::NotFound(format!(
+                "deployment {id:?} of api {api:?} not found"
+            ))),
+        }
+    }
+
     pub async fn flush_cache(&self, api: &str) -> Result<u64> {
         tollgate_model::validate::id("id", api)?;
         let (rev, _) = self
@@ -486,7 +533,11 @@ pub fn parse_document(kind: ResourceKind, id: &str, body: &[u8]) -> Result<Resou
         ResourceKind::Authorizer => Resource::Authorizer(parse_json(&bytes)?),
         ResourceKind::Tenant => Resource::Tenant(parse_json(&bytes)?),
         ResourceKind::UsagePlan => Resource::UsagePlan(parse_json(&bytes)?),
-        ResourceKind::ApiKey | ResourceKind::Settings | ResourceKind::CacheFlush => {
+        ResourceKind::Stage => Resource::Stage(parse_json(&bytes)?),
+        ResourceKind::ApiKey
+        | ResourceKind::Settings
+        | ResourceKind::CacheFlush
+        | ResourceKind::Deployment => {
             return Err(ApiError::InvalidArgument(format!(
                 "kind: {} cannot be written here",
                 kind.as_str()

@@ -18,6 +18,9 @@ use tollgate_model::config::ResourceRef;
 use tollgate_model::usage::{self, Day, UsageItem};
 use tollgate_model::{ApiKeyRecord, KeyPatch, Resource, ResourceKind, Settings};
 
+#[path = "stage_rules.rs"]
+mod stage_rules;
+
 /// A write, as it travels through the Raft log. Never carries a key value.
 // Most commands are `Put`; boxing it would add an allocation to every write.
 #[allow(clippy::large_enum_variant)]
@@ -75,6 +78,18 @@ pub enum Command {
         day: Day,
         amount: u64,
     },
+    /// Freeze an API document as a deployment, `dep-{revision}`.
+    Deploy {
+        api: String,
+        /// The leader's clock when it proposed the write (RFC 3339), so
+        /// every node records the same time.
+        created_at: String,
+        description: String,
+    },
+    /// The stage's canary becomes the stage (deployment and variables).
+    Promote {
+        stage: String,
+    },
 }
 
 impl Command {
@@ -91,6 +106,8 @@ impl Command {
             Command::Restore { .. } => "restore",
             Command::FlushCache { .. } => "flush_cache",
             Command::AdjustQuota { .. } => "adjust_quota",
+            Command::Deploy { .. } => "deploy",
+            Command::Promote { .. } => "promote",
         }
     }
 }
@@ -202,8 +219,9 @@ pub struct State {
     /// (revision, resource) of every live document and tombstone, so that
     /// "what changed since R" costs in proportion to the answer.
     by_revision: BTreeSet<(u64, ResourceRef)>,
-    /// (host or "", base_path) -> api id, for the conflict check.
-    api_mounts: BTreeMap<(String, String), String>,
+    /// (host or "", base_path) -> the API or stage served there, for the
+    /// conflict check.
+    mounts: BTreeMap<(String, String), ResourceRef>,
     /// key hash -> key id, for the duplicate-value check.
     key_hashes: BTreeMap<String, String>,
     counters: BTreeMap<Counter, u64>,
@@ -511,10 +529,20 @@ impl State {
                 Some(r)
             }
             Command::Delete(ResourceKind::Api, id) => {
-                // The API's flush epoch goes with it.
+                // The API's flush epoch and its deployments go with it (no
+                // stage uses them: a stage of the API refuses the delete).
                 self.remove(revision, (ResourceKind::CacheFlush, id.clone()), changes);
+                for dep in self.deployments_of(&id) {
+                    self.remove(revision, (ResourceKind::Deployment, dep), changes);
+                }
                 self.remove(revision, (ResourceKind::Api, id), changes)
             }
+            Command::Deploy {
+                api,
+                created_at,
+                description,
+            } => self.deploy(revision, api, created_at, description, changes),
+            Command::Promote { stage } => self.promote(revision, &stage, changes),
             Command::Delete(kind, id) => self.remove(revision, (kind, id), changes),
             Command::PatchKey { id, patch } => {
                 let Some(Resource::ApiKey(mut k)) = self
@@ -573,13 +601,18 @@ impl State {
     /// Keep the lookup indexes in step with `resources`.
     fn index(&mut self, r: &Resource, insert: bool) {
         match r {
-            Resource::Api(a) => {
-                for host in a.host_keys() {
-                    let k = (host.to_string(), a.base_path.clone());
+            Resource::Api(_) | Resource::Stage(_) => {
+                let (hosts, base) = match r {
+                    Resource::Api(a) => (a.host_keys(), &a.base_path),
+                    Resource::Stage(s) => (s.host_keys(), &s.base_path),
+                    _ => unreachable!(),
+                };
+                for host in hosts {
+                    let k = (host.to_string(), base.clone());
                     if insert {
-                        self.api_mounts.insert(k, a.id.clone());
-                    } else if self.api_mounts.get(&k) == Some(&a.id) {
-                        self.api_mounts.remove(&k);
+                        self.mounts.insert(k, r.key());
+                    } else if self.mounts.get(&k) == Some(&r.key()) {
+                        self.mounts.remove(&k);
                     }
                 }
             }
@@ -627,6 +660,8 @@ impl State {
                 Ok(())
             }
             Command::RecordUsage { .. } | Command::ReturnQuota { .. } => Ok(()),
+            Command::Deploy { api, .. } => self.check_deploy(api),
+            Command::Promote { stage } => self.check_promote(stage),
             Command::FlushCache { api } => {
                 if !self.exists(ResourceKind::Api, api) {
                     return Err(Rejection::new(
@@ -694,22 +729,9 @@ impl State {
                         )));
                     }
                 }
-                for host in api.host_keys() {
-                    match self
-                        .api_mounts
-                        .get(&(host.to_string(), api.base_path.clone()))
-                    {
-                        Some(other) if *other != api.id => {
-                            return Err(Rejection::conflict(format!(
-                                "api {other:?} already serves base_path {:?} on the same host",
-                                api.base_path
-                            )))
-                        }
-                        _ => {}
-                    }
-                }
-                Ok(())
+                self.check_mounts(r, api.host_keys(), &api.base_path)
             }
+            Resource::Stage(stage) => self.check_stage(stage),
             Resource::UsagePlan(plan) => {
                 for (i, a) in plan.apis.iter().enumerate() {
                     if !self.exists(ResourceKind::Api, a) {
@@ -730,8 +752,28 @@ impl State {
                 }
                 Ok(())
             }
-            Resource::Authorizer(_) | Resource::Tenant(_) | Resource::Settings(_) => Ok(()),
+            Resource::Authorizer(_)
+            | Resource::Tenant(_)
+            | Resource::Settings(_)
+            | Resource::Deployment(_) => Ok(()),
         }
+    }
+
+    /// 409 when another API or stage serves `base` on one of `hosts`.
+    fn check_mounts(&self, r: &Resource, hosts: Vec<&str>, base: &str) -> Result<(), Rejection> {
+        for host in hosts {
+            match self.mounts.get(&(host.to_string(), base.to_string())) {
+                Some(other) if *other != r.key() => {
+                    return Err(Rejection::conflict(format!(
+                        "{} {:?} already serves base_path {base:?} on the same host",
+                        other.0.as_str(),
+                        other.1
+                    )))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     fn check_key(&self, k: &ApiKeyRecord) -> Result<(), Rejection> {
@@ -753,7 +795,7 @@ impl State {
     /// Who still refers to (kind, id), if anyone.
     fn referrer(&self, kind: ResourceKind, id: &str) -> Option<String> {
         let found = match kind {
-            ResourceKind::Api => {
+            ResourceKind::Api => self.stage_using(|s| s.api == id).or_else(|| {
                 self.list(ResourceKind::UsagePlan)
                     .find_map(|s| match &s.resource {
                         Resource::UsagePlan(p) if p.apis.iter().any(|a| a == id) => {
@@ -761,7 +803,10 @@ impl State {
                         }
                         _ => None,
                     })
-            }
+            }),
+            ResourceKind::Deployment => self.stage_using(|s| {
+                s.deployment == id || s.canary.as_ref().is_some_and(|c| c.deployment == id)
+            }),
             ResourceKind::Authorizer => {
                 self.list(ResourceKind::Api)
                     .find_map(|s| match &s.resource {
@@ -787,7 +832,10 @@ impl State {
                         _ => None,
                     })
             }
-            ResourceKind::ApiKey | ResourceKind::Settings | ResourceKind::CacheFlush => None,
+            ResourceKind::ApiKey
+            | ResourceKind::Settings
+            | ResourceKind::CacheFlush
+            | ResourceKind::Stage => None,
         };
         found
     }

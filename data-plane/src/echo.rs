@@ -3,6 +3,13 @@
 //! Two query parameters make it misbehave on purpose: `status=N` answers
 //! with that status, and `delay_ms=N` waits first.
 //!
+//! It also stands in for the two AWS shapes a gateway calls out to, so a
+//! function route and a request authorizer can be tried (and benchmarked)
+//! without AWS: `POST /2015-03-31/functions/{name}/invocations` answers as
+//! the Lambda Invoke API does, with a 2.0 proxy result whose body says
+//! which function ran and how long the event was; `POST /authorize`
+//! answers as a request authorizer with a simple response that allows.
+//!
 //! Its JSON is written by hand (plain strings copied whole), not through a
 //! JSON tree: it sits behind every proxy the bench compares, so its cost
 //! per header byte must stay small beside the proxy's.
@@ -126,6 +133,26 @@ fn version_name(version: Version) -> &'static str {
     }
 }
 
+/// The answer as a Lambda function or a request authorizer, for the
+/// paths that call for one.
+fn stand_in(parts: &http::request::Parts, event_length: usize) -> Option<String> {
+    if parts.method != http::Method::POST {
+        return None;
+    }
+    let path = parts.uri.path();
+    if path == "/authorize" {
+        return Some(r#"{"isAuthorized":true,"context":{"authorizer":"tollgate echo"}}"#.into());
+    }
+    let name = path
+        .strip_prefix("/2015-03-31/functions/")?
+        .strip_suffix("/invocations")?;
+    let body = serde_json::json!({"function": name, "event_length": event_length}).to_string();
+    Some(
+        serde_json::json!({"statusCode": 200, "headers": {"content-type": "application/json"}, "body": body})
+            .to_string(),
+    )
+}
+
 async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
     let query = parts.uri.query().unwrap_or("");
@@ -141,7 +168,10 @@ async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallibl
         .and_then(|v| v.parse().ok())
         .and_then(|s| StatusCode::from_u16(s).ok())
         .unwrap_or(StatusCode::OK);
-    let out = describe(&parts, query, body_length);
+    let out = match stand_in(&parts, body_length) {
+        Some(answer) => answer.into_bytes(),
+        None => describe(&parts, query, body_length),
+    };
     let mut res = Response::new(Full::new(Bytes::from(out)));
     *res.status_mut() = status;
     res.headers_mut().insert(
@@ -245,6 +275,31 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[tokio::test]
+    async fn it_answers_as_a_lambda_function_and_as_a_request_authorizer() {
+        let (status, v) = exchange(
+            b"POST /2015-03-31/functions/orders/invocations HTTP/1.1\r\nHost: h\r\n\
+              Content-Length: 2\r\nConnection: close\r\n\r\n{}",
+        )
+        .await;
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert_eq!(v["statusCode"], 200);
+        let body: serde_json::Value = serde_json::from_str(v["body"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"function": "orders", "event_length": 2})
+        );
+        let (_, v) = exchange(
+            b"POST /authorize HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+        )
+        .await;
+        assert_eq!(v["isAuthorized"], true);
+        // Other methods and paths are echoed as before.
+        let (_, v) =
+            exchange(b"GET /authorize HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").await;
+        assert_eq!(v["path"], "/authorize");
     }
 
     #[tokio::test]

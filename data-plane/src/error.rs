@@ -53,6 +53,10 @@ pub enum ProxyError {
     GatewayTimeout,
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    /// The config cannot serve this request as it stands (a stage variable
+    /// on an API's own path, which defines none).
+    #[error("misconfigured: {0}")]
+    Misconfigured(String),
 }
 
 impl From<crate::http1::syntax::HeadError> for ProxyError {
@@ -62,6 +66,16 @@ impl From<crate::http1::syntax::HeadError> for ProxyError {
             HeadError::BadFraming(why) => ProxyError::BadFraming(why),
             HeadError::UnknownCoding => ProxyError::CodingNotImplemented,
             HeadError::TooLarge => ProxyError::HeadersTooLarge,
+        }
+    }
+}
+
+impl From<crate::router::RouteError> for ProxyError {
+    fn from(e: crate::router::RouteError) -> Self {
+        use crate::router::RouteError;
+        match e {
+            RouteError::NotFound => ProxyError::NotFound,
+            RouteError::MethodNotAllowed { allow } => ProxyError::MethodNotAllowed { allow },
         }
     }
 }
@@ -77,7 +91,7 @@ impl ProxyError {
             }
             ProxyError::Unauthorized => (StatusCode::UNAUTHORIZED, "Unauthorized"),
             ProxyError::Forbidden => (StatusCode::FORBIDDEN, "Forbidden"),
-            ProxyError::AuthorizerFailed => {
+            ProxyError::AuthorizerFailed | ProxyError::Misconfigured(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
             }
             ProxyError::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests"),
@@ -124,6 +138,7 @@ impl ProxyError {
             ProxyError::NoHealthyUpstream => "no_healthy_upstream",
             ProxyError::GatewayTimeout => "upstream_timeout",
             ProxyError::ShuttingDown => "shutting_down",
+            ProxyError::Misconfigured(_) => "misconfigured",
         }
     }
 

@@ -17,6 +17,7 @@ use crate::auth::{AuthContext, AuthIndex, AuthTuning};
 use crate::cache::ResponseCache;
 use crate::metrics::Metrics;
 use crate::router::{CompiledApi, RouteTable};
+use crate::stages;
 use crate::upstream::{Clients, UpstreamPool};
 use crate::ConfigApplier;
 
@@ -122,20 +123,119 @@ impl Gateway {
         current: &RouteTable,
         api: &tollgate_model::docs::Api,
     ) -> Result<Arc<CompiledApi>, String> {
+        self.build(current, &api.id, &api.id, api).map(Arc::new)
+    }
+
+    /// `api` compiled for the route table's `key`, its counters under
+    /// `label`.
+    fn build(
+        &self,
+        current: &RouteTable,
+        key: &str,
+        label: &str,
+        api: &tollgate_model::docs::Api,
+    ) -> Result<CompiledApi, String> {
+        use tollgate_model::stages::refers_to_variables;
         // Keep the old pool (its health and breaker state) while the
-        // upstream block is unchanged.
+        // upstream block is unchanged. Targets made of stage variables
+        // have no pool on the API's own path.
         let upstream = match &api.upstream {
             None => None,
-            Some(up) => match current.api(&api.id).and_then(|old| old.upstream.clone()) {
+            Some(up) if up.targets.iter().any(|t| refers_to_variables(&t.url)) => None,
+            Some(up) => match current.api(key).and_then(|old| old.upstream.clone()) {
                 Some(pool) if pool.config == *up => Some(pool),
-                _ => Some(UpstreamPool::new(&api.id, up.clone(), &self.clients)?),
+                _ => Some(UpstreamPool::new(label, up.clone(), &self.clients)?),
             },
         };
         let mut compiled = CompiledApi::new(api.clone(), upstream)?;
+        compiled.key = key.to_string();
         for r in &mut compiled.routes {
-            r.metrics = self.metrics.route(&api.id, &r.doc.id);
+            r.metrics = self.metrics.route(label, &r.doc.id);
         }
+        Ok(compiled)
+    }
+
+    /// A stage: its deployment's document at the stage's path, and its
+    /// canary's; counters labelled `{api}@{deployment}`, so the two sides
+    /// compare.
+    fn compile_stage(
+        &self,
+        current: &RouteTable,
+        next: &ConfigSet,
+        stage: &tollgate_model::stages::Stage,
+    ) -> Result<Arc<CompiledApi>, String> {
+        let deployment = |id: &str| match next.get(ResourceKind::Deployment, id) {
+            Some(Resource::Deployment(d)) => Some(d),
+            _ => None,
+        };
+        let (main, canary_doc) = stages::documents(stage, deployment)?;
+        let key = stages::route_key(&stage.id);
+        let label = |dep: &str| format!("{}@{dep}", stage.api);
+        let canary = match (canary_doc, &stage.canary) {
+            (Some(doc), Some(c)) => Some(stages::CanarySide {
+                api: Arc::new(self.build(
+                    current,
+                    &format!("{key}~canary"),
+                    &label(&c.deployment),
+                    &doc,
+                )?),
+                deployment: c.deployment.clone(),
+                percent: c.percent,
+                sticky: c.sticky,
+            }),
+            _ => None,
+        };
+        let mut compiled = self.build(current, &key, &label(&stage.deployment), &main)?;
+        compiled.stage = Some(stages::StageServing {
+            stage: stage.id.clone(),
+            deployment: stage.deployment.clone(),
+            canary,
+        });
         Ok(Arc::new(compiled))
+    }
+
+    /// The stages to compile after `delta` (all of them for a full one),
+    /// and the route keys of those gone.
+    fn stage_changes(
+        &self,
+        current: &Snapshot,
+        next: &ConfigSet,
+        delta: &ConfigDelta,
+    ) -> Result<(Vec<Arc<CompiledApi>>, Vec<String>), String> {
+        let mut compiled = Vec::new();
+        let upserts: Vec<&Resource> = if delta.full {
+            next.of_kind(ResourceKind::Stage).collect()
+        } else {
+            delta
+                .upserts
+                .iter()
+                .filter(|r| r.kind() == ResourceKind::Stage)
+                .collect()
+        };
+        for r in upserts {
+            if let Resource::Stage(s) = r {
+                compiled.push(self.compile_stage(&current.routes, next, s)?);
+            }
+        }
+        let gone = if delta.full {
+            current
+                .config
+                .of_kind(ResourceKind::Stage)
+                .map(|r| r.id().to_string())
+                .filter(|id| next.get(ResourceKind::Stage, id).is_none())
+                .collect()
+        } else {
+            delta
+                .removals
+                .iter()
+                .filter(|(k, _)| *k == ResourceKind::Stage)
+                .map(|(_, id)| id.clone())
+                .collect::<Vec<_>>()
+        };
+        Ok((
+            compiled,
+            gone.into_iter().map(|id| stages::route_key(&id)).collect(),
+        ))
     }
 
     /// The flush epoch of each API after `delta`: updated from the delta,
@@ -223,7 +323,7 @@ impl ConfigApplier for Gateway {
                 upserts.push(self.compile(&current.routes, api)?);
             }
         }
-        let removals: Vec<String> = if delta.full {
+        let mut removals: Vec<String> = if delta.full {
             // A full config replaces everything: drop APIs it lacks.
             current
                 .config
@@ -239,6 +339,9 @@ impl ConfigApplier for Gateway {
                 .map(|(_, id)| id.clone())
                 .collect()
         };
+        let (staged, unstaged) = self.stage_changes(&current, next, delta)?;
+        upserts.extend(staged);
+        removals.extend(unstaged);
         let auth = current.auth.with_changes(
             delta,
             &AuthContext {

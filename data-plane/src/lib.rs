@@ -42,6 +42,7 @@ pub mod proxy;
 pub mod router;
 pub mod server;
 pub mod shard;
+pub mod stages;
 pub mod status;
 pub mod telemetry;
 pub mod trace;

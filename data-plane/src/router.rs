@@ -44,6 +44,14 @@ pub struct CompiledApi {
     /// Routes, most specific first.
     pub routes: Vec<CompiledRoute>,
     pub upstream: Option<Arc<UpstreamPool>>,
+    /// What the route table knows it by: the API's id, or `@{stage}` for
+    /// a stage (whose document carries the API's id).
+    pub key: String,
+    /// A stage's deployment and canary; `None` for an API's own path.
+    pub stage: Option<crate::stages::StageServing>,
+    /// An API's own path whose document refers to stage variables: the
+    /// routes that use one answer 500 here (only stages define them).
+    pub needs_variables: bool,
 }
 
 impl CompiledApi {
@@ -80,10 +88,32 @@ impl CompiledApi {
         // Stable: among equally specific templates, declaration order wins.
         routes.sort_by_key(|r| std::cmp::Reverse(r.template.specificity()));
         Ok(Self {
+            key: doc.id.clone(),
+            needs_variables: !tollgate_model::stages::variables_used(&doc).is_empty(),
             doc,
             routes,
             upstream,
+            stage: None,
         })
+    }
+
+    /// Whether route `i` (or the upstream it would use) refers to a stage
+    /// variable that nothing here defines.
+    pub fn route_needs_variables(&self, i: usize) -> bool {
+        use tollgate_model::stages::refers_to_variables as refers;
+        if !self.needs_variables {
+            return false;
+        }
+        let r = &self.routes[i].doc;
+        let proxied = r.mock.is_none() && r.function.is_none();
+        r.upstream_path.as_deref().is_some_and(refers)
+            || r.mock.as_ref().is_some_and(|m| refers(&m.body))
+            || (proxied
+                && self
+                    .doc
+                    .upstream
+                    .as_ref()
+                    .is_some_and(|u| u.targets.iter().any(|t| refers(&t.url))))
     }
 }
 
@@ -250,7 +280,7 @@ impl RouteTable {
             if let Some(old) = next.apis.remove(id) {
                 for (host, base) in mount_keys(&old.doc) {
                     if let Some(bases) = next.mounts.get_mut(&host) {
-                        if bases.by_path.get(&base).is_some_and(|a| a.doc.id == id) {
+                        if bases.by_path.get(&base).is_some_and(|a| a.key == id) {
                             bases.remove(&base);
                         }
                         if bases.by_path.is_empty() {
@@ -264,14 +294,14 @@ impl RouteTable {
             drop_api(&mut next, &id);
         }
         for api in upserts {
-            drop_api(&mut next, &api.doc.id);
+            drop_api(&mut next, &api.key);
             for (host, base) in mount_keys(&api.doc) {
                 next.mounts
                     .entry(host)
                     .or_default()
                     .insert(base, api.clone());
             }
-            next.apis.insert(api.doc.id.clone(), api);
+            next.apis.insert(api.key.clone(), api);
         }
         next.named_hosts = next.mounts.len() > usize::from(next.mounts.contains_key(""));
         next
@@ -298,6 +328,16 @@ impl RouteTable {
             .filter_map(|h| self.mounts.get(*h))
             .find_map(|bases| bases.longest_match(path))
             .ok_or(RouteError::NotFound)?;
+        Self::find_in(api, path, method)
+    }
+
+    /// Route a request to `path` among `api`'s routes (the API mounted on
+    /// a prefix of `path`, or a canary's document at the same base path).
+    pub fn find_in(
+        api: &Arc<CompiledApi>,
+        path: &str,
+        method: &Method,
+    ) -> Result<RouteMatch, RouteError> {
         let rest = after_base(api, path);
         let mut allow = Vec::new();
         for (i, r) in api.routes.iter().enumerate() {

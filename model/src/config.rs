@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::docs::{Api, ApiKeyRecord, Authorizer, Settings, Tenant, UsagePlan};
+use crate::stages::{Deployment, Stage};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -20,10 +21,13 @@ pub enum ResourceKind {
     /// Not a document operators write: the control plane keeps it, and data
     /// planes flush the API's cached responses when it changes.
     CacheFlush,
+    /// A frozen copy of an API document (`POST /v1/apis/{id}/deployments`).
+    Deployment,
+    Stage,
 }
 
 impl ResourceKind {
-    pub const ALL: [ResourceKind; 7] = [
+    pub const ALL: [ResourceKind; 9] = [
         ResourceKind::Api,
         ResourceKind::Authorizer,
         ResourceKind::Tenant,
@@ -31,6 +35,8 @@ impl ResourceKind {
         ResourceKind::ApiKey,
         ResourceKind::Settings,
         ResourceKind::CacheFlush,
+        ResourceKind::Deployment,
+        ResourceKind::Stage,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -42,6 +48,8 @@ impl ResourceKind {
             ResourceKind::ApiKey => "api_key",
             ResourceKind::Settings => "settings",
             ResourceKind::CacheFlush => "cache_flush",
+            ResourceKind::Deployment => "deployment",
+            ResourceKind::Stage => "stage",
         }
     }
 
@@ -52,6 +60,7 @@ impl ResourceKind {
             "Authorizer" => ResourceKind::Authorizer,
             "Tenant" => ResourceKind::Tenant,
             "UsagePlan" => ResourceKind::UsagePlan,
+            "Stage" => ResourceKind::Stage,
             _ => return None,
         })
     }
@@ -65,6 +74,8 @@ impl ResourceKind {
             ResourceKind::ApiKey => "ApiKey",
             ResourceKind::Settings => "Settings",
             ResourceKind::CacheFlush => "CacheFlush",
+            ResourceKind::Deployment => "Deployment",
+            ResourceKind::Stage => "Stage",
         }
     }
 }
@@ -83,6 +94,8 @@ pub enum Resource {
     ApiKey(ApiKeyRecord),
     Settings(Settings),
     CacheFlush(CacheFlush),
+    Deployment(Deployment),
+    Stage(Stage),
 }
 
 /// The flush epoch of one API's response cache. `epoch` is the revision of
@@ -106,6 +119,8 @@ impl Resource {
             Resource::ApiKey(_) => ResourceKind::ApiKey,
             Resource::Settings(_) => ResourceKind::Settings,
             Resource::CacheFlush(_) => ResourceKind::CacheFlush,
+            Resource::Deployment(_) => ResourceKind::Deployment,
+            Resource::Stage(_) => ResourceKind::Stage,
         }
     }
 
@@ -118,6 +133,8 @@ impl Resource {
             Resource::ApiKey(k) => &k.id,
             Resource::Settings(_) => "cluster",
             Resource::CacheFlush(f) => &f.api,
+            Resource::Deployment(d) => &d.id,
+            Resource::Stage(s) => &s.id,
         }
     }
 
@@ -135,6 +152,8 @@ impl Resource {
             Resource::ApiKey(k) => serde_json::to_value(k),
             Resource::Settings(s) => serde_json::to_value(s),
             Resource::CacheFlush(f) => serde_json::to_value(f),
+            Resource::Deployment(d) => serde_json::to_value(d),
+            Resource::Stage(s) => serde_json::to_value(s),
         };
         v.expect("documents serialize")
     }
@@ -149,6 +168,8 @@ impl Resource {
             Resource::UsagePlan(p) => p.validate(),
             Resource::ApiKey(_) | Resource::Settings(_) => Ok(()),
             Resource::CacheFlush(f) => crate::validate::id("api", &f.api),
+            Resource::Deployment(d) => d.document.validate().map_err(|e| e.within("document")),
+            Resource::Stage(s) => s.validate(),
         }
     }
 
@@ -162,6 +183,8 @@ impl Resource {
             ResourceKind::ApiKey => Resource::ApiKey(serde_json::from_slice(json)?),
             ResourceKind::Settings => Resource::Settings(serde_json::from_slice(json)?),
             ResourceKind::CacheFlush => Resource::CacheFlush(serde_json::from_slice(json)?),
+            ResourceKind::Deployment => Resource::Deployment(serde_json::from_slice(json)?),
+            ResourceKind::Stage => Resource::Stage(serde_json::from_slice(json)?),
         })
     }
 }

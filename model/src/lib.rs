@@ -1,5 +1,5 @@
 //! Tollgate's domain: the documents operators write (APIs, authorizers,
-//! tenants, usage plans), the API key records the cluster stores, and the
+//! tenants, usage plans, stages), deployments, the API key records the cluster stores, and the
 //! rules that make a document valid.
 //!
 //! This crate has no I/O. The control plane validates with it before a write
@@ -13,6 +13,7 @@ pub mod docs;
 pub mod key;
 pub mod metering;
 pub mod path;
+pub mod stages;
 pub mod usage;
 pub mod validate;
 

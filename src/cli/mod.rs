@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod control_plane;
 pub mod data_plane;
+pub mod deploy;
 pub mod dev;
 pub mod echo;
 pub mod lifecycle;

@@ -414,6 +414,10 @@ pub fn run(seconds: u64, rounds: u64) -> anyhow::Result<()> {
         let jwt = jwt_api(&client, &admin, &echo_addr).await?;
         let bearer = format!("authorization: Bearer {jwt}");
         wait_status_with_header(&client, &format!("http://{listen}/jwt/x"), ("authorization", &format!("Bearer {jwt}")), 200).await?;
+        authorizer_and_function_apis(&client, &admin, &echo_addr).await?;
+        let identity = "x-bench-caller: bench";
+        wait_status_with_header(&client, &format!("http://{listen}/authorized/x"), ("x-bench-caller", "bench"), 200).await?;
+        wait_status(&client, &format!("http://{listen}/fn/x"), 200).await?;
         let log_path = dir.path().join("access.log");
         let (logging_dp, logging_listen, _) =
             data_plane(&bin, &nodes[0].grpc, &log_path.display().to_string())?;
@@ -433,6 +437,11 @@ pub fn run(seconds: u64, rounds: u64) -> anyhow::Result<()> {
             // refuse), quota leases and metering on every request.
             Row { name: "tollgate + key + plan", url: format!("http://{listen}/keyed/x"), headers: vec![&key_header], pid: dp_pid, runs: vec![] },
             Row { name: "tollgate + JWT RS256", url: format!("http://{listen}/jwt/x"), headers: vec![&bearer], pid: dp_pid, runs: vec![] },
+            // A request authorizer answered from its cache (one call per
+            // TTL), and a function route (the Invoke API, served by `tollgate
+            // echo`: the event built and the result mapped on every request).
+            Row { name: "tollgate + request authorizer", url: format!("http://{listen}/authorized/x"), headers: vec![identity], pid: dp_pid, runs: vec![] },
+            Row { name: "tollgate -> function", url: format!("http://{listen}/fn/x"), headers: vec![], pid: dp_pid, runs: vec![] },
             // A second data plane, writing one JSON line per request to a file.
             Row { name: "tollgate, access log to file", url: format!("http://{logging_listen}/bench/x"), headers: vec![], pid: logging_dp.0.id(), runs: vec![] },
         ];
@@ -470,7 +479,8 @@ pub fn run(seconds: u64, rounds: u64) -> anyhow::Result<()> {
         for (r, m) in rows.iter().zip(&medians) {
             row(r.name, m);
         }
-        let (tollgate, keyed, jwt_row, logged) = (&medians[1], &medians[2], &medians[3], &medians[4]);
+        let (tollgate, keyed, jwt_row, authorized, function, logged) =
+            (&medians[1], &medians[2], &medians[3], &medians[4], &medians[5], &medians[6]);
         // Throughput moves with everything else on the machine; the proxy's
         // own CPU per request is the steadier measure of what a phase costs.
         let vs_plain = |w: &Wrk| {
@@ -481,13 +491,18 @@ pub fn run(seconds: u64, rounds: u64) -> anyhow::Result<()> {
             )
         };
         println!("against the plain proxy: key + plan {}; JWT {}", vs_plain(keyed), vs_plain(jwt_row));
+        println!(
+            "against the plain proxy: request authorizer, warm cache {}; function route {}",
+            vs_plain(authorized),
+            vs_plain(function)
+        );
         let lines = std::fs::read_to_string(&log_path).map_or(0, |t| t.lines().count());
         println!(
             "access log on against off: {}, p99 {:+.2} ms ({lines} lines written)",
             vs_plain(logged),
             logged.p99_ms - tollgate.p99_ms
         );
-        for ((ng, ng_row), which) in medians.iter().zip(&rows).skip(5).zip(["plain", "same headers"]) {
+        for ((ng, ng_row), which) in medians.iter().zip(&rows).skip(7).zip(["plain", "same headers"]) {
             // Each round's pair on its own: how often Tollgate came out ahead.
             let per_round: Vec<f64> = rows[1].runs.iter().zip(&ng_row.runs).map(|(t, n)| t.rps / n.rps).collect();
             let ahead = per_round.iter().filter(|r| **r >= 1.0).count();
@@ -598,6 +613,41 @@ pub fn run(seconds: u64, rounds: u64) -> anyhow::Result<()> {
         );
         Ok(())
     })
+}
+
+/// An API behind a request authorizer (`tollgate echo`'s `/authorize`,
+/// keyed on one header, cached for 300 s) and an API of one function route
+/// (`tollgate echo`'s Invoke API).
+async fn authorizer_and_function_apis(
+    client: &reqwest::Client,
+    admin: &str,
+    echo: &str,
+) -> anyhow::Result<()> {
+    put(
+        client,
+        format!("{admin}/v1/authorizers/bench-request"),
+        json!({"type": "request", "endpoint": format!("http://{echo}/authorize"),
+               "identity_sources": ["header:x-bench-caller"], "ttl_s": 300}),
+    )
+    .await?;
+    put(
+        client,
+        format!("{admin}/v1/apis/authorized"),
+        json!({
+        "base_path": "/authorized", "auth": {"authorizer": "bench-request"},
+        "upstream": {"targets": [{"url": format!("http://{echo}")}]},
+        "routes": [{"id": "all", "path": "/{rest+}"}]}),
+    )
+    .await?;
+    put(
+        client,
+        format!("{admin}/v1/apis/fn"),
+        json!({
+        "base_path": "/fn",
+        "routes": [{"id": "all", "path": "/{rest+}",
+                    "function": {"url": format!("http://{echo}"), "name": "bench", "payload": "2.0"}}]}),
+    )
+    .await
 }
 
 /// An API behind an RS256 authorizer (inline JWKS from a key made here);

@@ -53,6 +53,9 @@ pub struct Verified {
     /// `claims_to_headers`, rendered.
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub exp: u64,
+    /// Every claim, as the token carries it (function events pass them on;
+    /// the token's size is bounded, so this is too).
+    pub claims: Map<String, Value>,
 }
 
 /// Why a token was refused. Only logs see it; the client gets 401.
@@ -304,6 +307,7 @@ impl CompiledAuthorizer {
             scopes,
             headers,
             exp,
+            claims: claims.clone(),
         }
     }
 }
@@ -369,6 +373,7 @@ mod tests {
             scopes: Vec::new(),
             headers: Vec::new(),
             exp,
+            claims: Map::new(),
         })
     }
 

@@ -134,7 +134,10 @@ impl AuthIndex {
                     ResourceKind::Api => {
                         out.ip_rules.remove(id);
                     }
-                    ResourceKind::Tenant | ResourceKind::CacheFlush => {}
+                    ResourceKind::Tenant
+                    | ResourceKind::CacheFlush
+                    | ResourceKind::Deployment
+                    | ResourceKind::Stage => {}
                 }
             }
         }
@@ -184,7 +187,10 @@ impl AuthIndex {
                         None => out.ip_rules.remove(&api.id),
                     };
                 }
-                Resource::Tenant(_) | Resource::CacheFlush(_) => {}
+                Resource::Tenant(_)
+                | Resource::CacheFlush(_)
+                | Resource::Deployment(_)
+                | Resource::Stage(_) => {}
             }
         }
         Ok(out)

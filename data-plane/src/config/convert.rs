@@ -37,6 +37,8 @@ fn kind(what: impl FnOnce() -> String, value: i32) -> Result<ResourceKind, Conve
         Ok(P::ApiKey) => Ok(ResourceKind::ApiKey),
         Ok(P::Settings) => Ok(ResourceKind::Settings),
         Ok(P::CacheFlush) => Ok(ResourceKind::CacheFlush),
+        Ok(P::Deployment) => Ok(ResourceKind::Deployment),
+        Ok(P::Stage) => Ok(ResourceKind::Stage),
         Ok(P::Unspecified) | Err(_) => Err(ConvertError::UnknownKind {
             what: what(),
             value,

@@ -388,18 +388,20 @@ impl<'a> Facts<'a> {
         }
     }
 
-    /// The caller as the gateway knows them: `claims` (a JWT's), `scopes`.
-    fn jwt_claims(&self) -> Option<(Value, Vec<String>)> {
+    /// The caller's JWT claims and scopes. Payload 1.0 (REST) passes each
+    /// claim with its JSON type; 2.0 (HTTP APIs) as text, the way AWS
+    /// renders them: numbers as digits, arrays as `[a b]`, objects as JSON.
+    fn jwt_claims(&self, as_text: bool) -> Option<(Value, Vec<String>)> {
         let jwt = self.identity.jwt.as_ref()?;
         let v = &jwt.verified;
-        let mut claims = Map::new();
-        if let Some(sub) = &v.subject {
-            claims.insert("sub".into(), Value::String(sub.clone()));
-        }
-        if !v.scopes.is_empty() {
-            claims.insert("scope".into(), Value::String(v.scopes.join(" ")));
-        }
-        claims.insert("exp".into(), Value::String(v.exp.to_string()));
+        let claims: Map<String, Value> = if as_text {
+            v.claims
+                .iter()
+                .map(|(k, c)| (k.clone(), Value::String(claim_text(c))))
+                .collect()
+        } else {
+            v.claims.clone()
+        };
         Some((Value::Object(claims), v.scopes.clone()))
     }
 
@@ -434,7 +436,7 @@ impl<'a> Facts<'a> {
             .map(|(k, vs)| (k, Value::String(vs.join(","))))
             .collect();
         let mut authorizer = Map::new();
-        if let Some((claims, scopes)) = self.jwt_claims() {
+        if let Some((claims, scopes)) = self.jwt_claims(true) {
             authorizer.insert(
                 "jwt".into(),
                 json!({"claims": claims, "scopes": (!scopes.is_empty()).then_some(scopes)}),
@@ -519,7 +521,7 @@ impl<'a> Facts<'a> {
         };
         let query_lists = self.query_lists();
         let mut authorizer = Map::new();
-        if let Some((claims, scopes)) = self.jwt_claims() {
+        if let Some((claims, scopes)) = self.jwt_claims(false) {
             authorizer.insert("claims".into(), claims);
             authorizer.insert(
                 "scopes".into(),
@@ -720,6 +722,19 @@ fn append(h: &mut HeaderMap, name: &str, v: &Value) -> Result<(), String> {
 /// AWS Signature Version 4 for the Invoke call, so the same route can call
 /// real AWS Lambda. HMAC-SHA256 built on `sha2` (RFC 2104).
 mod sigv4;
+
+/// A claim as payload 2.0 carries it: strings as they are, arrays of
+/// scalars as `[a b]`, anything else as JSON text.
+fn claim_text(claim: &Value) -> String {
+    match claim {
+        Value::String(s) => s.clone(),
+        Value::Array(items) if items.iter().all(|i| !i.is_array() && !i.is_object()) => {
+            let items: Vec<String> = items.iter().map(claim_text).collect();
+            format!("[{}]", items.join(" "))
+        }
+        other => other.to_string(),
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -54,7 +54,7 @@ use crate::http1::guard::Verdicts;
 pub use crate::http1::server::Served;
 pub use crate::http1::Limits;
 use crate::metrics::{AuthFailure, CacheStatus};
-use crate::router::{RouteError, RouteMatch};
+use crate::router::RouteMatch;
 use crate::upstream::UpstreamPool;
 
 use facts::HeadFacts;
@@ -136,6 +136,9 @@ pub async fn serve(
         res.headers_mut()
             .insert(X_CACHE.clone(), HeaderValue::from_static(c.as_str()));
     }
+    if let Some(d) = trail.deployment.take() {
+        res.headers_mut().insert(X_TOLLGATE_DEPLOYMENT.clone(), d);
+    }
     span.record("status", res.status().as_u16());
     let rate = trail.rate.take();
     Served {
@@ -167,13 +170,7 @@ async fn route(
         if let Some(res) = auth::cors::answer_preflight(&snapshot.routes, host, &req) {
             return Ok(res.into());
         }
-        snapshot
-            .routes
-            .find(host, req.uri().path(), req.method())
-            .map_err(|e| match e {
-                RouteError::NotFound => ProxyError::NotFound,
-                RouteError::MethodNotAllowed { allow } => ProxyError::MethodNotAllowed { allow },
-            })?
+        snapshot.routes.find(host, req.uri().path(), req.method())?
     };
     let api = matched.api.clone();
     trail.route = Some((api.clone(), matched.route));
@@ -203,10 +200,11 @@ async fn guarded(
     mut req: Request<RequestBody>,
     trail: &mut Trail,
 ) -> Result<Answer<ProxyBody>, ProxyError> {
-    let api = &matched.api.doc;
-    let route = matched.route();
     trail.bytes_in = cx.facts.content_length.unwrap_or(0);
     let identity = identify(cx, snapshot, &matched, &req).await?;
+    let matched = side(cx, matched, &identity, &req, trail)?;
+    let api = &matched.api.doc;
+    let route = matched.route();
     // Only key callers have a plan.
     let plan_span = tracing::debug_span!("plan");
     let rate = if identity.key.is_some() {
@@ -326,6 +324,48 @@ fn with_fallback(
 }
 
 static X_TOLLGATE_FALLBACK: HeaderName = HeaderName::from_static("x-tollgate-fallback");
+static X_TOLLGATE_DEPLOYMENT: HeaderName = HeaderName::from_static("x-tollgate-deployment");
+
+/// Phase 3b, after authentication (so `sticky: key` has the key): on a
+/// stage, the side that serves the request, the canary's route when the
+/// draw says so, and the deployment noted for every answer from here on.
+/// On an API's own path, a route that needs a stage variable is a 500.
+fn side(
+    cx: RequestCtx<'_>,
+    matched: RouteMatch,
+    identity: &auth::Identity,
+    req: &Request<RequestBody>,
+    trail: &mut Trail,
+) -> Result<RouteMatch, ProxyError> {
+    let api = matched.api.clone();
+    let Some(stage) = &api.stage else {
+        if api.route_needs_variables(matched.route) {
+            return Err(ProxyError::Misconfigured(format!(
+                "route {:?} of api {:?} refers to a stage variable; only its stages define them",
+                matched.route().doc.id,
+                api.doc.id
+            )));
+        }
+        return Ok(matched);
+    };
+    let (matched, deployment) = match &stage.canary {
+        Some(c)
+            if crate::stages::takes_canary(
+                &stage.stage,
+                c,
+                identity.key_id(),
+                cx.conn.remote.ip(),
+            ) =>
+        {
+            let m = crate::router::RouteTable::find_in(&c.api, req.uri().path(), req.method())?;
+            (m, &c.deployment)
+        }
+        _ => (matched, &stage.deployment),
+    };
+    trail.deployment = HeaderValue::from_str(deployment).ok();
+    trail.route = Some((matched.api.clone(), matched.route));
+    Ok(matched)
+}
 
 /// Phase 3: the API's IP lists, then the route's auth policy: who calls.
 /// A refusal is counted on the route.

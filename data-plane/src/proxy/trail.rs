@@ -43,6 +43,9 @@ pub(super) struct Trail {
     pub rate: Option<crate::plans::RateInfo>,
     pub reason: Option<&'static str>,
     pub bytes_in: u64,
+    /// The deployment that serves the request, once a stage's side is
+    /// chosen (`x-tollgate-deployment`).
+    pub deployment: Option<HeaderValue>,
 }
 
 impl Trail {
@@ -60,6 +63,7 @@ impl Trail {
             rate: None,
             reason: None,
             bytes_in: 0,
+            deployment: None,
         }
     }
 

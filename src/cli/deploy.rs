@@ -1,0 +1,98 @@
+//! `tollgate deploy API [--stage S] [--canary PERCENT]`: freeze the API as
+//! a deployment, and put it on a stage (all of it, or as the stage's
+//! canary), the way a CI pipeline calls it. Exit status: 0 done, 1 the
+//! server refused (its error on stderr).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use serde_json::{json, Value};
+
+use super::secrets::{self, Tokens};
+
+#[derive(clap::Args)]
+pub struct DeployArgs {
+    /// The API to deploy.
+    api: String,
+    /// Serve the new deployment on this (existing) stage.
+    #[arg(long)]
+    stage: Option<String>,
+    /// Serve it to this percent of the stage's traffic as a canary
+    /// instead (needs --stage).
+    #[arg(long, requires = "stage", value_parser = percent)]
+    canary: Option<f64>,
+    /// What the deployment is for.
+    #[arg(long, default_value = "")]
+    description: String,
+    #[arg(long, env = "TOLLGATE_SERVER", default_value = "http://127.0.0.1:9080")]
+    server: String,
+    #[command(flatten)]
+    tokens: Tokens,
+    /// Where `tollgate dev` keeps its generated admin token.
+    #[arg(long, env = "TOLLGATE_DATA_DIR", default_value = "./tollgate-data")]
+    data_dir: PathBuf,
+}
+
+fn percent(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!("{s:?} is not a percent from 0 to 100")),
+    }
+}
+
+pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
+    let token = secrets::admin_token(&args.tokens, &args.data_dir)?;
+    let base = args.server.trim_end_matches('/');
+    let client = reqwest::Client::new();
+    let call = |req: reqwest::RequestBuilder| {
+        let token = token.clone();
+        async move {
+            let res = req
+                .bearer_auth(token)
+                .send()
+                .await
+                .context("calling the admin API")?;
+            let status = res.status();
+            let body: Value = res.json().await.unwrap_or(Value::Null);
+            if !status.is_success() {
+                let why = body["error"]["message"]
+                    .as_str()
+                    .unwrap_or("no reason given");
+                anyhow::bail!("{status}: {why}");
+            }
+            Ok(body)
+        }
+    };
+    let deployment = call(
+        client
+            .post(format!("{base}/v1/apis/{}/deployments", args.api))
+            .json(&json!({"description": args.description})),
+    )
+    .await?;
+    let id = deployment["id"].as_str().unwrap_or_default().to_string();
+    println!("deployment {id} of api {}", args.api);
+    let Some(stage) = &args.stage else {
+        return Ok(());
+    };
+    let url = format!("{base}/v1/stages/{stage}");
+    let mut doc = call(client.get(&url)).await?;
+    if let Some(obj) = doc.as_object_mut() {
+        obj.remove("revision");
+    }
+    match args.canary {
+        Some(p) => {
+            let sticky = doc["canary"]["sticky"].clone();
+            doc["canary"] = json!({"deployment": id, "percent": p});
+            if !sticky.is_null() {
+                doc["canary"]["sticky"] = sticky;
+            }
+        }
+        None => doc["deployment"] = json!(id),
+    }
+    call(client.put(&url).json(&doc)).await?;
+    match args.canary {
+        Some(p) => println!("stage {stage}: canary {id} at {p} %"),
+        None => println!("stage {stage}: serving {id}"),
+    }
+    Ok(())
+}
