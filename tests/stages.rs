@@ -477,6 +477,34 @@ async fn stages_serve_deployments_and_canaries_split() {
         .await;
     }
 
+    // ---- metrics carry the deployment, so the two sides compare
+    let metrics = http
+        .get(format!("http://{}/metrics", dps[0].status_addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for dep in [&dep1, &dep2] {
+        let label = format!("api=\"orders@{dep}\"");
+        assert!(metrics.contains(&label), "{label} not in the metrics");
+    }
+
+    // ---- the stage's throttle stands in for a plan without one
+    let mut throttled = prod(&dep1, None);
+    throttled["throttle"] = json!({"rate": 1, "burst": 2});
+    admin.must_put("/v1/stages/prod", throttled).await;
+    eventually("the stage throttle", Duration::from_secs(10), || async {
+        let mut limited = false;
+        for _ in 0..10 {
+            limited |= call(&http, &url(0, "/prod/orders/x"), &key).await.0 == 429;
+        }
+        limited
+    })
+    .await;
+    admin.must_put("/v1/stages/prod", prod(&dep1, None)).await;
+
     // ---- a data plane restarted from its state dir serves the stage with
     // the control plane down
     let rev = admin.get("/v1/stages/prod").await.1["revision"]

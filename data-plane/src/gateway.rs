@@ -172,17 +172,23 @@ impl Gateway {
         let key = stages::route_key(&stage.id);
         let label = |dep: &str| format!("{}@{dep}", stage.api);
         let canary = match (canary_doc, &stage.canary) {
-            (Some(doc), Some(c)) => Some(stages::CanarySide {
-                api: Arc::new(self.build(
-                    current,
-                    &format!("{key}~canary"),
-                    &label(&c.deployment),
-                    &doc,
-                )?),
-                deployment: c.deployment.clone(),
-                percent: c.percent,
-                sticky: c.sticky,
-            }),
+            (Some(doc), Some(c)) => {
+                let mut api =
+                    self.build(current, &format!("{key}~canary"), &label(&c.deployment), &doc)?;
+                // The canary's side is of the stage too (its throttle).
+                api.stage = Some(stages::StageServing {
+                    stage: stage.id.clone(),
+                    deployment: c.deployment.clone(),
+                    canary: None,
+                    throttle: stage.throttle,
+                });
+                Some(stages::CanarySide {
+                    api: Arc::new(api),
+                    deployment: c.deployment.clone(),
+                    percent: c.percent,
+                    sticky: c.sticky,
+                })
+            }
             _ => None,
         };
         let mut compiled = self.build(current, &key, &label(&stage.deployment), &main)?;
@@ -190,6 +196,7 @@ impl Gateway {
             stage: stage.id.clone(),
             deployment: stage.deployment.clone(),
             canary,
+            throttle: stage.throttle,
         });
         Ok(Arc::new(compiled))
     }

@@ -26,6 +26,8 @@ pub struct StageServing {
     pub stage: String,
     pub deployment: String,
     pub canary: Option<CanarySide>,
+    /// The throttle for keys whose plan sets none.
+    pub throttle: Option<tollgate_model::docs::Throttle>,
 }
 
 /// The other side of a canary.

@@ -418,6 +418,8 @@ pub fn run(seconds: u64, rounds: u64) -> anyhow::Result<()> {
         let identity = "x-bench-caller: bench";
         wait_status_with_header(&client, &format!("http://{listen}/authorized/x"), ("x-bench-caller", "bench"), 200).await?;
         wait_status(&client, &format!("http://{listen}/fn/x"), 200).await?;
+        staged_api(&client, &admin, &echo_addr).await?;
+        wait_status(&client, &format!("http://{listen}/staged-prod/x"), 200).await?;
         let log_path = dir.path().join("access.log");
         let (logging_dp, logging_listen, _) =
             data_plane(&bin, &nodes[0].grpc, &log_path.display().to_string())?;
@@ -442,6 +444,9 @@ pub fn run(seconds: u64, rounds: u64) -> anyhow::Result<()> {
             // echo`: the event built and the result mapped on every request).
             Row { name: "tollgate + request authorizer", url: format!("http://{listen}/authorized/x"), headers: vec![identity], pid: dp_pid, runs: vec![] },
             Row { name: "tollgate -> function", url: format!("http://{listen}/fn/x"), headers: vec![], pid: dp_pid, runs: vec![] },
+            // A stage with a 10 % canary (split per request): the side drawn
+            // after authentication, the deployment header on every answer.
+            Row { name: "tollgate, stage + 10% canary", url: format!("http://{listen}/staged-prod/x"), headers: vec![], pid: dp_pid, runs: vec![] },
             // A second data plane, writing one JSON line per request to a file.
             Row { name: "tollgate, access log to file", url: format!("http://{logging_listen}/bench/x"), headers: vec![], pid: logging_dp.0.id(), runs: vec![] },
         ];
@@ -479,8 +484,9 @@ pub fn run(seconds: u64, rounds: u64) -> anyhow::Result<()> {
         for (r, m) in rows.iter().zip(&medians) {
             row(r.name, m);
         }
-        let (tollgate, keyed, jwt_row, authorized, function, logged) =
-            (&medians[1], &medians[2], &medians[3], &medians[4], &medians[5], &medians[6]);
+        let (tollgate, keyed, jwt_row, authorized, function, staged, logged) = (
+            &medians[1], &medians[2], &medians[3], &medians[4], &medians[5], &medians[6], &medians[7],
+        );
         // Throughput moves with everything else on the machine; the proxy's
         // own CPU per request is the steadier measure of what a phase costs.
         let vs_plain = |w: &Wrk| {
@@ -496,13 +502,14 @@ pub fn run(seconds: u64, rounds: u64) -> anyhow::Result<()> {
             vs_plain(authorized),
             vs_plain(function)
         );
+        println!("against the plain proxy: stage with a 10 % canary {}", vs_plain(staged));
         let lines = std::fs::read_to_string(&log_path).map_or(0, |t| t.lines().count());
         println!(
             "access log on against off: {}, p99 {:+.2} ms ({lines} lines written)",
             vs_plain(logged),
             logged.p99_ms - tollgate.p99_ms
         );
-        for ((ng, ng_row), which) in medians.iter().zip(&rows).skip(7).zip(["plain", "same headers"]) {
+        for ((ng, ng_row), which) in medians.iter().zip(&rows).skip(8).zip(["plain", "same headers"]) {
             // Each round's pair on its own: how often Tollgate came out ahead.
             let per_round: Vec<f64> = rows[1].runs.iter().zip(&ng_row.runs).map(|(t, n)| t.rps / n.rps).collect();
             let ahead = per_round.iter().filter(|r| **r >= 1.0).count();
@@ -580,6 +587,31 @@ pub fn run(seconds: u64, rounds: u64) -> anyhow::Result<()> {
             percentile(&samples, 0.99).as_secs_f64() * 1e3
         );
 
+        // Rollback: a stage PUT back and forth between two deployments,
+        // timed until every data plane answers from the one put.
+        let deps = rollback_stage(&client, &first).await?;
+        let mut samples = Vec::new();
+        for i in 0..60 {
+            let dep = &deps[i % 2];
+            let t = Instant::now();
+            put(&client, format!("{first}/v1/stages/rb"), json!({"api": "rb-api", "deployment": dep, "base_path": "/rb"})).await?;
+            let checks = dps.iter().map(|(_, l, _)| {
+                let (c, url) = (client.clone(), format!("http://{l}/rb/"));
+                async move { wait_deployment(&c, &url, dep).await }
+            });
+            for r in futures::future::join_all(checks).await {
+                r?;
+            }
+            samples.push(t.elapsed());
+        }
+        samples.sort();
+        println!(
+            "rollback, stage PUT to the deployment served on all 3 data planes ({} PUTs): p50 {:.1} ms, p99 {:.1} ms",
+            samples.len(),
+            percentile(&samples, 0.5).as_secs_f64() * 1e3,
+            percentile(&samples, 0.99).as_secs_f64() * 1e3
+        );
+
         // Large config: 10,000 APIs, then one change.
         let t = Instant::now();
         let writes = (0..10_000).map(|i| {
@@ -613,6 +645,66 @@ pub fn run(seconds: u64, rounds: u64) -> anyhow::Result<()> {
         );
         Ok(())
     })
+}
+
+/// An API to the upstream with two deployments, and a stage serving the
+/// first with a 10 % canary on the second, split per request.
+async fn staged_api(client: &reqwest::Client, admin: &str, echo: &str) -> anyhow::Result<()> {
+    put(
+        client,
+        format!("{admin}/v1/apis/staged"),
+        json!({
+        "base_path": "/staged",
+        "upstream": {"targets": [{"url": format!("http://{echo}")}]},
+        "routes": [{"id": "all", "path": "/{rest+}"}]}),
+    )
+    .await?;
+    let mut deps = Vec::new();
+    for _ in 0..2 {
+        deps.push(deploy(client, admin, "staged").await?);
+    }
+    put(
+        client,
+        format!("{admin}/v1/stages/staged-prod"),
+        json!({"api": "staged", "deployment": deps[0], "base_path": "/staged-prod",
+               "canary": {"deployment": deps[1], "percent": 10, "sticky": "none"}}),
+    )
+    .await
+}
+
+async fn deploy(client: &reqwest::Client, admin: &str, api: &str) -> anyhow::Result<String> {
+    let r = client
+        .post(format!("{admin}/v1/apis/{api}/deployments"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({}))
+        .send()
+        .await?;
+    anyhow::ensure!(r.status().as_u16() == 201, "deploying {api}: {}", r.status());
+    let v: serde_json::Value = r.json().await?;
+    Ok(v["id"].as_str().unwrap_or_default().to_string())
+}
+
+/// A mock API deployed twice, and its stage `rb` at `/rb`; the two
+/// deployment ids.
+async fn rollback_stage(client: &reqwest::Client, admin: &str) -> anyhow::Result<[String; 2]> {
+    put(client, format!("{admin}/v1/apis/rb-api"), json!({"base_path": "/rb-api", "routes": [{"id": "r", "path": "/", "mock": {"body": "rb"}}]})).await?;
+    let (a, b) = (deploy(client, admin, "rb-api").await?, deploy(client, admin, "rb-api").await?);
+    put(client, format!("{admin}/v1/stages/rb"), json!({"api": "rb-api", "deployment": a, "base_path": "/rb"})).await?;
+    Ok([a, b])
+}
+
+/// Until `url` answers from `deployment` (`x-tollgate-deployment`).
+async fn wait_deployment(client: &reqwest::Client, url: &str, deployment: &str) -> anyhow::Result<()> {
+    let t = Instant::now();
+    loop {
+        if let Ok(r) = client.get(url).send().await {
+            if r.headers().get("x-tollgate-deployment").is_some_and(|d| d == deployment) {
+                return Ok(());
+            }
+        }
+        anyhow::ensure!(t.elapsed() < Duration::from_secs(10), "{url} never served {deployment}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 /// An API behind a request authorizer (`tollgate echo`'s `/authorize`,

@@ -208,7 +208,10 @@ async fn guarded(
     // Only key callers have a plan.
     let plan_span = tracing::debug_span!("plan");
     let rate = if identity.key.is_some() {
-        plan(cx.gw, &identity).instrument(plan_span).await
+        let stage_throttle = matched.api.stage.as_ref().and_then(|s| s.throttle.as_ref());
+        plan(cx.gw, &identity, stage_throttle)
+            .instrument(plan_span)
+            .await
     } else {
         plan_span.in_scope(|| Ok(None))
     };
@@ -413,10 +416,23 @@ async fn identify(
 async fn plan(
     gw: &Gateway,
     identity: &auth::Identity,
+    stage_throttle: Option<&tollgate_model::docs::Throttle>,
 ) -> Result<Option<crate::plans::RateInfo>, ProxyError> {
     // The key and its plan as authentication found them: no second lookup.
     let (Some(key), Some(plan), Some(plans)) = (&identity.key, &identity.plan, gw.plans()) else {
         return Ok(None);
+    };
+    // A stage's throttle stands in for a plan that sets none.
+    let staged;
+    let plan = match stage_throttle {
+        Some(t) if plan.throttle.is_none() => {
+            staged = tollgate_model::docs::UsagePlan {
+                throttle: Some(*t),
+                ..(**plan).clone()
+            };
+            &staged
+        }
+        _ => &**plan,
     };
     plans.admit(&key.id, plan).await.map_err(|d| match d {
         crate::plans::PlanDenied::Throttled {
