@@ -491,6 +491,33 @@ async fn stages_serve_deployments_and_canaries_split() {
         assert!(metrics.contains(&label), "{label} not in the metrics");
     }
 
+    // ---- a stage applies its deployment's IP lists, not the draft's
+    let (_, draft) = admin.get("/v1/apis/orders").await;
+    let mut denying = draft.clone();
+    denying["ip_deny"] = json!(["127.0.0.0/8"]);
+    denying.as_object_mut().unwrap().remove("revision");
+    admin.must_put("/v1/apis/orders", denying).await;
+    let (_, v3) = admin.post("/v1/apis/orders/deployments", json!({})).await;
+    let dep3 = v3["id"].as_str().unwrap().to_string();
+    let mut open = draft.clone();
+    open.as_object_mut().unwrap().remove("revision");
+    admin.must_put("/v1/apis/orders", open).await;
+    admin.must_put("/v1/stages/prod", prod(&dep3, None)).await;
+    eventually(
+        "the deployment's deny list",
+        Duration::from_secs(10),
+        || async {
+            // dep3 is of the v2 draft: its routes are under /v2.
+            call(&http, &url(0, "/prod/orders/v2/x"), &key).await.0 == 403
+        },
+    )
+    .await;
+    let (s, _, _, _) = call(&http, &url(0, "/orders/v2/x"), &key).await;
+    assert_eq!(
+        s, 500,
+        "the draft admits the address (and has no variables)"
+    );
+
     // ---- the stage's throttle stands in for a plan without one
     let mut throttled = prod(&dep1, None);
     throttled["throttle"] = json!({"rate": 1, "burst": 2});

@@ -173,14 +173,19 @@ impl Gateway {
         let label = |dep: &str| format!("{}@{dep}", stage.api);
         let canary = match (canary_doc, &stage.canary) {
             (Some(doc), Some(c)) => {
-                let mut api =
-                    self.build(current, &format!("{key}~canary"), &label(&c.deployment), &doc)?;
+                let mut api = self.build(
+                    current,
+                    &format!("{key}~canary"),
+                    &label(&c.deployment),
+                    &doc,
+                )?;
                 // The canary's side is of the stage too (its throttle).
                 api.stage = Some(stages::StageServing {
                     stage: stage.id.clone(),
                     deployment: c.deployment.clone(),
                     canary: None,
                     throttle: stage.throttle,
+                    ip_rules: ip_rules(&doc)?,
                 });
                 Some(stages::CanarySide {
                     api: Arc::new(api),
@@ -197,6 +202,7 @@ impl Gateway {
             deployment: stage.deployment.clone(),
             canary,
             throttle: stage.throttle,
+            ip_rules: ip_rules(&main)?,
         });
         Ok(Arc::new(compiled))
     }
@@ -298,6 +304,15 @@ impl Gateway {
         apis.dedup();
         apis
     }
+}
+
+/// A deployed document's IP lists, compiled.
+fn ip_rules(
+    api: &tollgate_model::docs::Api,
+) -> Result<Option<Arc<crate::auth::ip::IpRules>>, String> {
+    crate::auth::ip::IpRules::compile(&api.ip_allow, &api.ip_deny)
+        .map(|r| r.map(Arc::new))
+        .map_err(|e| format!("api {:?}: {e}", api.id))
 }
 
 impl ConfigApplier for Gateway {

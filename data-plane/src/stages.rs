@@ -28,6 +28,15 @@ pub struct StageServing {
     pub canary: Option<CanarySide>,
     /// The throttle for keys whose plan sets none.
     pub throttle: Option<tollgate_model::docs::Throttle>,
+    /// The deployment's IP lists (the index by API id holds the draft's).
+    pub ip_rules: Option<Arc<crate::auth::ip::IpRules>>,
+}
+
+impl StageServing {
+    /// Whether the deployment's IP lists admit `ip`.
+    pub fn admits(&self, ip: IpAddr) -> bool {
+        self.ip_rules.as_ref().is_none_or(|r| r.admits(ip))
+    }
 }
 
 /// The other side of a canary.

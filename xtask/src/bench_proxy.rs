@@ -679,7 +679,11 @@ async fn deploy(client: &reqwest::Client, admin: &str, api: &str) -> anyhow::Res
         .json(&json!({}))
         .send()
         .await?;
-    anyhow::ensure!(r.status().as_u16() == 201, "deploying {api}: {}", r.status());
+    anyhow::ensure!(
+        r.status().as_u16() == 201,
+        "deploying {api}: {}",
+        r.status()
+    );
     let v: serde_json::Value = r.json().await?;
     Ok(v["id"].as_str().unwrap_or_default().to_string())
 }
@@ -688,21 +692,39 @@ async fn deploy(client: &reqwest::Client, admin: &str, api: &str) -> anyhow::Res
 /// deployment ids.
 async fn rollback_stage(client: &reqwest::Client, admin: &str) -> anyhow::Result<[String; 2]> {
     put(client, format!("{admin}/v1/apis/rb-api"), json!({"base_path": "/rb-api", "routes": [{"id": "r", "path": "/", "mock": {"body": "rb"}}]})).await?;
-    let (a, b) = (deploy(client, admin, "rb-api").await?, deploy(client, admin, "rb-api").await?);
-    put(client, format!("{admin}/v1/stages/rb"), json!({"api": "rb-api", "deployment": a, "base_path": "/rb"})).await?;
+    let (a, b) = (
+        deploy(client, admin, "rb-api").await?,
+        deploy(client, admin, "rb-api").await?,
+    );
+    put(
+        client,
+        format!("{admin}/v1/stages/rb"),
+        json!({"api": "rb-api", "deployment": a, "base_path": "/rb"}),
+    )
+    .await?;
     Ok([a, b])
 }
 
 /// Until `url` answers from `deployment` (`x-tollgate-deployment`).
-async fn wait_deployment(client: &reqwest::Client, url: &str, deployment: &str) -> anyhow::Result<()> {
+async fn wait_deployment(
+    client: &reqwest::Client,
+    url: &str,
+    deployment: &str,
+) -> anyhow::Result<()> {
     let t = Instant::now();
     loop {
         if let Ok(r) = client.get(url).send().await {
-            if r.headers().get("x-tollgate-deployment").is_some_and(|d| d == deployment) {
+            if r.headers()
+                .get("x-tollgate-deployment")
+                .is_some_and(|d| d == deployment)
+            {
                 return Ok(());
             }
         }
-        anyhow::ensure!(t.elapsed() < Duration::from_secs(10), "{url} never served {deployment}");
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(10),
+            "{url} never served {deployment}"
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }

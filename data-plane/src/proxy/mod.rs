@@ -385,8 +385,13 @@ async fn identify(
     // phase's span is there either way.
     let has_authorizer = route.doc.auth_policy(api).authorizer.is_some();
     let auth_span = tracing::debug_span!("auth");
-    let identity = match auth_span.in_scope(|| snapshot.auth.check_ip(&api.id, cx.conn.remote.ip()))
-    {
+    let ip_checked = auth_span.in_scope(|| match &matched.api.stage {
+        // A stage: its deployment's lists, not the draft's.
+        Some(stage) if !stage.admits(cx.conn.remote.ip()) => Err(ProxyError::Forbidden),
+        Some(_) => Ok(()),
+        None => snapshot.auth.check_ip(&api.id, cx.conn.remote.ip()),
+    });
+    let identity = match ip_checked {
         Err(e) => Err(e),
         Ok(()) if !has_authorizer => auth_span.in_scope(|| {
             snapshot
