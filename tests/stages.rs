@@ -239,6 +239,37 @@ async fn deployments_and_stages_keep_their_rules() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // `tollgate apply` takes stages like any document.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("stage.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "kind: Stage\nid: beta\napi: orders\ndeployment: {dep2}\nbase_path: /beta/orders\n\
+             variables: {{backend: \"http://127.0.0.1:9\", version: \"b\"}}\n"
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["apply", "-f"])
+        .arg(&file)
+        .args(["--server", &c.nodes[0].admin_url()])
+        .env("TOLLGATE_ADMIN_TOKEN", common::ADMIN_TOKEN)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("stage/beta created"),
+        "{said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (s, v) = admin.get("/v1/stages/beta").await;
+    assert_eq!(
+        (s, v["variables"]["version"].as_str()),
+        (200, Some("b")),
+        "{v}"
+    );
+    admin.delete("/v1/stages/beta").await;
     // Back to what the rest of this test expects.
     let (s, v) = admin
         .put("/v1/stages/prod", {
