@@ -447,6 +447,8 @@ pub fn run(seconds: u64, rounds: u64) -> anyhow::Result<()> {
             // A stage with a 10 % canary (split per request): the side drawn
             // after authentication, the deployment header on every answer.
             Row { name: "tollgate, stage + 10% canary", url: format!("http://{listen}/staged-prod/x"), headers: vec![], pid: dp_pid, runs: vec![] },
+            // The same API at its own path: the stage's cost alone.
+            Row { name: "tollgate, that API's own path", url: format!("http://{listen}/staged/x"), headers: vec![], pid: dp_pid, runs: vec![] },
             // A second data plane, writing one JSON line per request to a file.
             Row { name: "tollgate, access log to file", url: format!("http://{logging_listen}/bench/x"), headers: vec![], pid: logging_dp.0.id(), runs: vec![] },
         ];
@@ -484,8 +486,9 @@ pub fn run(seconds: u64, rounds: u64) -> anyhow::Result<()> {
         for (r, m) in rows.iter().zip(&medians) {
             row(r.name, m);
         }
-        let (tollgate, keyed, jwt_row, authorized, function, staged, logged) = (
+        let (tollgate, keyed, jwt_row, authorized, function, staged, unstaged, logged) = (
             &medians[1], &medians[2], &medians[3], &medians[4], &medians[5], &medians[6], &medians[7],
+            &medians[8],
         );
         // Throughput moves with everything else on the machine; the proxy's
         // own CPU per request is the steadier measure of what a phase costs.
@@ -502,14 +505,19 @@ pub fn run(seconds: u64, rounds: u64) -> anyhow::Result<()> {
             vs_plain(authorized),
             vs_plain(function)
         );
-        println!("against the plain proxy: stage with a 10 % canary {}", vs_plain(staged));
+        println!(
+            "stage with a 10 % canary: against the plain proxy {}; against the same API at its own path {:+.1}% throughput, {:+.1}% CPU/req",
+            vs_plain(staged),
+            (staged.rps / unstaged.rps - 1.0) * 100.0,
+            (staged.cpu_us / unstaged.cpu_us - 1.0) * 100.0
+        );
         let lines = std::fs::read_to_string(&log_path).map_or(0, |t| t.lines().count());
         println!(
             "access log on against off: {}, p99 {:+.2} ms ({lines} lines written)",
             vs_plain(logged),
             logged.p99_ms - tollgate.p99_ms
         );
-        for ((ng, ng_row), which) in medians.iter().zip(&rows).skip(8).zip(["plain", "same headers"]) {
+        for ((ng, ng_row), which) in medians.iter().zip(&rows).skip(9).zip(["plain", "same headers"]) {
             // Each round's pair on its own: how often Tollgate came out ahead.
             let per_round: Vec<f64> = rows[1].runs.iter().zip(&ng_row.runs).map(|(t, n)| t.rps / n.rps).collect();
             let ahead = per_round.iter().filter(|r| **r >= 1.0).count();

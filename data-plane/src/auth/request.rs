@@ -251,20 +251,26 @@ impl RequestAuthorizer {
                     hasher.update(v.as_bytes());
                 }
                 let digest: [u8; 32] = hasher.finalize().into();
-                let mut called = false;
-                let found = cache
-                    .try_get_with(digest, async {
-                        called = true;
-                        self.call(facts, &values).await.map(Arc::new)
-                    })
-                    .await;
-                if !called {
+                // A hit first, without the machinery of a shared miss.
+                if let Some(found) = cache.get(&digest).await {
                     self.metrics.cache_hit();
+                    found
+                } else {
+                    let mut called = false;
+                    let found = cache
+                        .try_get_with(digest, async {
+                            called = true;
+                            self.call(facts, &values).await.map(Arc::new)
+                        })
+                        .await;
+                    if !called {
+                        self.metrics.cache_hit();
+                    }
+                    found.map_err(|e| match e.as_ref() {
+                        Refusal::Failed(why) => Refusal::Failed(why.clone()),
+                        other => Refusal::Failed(other.to_string()),
+                    })?
                 }
-                found.map_err(|e| match e.as_ref() {
-                    Refusal::Failed(why) => Refusal::Failed(why.clone()),
-                    other => Refusal::Failed(other.to_string()),
-                })?
             }
         };
         let allowed = match &answer.verdict {
@@ -287,13 +293,21 @@ impl RequestAuthorizer {
         for (source, spec) in self.sources.iter().zip(&self.doc.identity_sources) {
             let value = match source {
                 Source::Header(name) => {
-                    let all: Vec<&str> = facts
+                    // Repeated fields joined with `,`; one (the usual case)
+                    // copied as it is.
+                    let mut all = facts
                         .headers
                         .get_all(name)
                         .iter()
-                        .filter_map(|v| v.to_str().ok())
-                        .collect();
-                    (!all.is_empty()).then(|| all.join(","))
+                        .filter_map(|v| v.to_str().ok());
+                    all.next().map(|first| {
+                        let mut joined = first.to_string();
+                        for more in all {
+                            joined.push(',');
+                            joined.push_str(more);
+                        }
+                        joined
+                    })
                 }
                 Source::Query(name) => query
                     .get_or_insert_with(|| facts.query())

@@ -340,17 +340,19 @@ fn side(
     req: &Request<RequestBody>,
     trail: &mut Trail,
 ) -> Result<RouteMatch, ProxyError> {
-    let api = matched.api.clone();
-    let Some(stage) = &api.stage else {
-        if api.route_needs_variables(matched.route) {
+    if matched.api.stage.is_none() {
+        if matched.api.route_needs_variables(matched.route) {
             return Err(ProxyError::Misconfigured(format!(
                 "route {:?} of api {:?} refers to a stage variable; only its stages define them",
                 matched.route().doc.id,
-                api.doc.id
+                matched.api.doc.id
             )));
         }
         return Ok(matched);
-    };
+    }
+    // Held apart from `matched`, which the canary's match replaces.
+    let api = matched.api.clone();
+    let stage = api.stage.as_ref().expect("checked above");
     let (matched, deployment) = match &stage.canary {
         Some(c)
             if crate::stages::takes_canary(
