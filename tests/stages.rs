@@ -509,14 +509,7 @@ async fn stages_serve_deployments_and_canaries_split() {
     }
 
     // ---- metrics carry the deployment, so the two sides compare
-    let metrics = http
-        .get(format!("http://{}/metrics", dps[0].status_addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::dp::metrics_text(&dps[0]).await;
     for dep in [&dep1, &dep2] {
         let label = format!("api=\"orders@{dep}\"");
         assert!(metrics.contains(&label), "{label} not in the metrics");

@@ -230,24 +230,10 @@ impl Gateway {
                 compiled.push(self.compile_stage(&current.routes, next, s)?);
             }
         }
-        let gone = if delta.full {
-            current
-                .config
-                .of_kind(ResourceKind::Stage)
-                .map(|r| r.id().to_string())
-                .filter(|id| next.get(ResourceKind::Stage, id).is_none())
-                .collect()
-        } else {
-            delta
-                .removals
-                .iter()
-                .filter(|(k, _)| *k == ResourceKind::Stage)
-                .map(|(_, id)| id.clone())
-                .collect::<Vec<_>>()
-        };
+        let gone = removed(&current.config, next, delta, ResourceKind::Stage);
         Ok((
             compiled,
-            gone.into_iter().map(|id| stages::route_key(&id)).collect(),
+            gone.iter().map(|id| stages::route_key(id)).collect(),
         ))
     }
 
@@ -306,6 +292,30 @@ impl Gateway {
     }
 }
 
+/// The ids of `kind` that `delta` removes; a full config replaces
+/// everything, so it removes what it lacks.
+fn removed(
+    current: &ConfigSet,
+    next: &ConfigSet,
+    delta: &ConfigDelta,
+    kind: ResourceKind,
+) -> Vec<String> {
+    if delta.full {
+        current
+            .of_kind(kind)
+            .map(|r| r.id().to_string())
+            .filter(|id| next.get(kind, id).is_none())
+            .collect()
+    } else {
+        delta
+            .removals
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, id)| id.clone())
+            .collect()
+    }
+}
+
 /// A deployed document's IP lists, compiled.
 fn ip_rules(
     api: &tollgate_model::docs::Api,
@@ -345,22 +355,7 @@ impl ConfigApplier for Gateway {
                 upserts.push(self.compile(&current.routes, api)?);
             }
         }
-        let mut removals: Vec<String> = if delta.full {
-            // A full config replaces everything: drop APIs it lacks.
-            current
-                .config
-                .of_kind(ResourceKind::Api)
-                .map(|r| r.id().to_string())
-                .filter(|id| next.get(ResourceKind::Api, id).is_none())
-                .collect()
-        } else {
-            delta
-                .removals
-                .iter()
-                .filter(|(k, _)| *k == ResourceKind::Api)
-                .map(|(_, id)| id.clone())
-                .collect()
-        };
+        let mut removals = removed(&current.config, next, delta, ResourceKind::Api);
         let (staged, unstaged) = self.stage_changes(&current, next, delta)?;
         upserts.extend(staged);
         removals.extend(unstaged);

@@ -4,24 +4,19 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use super::secrets::{self, Tokens};
+use super::secrets::AdminApi;
 
 #[derive(clap::Args)]
 pub struct ApplyArgs {
     #[arg(short = 'f', long = "file")]
     file: PathBuf,
-    #[arg(long, env = "TOLLGATE_SERVER", default_value = "http://127.0.0.1:9080")]
-    server: String,
     #[command(flatten)]
-    tokens: Tokens,
-    /// Where `tollgate dev` keeps its generated admin token.
-    #[arg(long, env = "TOLLGATE_DATA_DIR", default_value = "./tollgate-data")]
-    data_dir: PathBuf,
+    admin: AdminApi,
 }
 
 pub async fn run(args: ApplyArgs) -> anyhow::Result<()> {
-    let token = secrets::admin_token(&args.tokens, &args.data_dir)?;
-    apply_file(&args.file, &args.server, &token).await
+    let token = args.admin.token()?;
+    apply_file(&args.file, &args.admin.server, &token).await
 }
 
 /// Parses `path` and applies it, printing one line per document; `dev

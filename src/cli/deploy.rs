@@ -3,12 +3,10 @@
 //! canary), the way a CI pipeline calls it. Exit status: 0 done, 1 the
 //! server refused (its error on stderr).
 
-use std::path::PathBuf;
-
 use anyhow::Context;
 use serde_json::{json, Value};
 
-use super::secrets::{self, Tokens};
+use super::secrets::AdminApi;
 
 #[derive(clap::Args)]
 pub struct DeployArgs {
@@ -24,13 +22,8 @@ pub struct DeployArgs {
     /// What the deployment is for.
     #[arg(long, default_value = "")]
     description: String,
-    #[arg(long, env = "TOLLGATE_SERVER", default_value = "http://127.0.0.1:9080")]
-    server: String,
     #[command(flatten)]
-    tokens: Tokens,
-    /// Where `tollgate dev` keeps its generated admin token.
-    #[arg(long, env = "TOLLGATE_DATA_DIR", default_value = "./tollgate-data")]
-    data_dir: PathBuf,
+    admin: AdminApi,
 }
 
 fn percent(s: &str) -> Result<f64, String> {
@@ -41,8 +34,8 @@ fn percent(s: &str) -> Result<f64, String> {
 }
 
 pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
-    let token = secrets::admin_token(&args.tokens, &args.data_dir)?;
-    let base = args.server.trim_end_matches('/');
+    let token = args.admin.token()?;
+    let base = args.admin.server.trim_end_matches('/');
     let client = reqwest::Client::new();
     let call = |req: reqwest::RequestBuilder| {
         let token = token.clone();

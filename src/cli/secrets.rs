@@ -72,6 +72,24 @@ pub fn cluster_token(file: Option<&Path>) -> anyhow::Result<String> {
 
 /// The admin token a client (`apply`) sends: never generated; falls back to
 /// the one `tollgate dev` wrote into `data_dir`.
+/// How a client subcommand (`apply`, `deploy`) reaches the admin API.
+#[derive(clap::Args)]
+pub struct AdminApi {
+    #[arg(long, env = "TOLLGATE_SERVER", default_value = "http://127.0.0.1:9080")]
+    pub server: String,
+    #[command(flatten)]
+    pub tokens: Tokens,
+    /// Where `tollgate dev` keeps its generated admin token.
+    #[arg(long, env = "TOLLGATE_DATA_DIR", default_value = "./tollgate-data")]
+    pub data_dir: PathBuf,
+}
+
+impl AdminApi {
+    pub fn token(&self) -> anyhow::Result<String> {
+        admin_token(&self.tokens, &self.data_dir)
+    }
+}
+
 pub fn admin_token(tokens: &Tokens, data_dir: &Path) -> anyhow::Result<String> {
     Ok(
         match (

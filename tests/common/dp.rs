@@ -124,6 +124,18 @@ pub async fn wait_for_revision(dp: &DataPlaneHandle, revision: u64) {
     }
 }
 
+/// The data plane's `/metrics` page.
+pub async fn metrics_text(dp: &DataPlaneHandle) -> String {
+    http()
+        .get(format!("http://{}/metrics", dp.status_addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Poll `f` until it returns true.
 pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut f: F)
 where

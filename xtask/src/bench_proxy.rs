@@ -365,6 +365,53 @@ fn mock_api(id: &str) -> serde_json::Value {
     json!({"base_path": format!("/{id}"), "routes": [{"id": "r", "path": "/", "mock": {"body": id}}]})
 }
 
+/// `--core`: only the plain and the key + plan rows, which every build
+/// has, in `rounds` interleaved rounds, and the pair's ratio per round: to
+/// compare two builds (`TOLLGATE_BENCH_BIN`) run after run, since the
+/// full table's rows drift by ±15 % between runs on this machine.
+pub fn run_core(seconds: u64, rounds: u64) -> anyhow::Result<()> {
+    let bin = release_binary()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let dir = tempfile::tempdir()?;
+        let client = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
+        let echo_addr = free_addr()?;
+        let echo = Proc(Command::new(&bin).args(["echo", "--listen", &echo_addr]).stdout(Stdio::null()).spawn()?);
+        let nodes: Vec<Node> = vec![spawn(&bin, 1, dir.path(), None)?];
+        wait_ready(&client, &nodes[0].admin).await?;
+        let admin = nodes[0].admin.clone();
+        let (dp, listen, _) = data_plane(&bin, &nodes[0].grpc, "off")?;
+        put(&client, format!("{admin}/v1/apis/bench"), json!({
+            "base_path": "/", "upstream": {"targets": [{"url": format!("http://{echo_addr}")}]},
+            "routes": [{"id": "all", "path": "/{rest+}"}]})).await?;
+        wait_status(&client, &format!("http://{listen}/bench/x"), 200).await?;
+        let key = keyed_api(&client, &admin, &echo_addr).await?;
+        let key_header = format!("x-api-key: {key}");
+        wait_status_with_header(&client, &format!("http://{listen}/keyed/x"), ("x-api-key", &key), 200).await?;
+        let pids = (dp.0.id(), Some(echo.0.id()));
+        let (mut plain, mut keyed) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let runs = [(&mut plain, format!("http://{listen}/bench/x"), vec![]), (&mut keyed, format!("http://{listen}/keyed/x"), vec![key_header.as_str()])];
+            let mut runs: Vec<_> = runs.into_iter().collect();
+            if round % 2 == 1 {
+                runs.reverse();
+            }
+            for (into, url, headers) in runs {
+                into.push(wrk_with(&url, 64, seconds, &headers, pids)?);
+            }
+        }
+        let ratios: Vec<String> = plain.iter().zip(&keyed).map(|(p, k)| format!("{:.3}", k.rps / p.rps)).collect();
+        let (p, k) = (Wrk::median(&plain), Wrk::median(&keyed));
+        println!(
+            "core rows, {rounds} rounds of {seconds} s: plain {:.0} req/s ({:.1} us CPU/req), key + plan {:.0} req/s ({:.1} us CPU/req); key + plan / plain: throughput {:.3} (per round {}), CPU/req {:.3}",
+            p.rps, p.cpu_us, k.rps, k.cpu_us, k.rps / p.rps, ratios.join(" "), k.cpu_us / p.cpu_us
+        );
+        Ok(())
+    })
+}
+
 pub fn run(seconds: u64, rounds: u64) -> anyhow::Result<()> {
     let connections = 64;
     anyhow::ensure!(

@@ -63,6 +63,9 @@ enum Bench {
         /// Interleaved rounds; each figure is the median.
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
         rounds: u64,
+        /// Only the plain and key + plan rows (to compare two builds).
+        #[arg(long)]
+        core: bool,
     },
     /// Throttle and quota accuracy across 3 and 5 data planes, even and
     /// skewed load, on an idle and a busy host.
@@ -103,7 +106,17 @@ fn main() -> anyhow::Result<()> {
         Task::Cluster { action } => cluster::run(action),
         Task::Fuzz { seconds } => fuzz::run(seconds),
         Task::Bench(Bench::ControlPlane { seconds }) => bench::control_plane(seconds),
-        Task::Bench(Bench::Proxy { seconds, rounds }) => bench_proxy::run(seconds, rounds),
+        Task::Bench(Bench::Proxy {
+            seconds,
+            rounds,
+            core,
+        }) => {
+            if core {
+                bench_proxy::run_core(seconds, rounds)
+            } else {
+                bench_proxy::run(seconds, rounds)
+            }
+        }
         Task::Bench(Bench::Limits {
             seconds,
             runs,
