@@ -390,24 +390,45 @@ pub fn run_core(seconds: u64, rounds: u64) -> anyhow::Result<()> {
         let key = keyed_api(&client, &admin, &echo_addr).await?;
         let key_header = format!("x-api-key: {key}");
         wait_status_with_header(&client, &format!("http://{listen}/keyed/x"), ("x-api-key", &key), 200).await?;
+        // The request-authorizer row too, when this build's echo answers
+        // as an authorizer.
+        let authorizes = client
+            .post(format!("http://{echo_addr}/authorize"))
+            .send()
+            .await
+            .ok()
+            .and_then(|r| r.headers().get("content-type").cloned())
+            .is_some()
+            && authorizer_and_function_apis(&client, &admin, &echo_addr).await.is_ok()
+            && wait_status_with_header(&client, &format!("http://{listen}/authorized/x"), ("x-bench-caller", "bench"), 200).await.is_ok();
         let pids = (dp.0.id(), Some(echo.0.id()));
-        let (mut plain, mut keyed) = (Vec::new(), Vec::new());
+        let mut rows: Vec<(&str, String, Vec<&str>, Vec<Wrk>)> = vec![
+            ("plain", format!("http://{listen}/bench/x"), vec![], vec![]),
+            ("key + plan", format!("http://{listen}/keyed/x"), vec![key_header.as_str()], vec![]),
+        ];
+        if authorizes {
+            rows.push(("request authorizer", format!("http://{listen}/authorized/x"), vec!["x-bench-caller: bench"], vec![]));
+        }
         for round in 0..rounds {
-            let runs = [(&mut plain, format!("http://{listen}/bench/x"), vec![]), (&mut keyed, format!("http://{listen}/keyed/x"), vec![key_header.as_str()])];
-            let mut runs: Vec<_> = runs.into_iter().collect();
+            let mut order: Vec<usize> = (0..rows.len()).collect();
             if round % 2 == 1 {
-                runs.reverse();
+                order.reverse();
             }
-            for (into, url, headers) in runs {
-                into.push(wrk_with(&url, 64, seconds, &headers, pids)?);
+            for i in order {
+                let (_, url, headers, runs) = &mut rows[i];
+                runs.push(wrk_with(url, 64, seconds, headers, pids)?);
             }
         }
-        let ratios: Vec<String> = plain.iter().zip(&keyed).map(|(p, k)| format!("{:.3}", k.rps / p.rps)).collect();
-        let (p, k) = (Wrk::median(&plain), Wrk::median(&keyed));
-        println!(
-            "core rows, {rounds} rounds of {seconds} s: plain {:.0} req/s ({:.1} us CPU/req), key + plan {:.0} req/s ({:.1} us CPU/req); key + plan / plain: throughput {:.3} (per round {}), CPU/req {:.3}",
-            p.rps, p.cpu_us, k.rps, k.cpu_us, k.rps / p.rps, ratios.join(" "), k.cpu_us / p.cpu_us
-        );
+        let plain = Wrk::median(&rows[0].3);
+        println!("core rows, {rounds} rounds of {seconds} s: plain {:.0} req/s ({:.1} us CPU/req)", plain.rps, plain.cpu_us);
+        for (name, _, _, runs) in &rows[1..] {
+            let m = Wrk::median(runs);
+            let ratios: Vec<String> = rows[0].3.iter().zip(runs).map(|(p, r)| format!("{:.3}", r.rps / p.rps)).collect();
+            println!(
+                "  {name}: {:.0} req/s ({:.1} us CPU/req); / plain: throughput {:.3} (per round {}), CPU/req {:.3}",
+                m.rps, m.cpu_us, m.rps / plain.rps, ratios.join(" "), m.cpu_us / plain.cpu_us
+            );
+        }
         Ok(())
     })
 }
