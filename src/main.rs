@@ -49,6 +49,9 @@ enum Command {
     /// Freeze an API as a deployment; with --stage, serve it there (or,
     /// with --canary PERCENT, to part of the stage's traffic).
     Deploy(cli::deploy::DeployArgs),
+    /// Print every declarative document (APIs, authorizers, tenants, usage
+    /// plans, stages) as YAML that `apply -f` takes back unchanged.
+    Dump(cli::dump::DumpArgs),
 }
 
 #[tokio::main]
@@ -69,6 +72,7 @@ async fn main() -> anyhow::Result<()> {
         Command::ControlPlane(args) => cli::control_plane::run(args).await,
         Command::Apply(args) => cli::apply::run(args).await,
         Command::Deploy(args) => cli::deploy::run(args).await,
+        Command::Dump(args) => cli::dump::run(args).await,
     };
     telemetry.shutdown();
     result

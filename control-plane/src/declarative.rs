@@ -147,3 +147,42 @@ pub async fn apply(
     }
     Ok(lines)
 }
+
+/// The kinds a declarative file holds, in the order a dump lists them
+/// (what others refer to first).
+pub const DECLARATIVE_KINDS: [ResourceKind; 5] = [
+    ResourceKind::Tenant,
+    ResourceKind::Authorizer,
+    ResourceKind::Api,
+    ResourceKind::UsagePlan,
+    ResourceKind::Stage,
+];
+
+/// Every declarative document the cluster holds, as YAML documents that
+/// `apply` takes back unchanged. Deployments are made by `deploy`, not
+/// written, so a dumped stage names deployments that must exist where it
+/// is applied; keys are not documents (their records are the API's).
+pub async fn dump(server: &str, admin_token: &str) -> anyhow::Result<String> {
+    let client = reqwest::Client::new();
+    let mut out = String::new();
+    for kind in DECLARATIVE_KINDS {
+        let url = format!(
+            "{}/v1/{}",
+            server.trim_end_matches('/'),
+            rest_collection(kind)
+        );
+        let res = client.get(&url).bearer_auth(admin_token).send().await?;
+        anyhow::ensure!(res.status().is_success(), "GET {url}: {}", res.status());
+        let list: serde_json::Value = res.json().await?;
+        for item in list["items"].as_array().into_iter().flatten() {
+            let mut doc = serde_json::Map::new();
+            doc.insert("kind".into(), kind.doc_kind().into());
+            if let serde_json::Value::Object(fields) = strip(item.clone()) {
+                doc.extend(fields);
+            }
+            out.push_str("---\n");
+            out.push_str(&serde_norway::to_string(&doc)?);
+        }
+    }
+    Ok(out)
+}

@@ -6,6 +6,7 @@ pub mod control_plane;
 pub mod data_plane;
 pub mod deploy;
 pub mod dev;
+pub mod dump;
 pub mod echo;
 pub mod lifecycle;
 pub mod secrets;

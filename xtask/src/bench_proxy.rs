@@ -409,6 +409,15 @@ pub fn run_core(seconds: u64, rounds: u64) -> anyhow::Result<()> {
         if authorizes {
             rows.push(("request authorizer", format!("http://{listen}/authorized/x"), vec!["x-bench-caller: bench"], vec![]));
         }
+        // And a stage with a canary beside its API's own path, when the
+        // build has stages.
+        let stages = staged_api(&client, &admin, &echo_addr).await.is_ok()
+            && wait_status(&client, &format!("http://{listen}/staged-prod/x"), 200).await.is_ok();
+        if stages {
+            rows.push(("stage + 10% canary", format!("http://{listen}/staged-prod/x"), vec![], vec![]));
+            rows.push(("stage, no canary", format!("http://{listen}/staged-one/x"), vec![], vec![]));
+            rows.push(("that API's own path", format!("http://{listen}/staged/x"), vec![], vec![]));
+        }
         for round in 0..rounds {
             let mut order: Vec<usize> = (0..rows.len()).collect();
             if round % 2 == 1 {
@@ -744,6 +753,13 @@ async fn staged_api(client: &reqwest::Client, admin: &str, echo: &str) -> anyhow
         format!("{admin}/v1/stages/staged-prod"),
         json!({"api": "staged", "deployment": deps[0], "base_path": "/staged-prod",
                "canary": {"deployment": deps[1], "percent": 10, "sticky": "none"}}),
+    )
+    .await?;
+    // The same without a canary, to tell the canary's cost from the stage's.
+    put(
+        client,
+        format!("{admin}/v1/stages/staged-one"),
+        json!({"api": "staged", "deployment": deps[0], "base_path": "/staged-one"}),
     )
     .await
 }
