@@ -546,12 +546,28 @@ async fn stages_serve_deployments_and_canaries_split() {
         .await;
     }
 
-    // ---- metrics carry the deployment, so the two sides compare
-    let metrics = common::dp::metrics_text(&dps[0]).await;
-    for dep in [&dep1, &dep2] {
-        let label = format!("api=\"orders@{dep}\"");
-        assert!(metrics.contains(&label), "{label} not in the metrics");
-    }
+    // ---- metrics carry the deployment, so the two sides compare; they
+    // outlive config changes that leave the stage as it is
+    let label =
+        format!("tollgate_requests_total{{api=\"orders\",deployment=\"{dep1}\",route=\"all\"");
+    assert!(
+        common::dp::metrics_text(&dps[0]).await.contains(&label),
+        "{label}"
+    );
+    admin
+        .must_put(
+            "/v1/apis/unrelated",
+            json!({"base_path": "/unrelated", "routes": [{"id": "m", "path": "/", "mock": {"body": "x"}}]}),
+        )
+        .await;
+    eventually("the unrelated API", Duration::from_secs(10), || async {
+        call(&http, &url(0, "/unrelated"), &key).await.0 == 200
+    })
+    .await;
+    assert!(
+        common::dp::metrics_text(&dps[0]).await.contains(&label),
+        "{label} after a change"
+    );
 
     // ---- a stage applies its deployment's IP lists, not the draft's
     let (_, draft) = admin.get("/v1/apis/orders").await;

@@ -123,16 +123,16 @@ impl Gateway {
         current: &RouteTable,
         api: &tollgate_model::docs::Api,
     ) -> Result<Arc<CompiledApi>, String> {
-        self.build(current, &api.id, &api.id, api).map(Arc::new)
+        self.build(current, &api.id, "", api).map(Arc::new)
     }
 
-    /// `api` compiled for the route table's `key`, its counters under
-    /// `label`.
+    /// `api` compiled for the route table's `key`, its counters labelled
+    /// with `deployment` ("" on an API's own path).
     fn build(
         &self,
         current: &RouteTable,
         key: &str,
-        label: &str,
+        deployment: &str,
         api: &tollgate_model::docs::Api,
     ) -> Result<CompiledApi, String> {
         use tollgate_model::stages::refers_to_variables;
@@ -144,19 +144,19 @@ impl Gateway {
             Some(up) if up.targets.iter().any(|t| refers_to_variables(&t.url)) => None,
             Some(up) => match current.api(key).and_then(|old| old.upstream.clone()) {
                 Some(pool) if pool.config == *up => Some(pool),
-                _ => Some(UpstreamPool::new(label, up.clone(), &self.clients)?),
+                _ => Some(UpstreamPool::new(&api.id, up.clone(), &self.clients)?),
             },
         };
         let mut compiled = CompiledApi::new(api.clone(), upstream)?;
         compiled.key = key.to_string();
         for r in &mut compiled.routes {
-            r.metrics = self.metrics.route(label, &r.doc.id);
+            r.metrics = self.metrics.route(&api.id, deployment, &r.doc.id);
         }
         Ok(compiled)
     }
 
     /// A stage: its deployment's document at the stage's path, and its
-    /// canary's; counters labelled `{api}@{deployment}`, so the two sides
+    /// canary's; counters labelled with the deployment, so the two sides
     /// compare.
     fn compile_stage(
         &self,
@@ -170,15 +170,9 @@ impl Gateway {
         };
         let (main, canary_doc) = stages::documents(stage, deployment)?;
         let key = stages::route_key(&stage.id);
-        let label = |dep: &str| format!("{}@{dep}", stage.api);
         let canary = match (canary_doc, &stage.canary) {
             (Some(doc), Some(c)) => {
-                let mut api = self.build(
-                    current,
-                    &format!("{key}~canary"),
-                    &label(&c.deployment),
-                    &doc,
-                )?;
+                let mut api = self.build(current, &format!("{key}~canary"), &c.deployment, &doc)?;
                 // The canary's side is of the stage too (its throttle).
                 api.stage = Some(stages::StageServing {
                     stage: stage.id.clone(),
@@ -196,7 +190,7 @@ impl Gateway {
             }
             _ => None,
         };
-        let mut compiled = self.build(current, &key, &label(&stage.deployment), &main)?;
+        let mut compiled = self.build(current, &key, &stage.deployment, &main)?;
         compiled.stage = Some(stages::StageServing {
             stage: stage.id.clone(),
             deployment: stage.deployment.clone(),
@@ -382,15 +376,22 @@ impl ConfigApplier for Gateway {
             self.cache.invalidate_api(api);
             tracing::debug!(api = %api, "cached responses flushed");
         }
-        let apis_changed = delta.full
-            || delta.upserts.iter().any(|r| r.kind() == ResourceKind::Api)
-            || delta.removals.iter().any(|(k, _)| *k == ResourceKind::Api);
-        if apis_changed {
-            self.metrics
-                .retain(|api, route| match next.get(ResourceKind::Api, api) {
-                    Some(Resource::Api(a)) => a.routes.iter().any(|r| r.id == route),
-                    _ => false,
-                });
+        let served = |k: ResourceKind| matches!(k, ResourceKind::Api | ResourceKind::Stage);
+        let routes_changed = delta.full
+            || delta.upserts.iter().any(|r| served(r.kind()))
+            || delta.removals.iter().any(|(k, _)| served(*k));
+        if routes_changed {
+            self.metrics.retain(|api, deployment, route| {
+                let doc = if deployment.is_empty() {
+                    match next.get(ResourceKind::Api, api) {
+                        Some(Resource::Api(a)) => Some(a),
+                        _ => None,
+                    }
+                } else {
+                    stages::served_deployment(next, deployment).map(|d| &d.document)
+                };
+                doc.is_some_and(|a| a.routes.iter().any(|r| r.id == route))
+            });
         }
         tracing::info!(
             revision = next.revision,

@@ -163,8 +163,24 @@ struct Counts {
 
 impl RouteMetrics {
     pub fn new(api: &str, route: &str) -> Self {
+        Self::deployed(api, "", route)
+    }
+
+    /// A route served by a stage's deployment: `deployment="…"` beside the
+    /// API, so a canary's figures compare with the stage's.
+    pub fn deployed(api: &str, deployment: &str, route: &str) -> Self {
+        let labels = if deployment.is_empty() {
+            format!("api=\"{}\",route=\"{}\"", escape(api), escape(route))
+        } else {
+            format!(
+                "api=\"{}\",deployment=\"{}\",route=\"{}\"",
+                escape(api),
+                escape(deployment),
+                escape(route)
+            )
+        };
         Self {
-            labels: format!("api=\"{}\",route=\"{}\"", escape(api), escape(route)),
+            labels,
             counts: Sharded::default(),
         }
     }
@@ -240,11 +256,12 @@ impl RouteMetrics {
     }
 }
 
-/// Every route's metrics, by (API id, route id). Routes get theirs when
-/// their API is compiled; a route that survives a config change keeps its
+/// Every route's metrics, by (API id, deployment, route id); the deployment
+/// is "" on an API's own path. Routes get theirs when their API (or
+/// stage) is compiled; a route that survives a config change keeps its
 /// counters.
 pub struct Metrics {
-    routes: Mutex<BTreeMap<(String, String), Arc<RouteMetrics>>>,
+    routes: Mutex<BTreeMap<(String, String, String), Arc<RouteMetrics>>>,
     /// Requests that matched no route (404/405), and CORS preflights.
     pub unmatched: Arc<RouteMetrics>,
 }
@@ -259,22 +276,24 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// The metrics of a route, made on first use.
-    pub fn route(&self, api: &str, route: &str) -> Arc<RouteMetrics> {
+    /// The metrics of a route, made on first use; `deployment` is "" on
+    /// an API's own path.
+    pub fn route(&self, api: &str, deployment: &str, route: &str) -> Arc<RouteMetrics> {
         self.routes
             .lock()
             .expect("metrics lock")
-            .entry((api.to_string(), route.to_string()))
-            .or_insert_with(|| Arc::new(RouteMetrics::new(api, route)))
+            .entry((api.to_string(), deployment.to_string(), route.to_string()))
+            .or_insert_with(|| Arc::new(RouteMetrics::deployed(api, deployment, route)))
             .clone()
     }
 
-    /// Forget routes the config no longer has.
-    pub fn retain(&self, mut keep: impl FnMut(&str, &str) -> bool) {
+    /// Forget routes the config no longer has: `keep(api, deployment,
+    /// route)`.
+    pub fn retain(&self, mut keep: impl FnMut(&str, &str, &str) -> bool) {
         self.routes
             .lock()
             .expect("metrics lock")
-            .retain(|(a, r), _| keep(a, r));
+            .retain(|(a, d, r), _| keep(a, d, r));
     }
 
     fn all(&self) -> Vec<Arc<RouteMetrics>> {
@@ -491,7 +510,7 @@ mod tests {
             .routes
             .lock()
             .unwrap()
-            .insert(("a".into(), "r".into()), m);
+            .insert(("a".into(), String::new(), "r".into()), m);
         metrics.render(&mut out);
         assert!(out.contains("tollgate_requests_total{api=\"a\",route=\"r\",method=\"GET\",status_class=\"2xx\"} 3\n"), "{out}");
         assert!(
@@ -501,6 +520,19 @@ mod tests {
         assert!(
             out.contains("tollgate_upstream_duration_seconds_count{api=\"a\",route=\"r\"} 3\n"),
             "{out}"
+        );
+    }
+
+    #[test]
+    fn a_stage_s_route_carries_its_deployment() {
+        let m = RouteMetrics::deployed("orders", "dep-7", "all");
+        assert_eq!(
+            m.labels,
+            "api=\"orders\",deployment=\"dep-7\",route=\"all\""
+        );
+        assert_eq!(
+            RouteMetrics::new("orders", "all").labels,
+            "api=\"orders\",route=\"all\""
         );
     }
 

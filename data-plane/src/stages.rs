@@ -47,6 +47,28 @@ pub struct CanarySide {
     pub sticky: Sticky,
 }
 
+/// `deployment` when a stage of `config` serves it (as its own or its
+/// canary's).
+pub fn served_deployment<'a>(
+    config: &'a tollgate_model::ConfigSet,
+    deployment: &str,
+) -> Option<&'a Deployment> {
+    use tollgate_model::{Resource, ResourceKind};
+    let used = config.of_kind(ResourceKind::Stage).any(|r| match r {
+        Resource::Stage(s) => {
+            s.deployment == deployment
+                || s.canary
+                    .as_ref()
+                    .is_some_and(|c| c.deployment == deployment)
+        }
+        _ => false,
+    });
+    match config.get(ResourceKind::Deployment, deployment) {
+        Some(Resource::Deployment(d)) if used => Some(d),
+        _ => None,
+    }
+}
+
 /// The key a stage is mounted under in the route table.
 pub fn route_key(stage: &str) -> String {
     format!("@{stage}")
