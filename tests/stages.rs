@@ -595,6 +595,24 @@ async fn stages_serve_deployments_and_canaries_split() {
         s, 500,
         "the draft admits the address (and has no variables)"
     );
+    // On a canary's side, the canary deployment's lists.
+    let all_canary = json!({"deployment": dep3, "percent": 100, "sticky": "none"});
+    admin
+        .must_put("/v1/stages/prod", prod(&dep1, Some(all_canary)))
+        .await;
+    eventually(
+        "the canary's deny list",
+        Duration::from_secs(10),
+        || async { call(&http, &url(0, "/prod/orders/v2/x"), &key).await.0 == 403 },
+    )
+    .await;
+    admin.must_put("/v1/stages/prod", prod(&dep1, None)).await;
+    eventually(
+        "the stage's own lists again",
+        Duration::from_secs(10),
+        || async { call(&http, &url(0, "/prod/orders/v2/x"), &key).await.0 == 200 },
+    )
+    .await;
 
     // ---- the stage's throttle stands in for a plan without one
     let mut throttled = prod(&dep1, None);

@@ -10,11 +10,13 @@
 //! the host lookup when no API names a host: most tables mount everything
 //! on a few shallow base paths.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::Method;
 use tollgate_model::docs::{Api, Route};
 use tollgate_model::path::PathTemplate;
+use tollgate_model::stages::Sticky;
 
 use crate::upstream::UpstreamPool;
 
@@ -48,7 +50,7 @@ pub struct CompiledApi {
     /// a stage (whose document carries the API's id).
     pub key: String,
     /// A stage's deployment and canary; `None` for an API's own path.
-    pub stage: Option<crate::stages::StageServing>,
+    pub stage: Option<StageServing>,
     /// An API's own path whose document refers to stage variables: the
     /// routes that use one answer 500 here (only stages define them).
     pub needs_variables: bool,
@@ -115,6 +117,32 @@ impl CompiledApi {
                     .as_ref()
                     .is_some_and(|u| u.targets.iter().any(|t| refers(&t.url))))
     }
+}
+
+/// What a stage's compiled API serves, besides its document.
+pub struct StageServing {
+    pub stage: String,
+    pub deployment: String,
+    pub canary: Option<CanarySide>,
+    /// The throttle for keys whose plan sets none.
+    pub throttle: Option<tollgate_model::docs::Throttle>,
+    /// The deployment's IP lists (the index by API id holds the draft's).
+    pub ip_rules: Option<Arc<crate::auth::ip::IpRules>>,
+}
+
+impl StageServing {
+    /// Whether the deployment's IP lists admit `ip`.
+    pub fn admits(&self, ip: IpAddr) -> bool {
+        self.ip_rules.as_ref().is_none_or(|r| r.admits(ip))
+    }
+}
+
+/// The other side of a canary.
+pub struct CanarySide {
+    pub api: Arc<CompiledApi>,
+    pub deployment: String,
+    pub percent: f64,
+    pub sticky: Sticky,
 }
 
 /// A routing decision.

@@ -15,37 +15,10 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use tollgate_model::stages::{Deployment, Stage, Sticky};
 
-use crate::router::CompiledApi;
-
-/// What a stage's compiled API serves, besides its document.
-pub struct StageServing {
-    pub stage: String,
-    pub deployment: String,
-    pub canary: Option<CanarySide>,
-    /// The throttle for keys whose plan sets none.
-    pub throttle: Option<tollgate_model::docs::Throttle>,
-    /// The deployment's IP lists (the index by API id holds the draft's).
-    pub ip_rules: Option<Arc<crate::auth::ip::IpRules>>,
-}
-
-impl StageServing {
-    /// Whether the deployment's IP lists admit `ip`.
-    pub fn admits(&self, ip: IpAddr) -> bool {
-        self.ip_rules.as_ref().is_none_or(|r| r.admits(ip))
-    }
-}
-
-/// The other side of a canary.
-pub struct CanarySide {
-    pub api: Arc<CompiledApi>,
-    pub deployment: String,
-    pub percent: f64,
-    pub sticky: Sticky,
-}
+pub use crate::router::{CanarySide, StageServing};
 
 /// `deployment` when a stage of `config` serves it (as its own or its
 /// canary's).
@@ -143,6 +116,8 @@ fn unit(stage: &str, what: &[u8]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::router::CompiledApi;
+    use std::sync::Arc;
 
     fn canary(percent: f64, sticky: Sticky) -> CanarySide {
         let api: tollgate_model::Api = serde_json::from_value(serde_json::json!(

@@ -162,7 +162,9 @@ impl Resource {
     /// admin API before a write, a data plane before it applies a config.
     pub fn validate(&self) -> crate::validate::Result {
         match self {
-            Resource::Api(a) => a.validate(),
+            Resource::Api(a) => a
+                .validate()
+                .and_then(|()| crate::stages::check_references(a)),
             Resource::Authorizer(a) => a.validate(),
             Resource::Tenant(t) => t.validate(),
             Resource::UsagePlan(p) => p.validate(),

@@ -358,7 +358,6 @@ impl Api {
         for (i, h) in self.hosts.iter().enumerate() {
             validate::host(&format!("hosts[{i}]"), h)?;
         }
-        crate::stages::check_references(self)?;
         if let Some(up) = &self.upstream {
             up.validate().map_err(|e| e.within("upstream"))?;
         }
@@ -454,7 +453,7 @@ impl Upstream {
         }
         for (i, t) in self.targets.iter().enumerate() {
             // A URL made of stage variables is checked once a stage fills it.
-            if !crate::stages::refers_to_variables(&t.url) {
+            if !crate::variables::refers_to_variables(&t.url) {
                 validate::upstream_url(&format!("targets[{i}].url"), &t.url)?;
             }
             if t.weight == 0 || t.weight > 1000 {
@@ -543,7 +542,7 @@ impl Route {
         let template = PathTemplate::parse("path", &self.path)?;
         if let Some(up) = &self.upstream_path {
             let rewrite =
-                PathTemplate::parse("upstream_path", &crate::stages::with_placeholders(up))?;
+                PathTemplate::parse("upstream_path", &crate::variables::with_placeholders(up))?;
             for name in rewrite.param_names() {
                 if !template.param_names().any(|n| n == name) {
                     return Err(ValidationError::new(

@@ -16,6 +16,7 @@ pub mod path;
 pub mod stages;
 pub mod usage;
 pub mod validate;
+pub mod variables;
 
 pub use config::{ConfigDelta, ConfigSet, Resource, ResourceKind};
 pub use docs::*;

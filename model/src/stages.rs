@@ -13,9 +13,8 @@ use serde::{Deserialize, Serialize};
 use crate::docs::{Api, Throttle};
 use crate::path;
 use crate::validate::{self, Result, ValidationError};
-
-/// What a reference to a stage variable starts with.
-const REFERENCE: &str = "${stageVariables.";
+use crate::variables::{references, REFERENCE};
+pub use crate::variables::{refers_to_variables, with_placeholders};
 
 /// An API document as it was when deployed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -179,21 +178,6 @@ fn variable_sites(api: &Api) -> Vec<(String, &str)> {
     sites
 }
 
-/// The names `text` refers to, or the error of a reference left open.
-fn references(text: &str) -> std::result::Result<Vec<&str>, String> {
-    let mut names = Vec::new();
-    let mut rest = text;
-    while let Some(at) = rest.find(REFERENCE) {
-        let after = &rest[at + REFERENCE.len()..];
-        let end = after
-            .find('}')
-            .ok_or_else(|| format!("{REFERENCE}… is not closed with }}"))?;
-        names.push(&after[..end]);
-        rest = &after[end + 1..];
-    }
-    Ok(names)
-}
-
 /// The stage variables `api` uses.
 pub fn variables_used(api: &Api) -> BTreeSet<String> {
     variable_sites(api)
@@ -202,29 +186,6 @@ pub fn variables_used(api: &Api) -> BTreeSet<String> {
         .flatten()
         .map(str::to_string)
         .collect()
-}
-
-/// `text` with each reference replaced by a plain placeholder, for the
-/// checks of a field whose value a stage completes.
-pub fn with_placeholders(text: &str) -> std::borrow::Cow<'_, str> {
-    if !refers_to_variables(text) {
-        return text.into();
-    }
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find(REFERENCE) {
-        out.push_str(&rest[..at]);
-        out.push('v');
-        let after = &rest[at + REFERENCE.len()..];
-        rest = after.find('}').map_or("", |end| &after[end + 1..]);
-    }
-    out.push_str(rest);
-    out.into()
-}
-
-/// Whether `text` refers to a stage variable.
-pub fn refers_to_variables(text: &str) -> bool {
-    text.contains(REFERENCE)
 }
 
 /// Check the references in an API's variable sites: well formed, and

@@ -363,6 +363,15 @@ fn side(
             ) =>
         {
             let m = crate::router::RouteTable::find_in(&c.api, req.uri().path(), req.method())?;
+            // The canary's deployment may list other addresses.
+            if !c
+                .api
+                .stage
+                .as_ref()
+                .is_none_or(|s| s.admits(cx.conn.remote.ip()))
+            {
+                return Err(ProxyError::Forbidden);
+            }
             (m, &c.deployment)
         }
         _ => (matched, &stage.deployment),
