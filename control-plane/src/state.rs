@@ -81,8 +81,8 @@ pub enum Command {
     /// Freeze an API document as a deployment, `dep-{revision}`.
     Deploy {
         api: String,
-        /// The leader's clock when it proposed the write (RFC 3339), so
-        /// every node records the same time.
+        /// The clock of the node that took the request (RFC 3339), in
+        /// the command so every node records the same time.
         created_at: String,
         description: String,
     },
