@@ -296,7 +296,13 @@ async fn deployments_and_stages_keep_their_rules() {
         "{dumped}"
     );
     let file = dir.path().join("dump.yaml");
-    std::fs::write(&file, &dumped).unwrap();
+    let out = run(&["dump", "--file", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), dumped);
     let out = run(&["apply", "-f", file.to_str().unwrap()]);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
