@@ -52,6 +52,11 @@ enum Command {
     /// Print every declarative document (APIs, authorizers, tenants, usage
     /// plans, stages) as YAML that `apply -f` takes back unchanged.
     Dump(cli::dump::DumpArgs),
+    /// Print documents of a kind (one, or all): a table on a terminal,
+    /// else YAML that `apply -f -` takes back unchanged.
+    Get(cli::get::GetArgs),
+    /// Delete one document.
+    Delete(cli::get::DeleteArgs),
 }
 
 #[tokio::main]
@@ -73,7 +78,15 @@ async fn main() -> anyhow::Result<()> {
         Command::Apply(args) => cli::apply::run(args).await,
         Command::Deploy(args) => cli::deploy::run(args).await,
         Command::Dump(args) => cli::dump::run(args).await,
+        Command::Get(args) => cli::get::get(args).await,
+        Command::Delete(args) => cli::get::delete(args).await,
     };
     telemetry.shutdown();
-    result
+    // One line, never a backtrace (`RUST_BACKTRACE` would add one to the
+    // default report); exit status 1 (clap's usage errors exit 2).
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+    Ok(())
 }

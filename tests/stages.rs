@@ -314,6 +314,58 @@ async fn deployments_and_stages_keep_their_rules() {
         said.lines().count() >= 3 && said.lines().all(|l| l.ends_with("unchanged")),
         "{said}"
     );
+    // `tollgate get` and `delete`: a table, YAML that `apply -f -` takes
+    // back unchanged, JSON; one-line errors with exit status 1.
+    let out = run(&["get", "stages", "-o", "table"]);
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        table.starts_with("ID") && table.contains("prod") && table.contains("/prod/orders"),
+        "{table}"
+    );
+    let out = run(&["get", "stage", "prod", "-o", "yaml"]);
+    let yaml = out.stdout.clone();
+    assert!(String::from_utf8_lossy(&yaml).contains("kind: Stage"));
+    let mut apply = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["apply", "-f", "-", "--server", &c.nodes[0].admin_url()])
+        .env("TOLLGATE_ADMIN_TOKEN", common::ADMIN_TOKEN)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        apply.stdin.take().unwrap().write_all(&yaml).unwrap();
+    }
+    let applied = apply.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&applied.stdout).trim(),
+        "stage/prod unchanged"
+    );
+    let out = run(&["get", "apis", "orders", "-o", "json"]);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (doc["kind"].as_str(), doc["base_path"].as_str()),
+        (Some("Api"), Some("/orders"))
+    );
+    let out = run(&["get", "stages", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("404") && err.lines().count() == 1, "{err}");
+    assert_eq!(run(&["get", "widgets"]).status.code(), Some(2));
+    admin
+        .put(
+            "/v1/stages/gone",
+            json!({"api": "orders", "deployment": dep2, "base_path": "/gone",
+        "variables": {"backend": "http://127.0.0.1:9", "version": "1"}}),
+        )
+        .await;
+    let out = run(&["delete", "stage", "gone"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(admin.get("/v1/stages/gone").await.0, 404);
     // Back to what the rest of this test expects.
     let (s, v) = admin
         .put("/v1/stages/prod", {

@@ -175,14 +175,27 @@ pub async fn dump(server: &str, admin_token: &str) -> anyhow::Result<String> {
         anyhow::ensure!(res.status().is_success(), "GET {url}: {}", res.status());
         let list: serde_json::Value = res.json().await?;
         for item in list["items"].as_array().into_iter().flatten() {
-            let mut doc = serde_json::Map::new();
-            doc.insert("kind".into(), kind.doc_kind().into());
-            if let serde_json::Value::Object(fields) = strip(item.clone()) {
-                doc.extend(fields);
-            }
-            out.push_str("---\n");
-            out.push_str(&serde_norway::to_string(&doc)?);
+            out.push_str(&to_yaml(kind, item)?);
         }
     }
     Ok(out)
+}
+
+/// A document as the admin API answers it, as one YAML document `apply`
+/// takes: `kind:` first, the revision dropped.
+pub fn to_yaml(kind: ResourceKind, doc: &serde_json::Value) -> anyhow::Result<String> {
+    Ok(format!(
+        "---\n{}",
+        serde_norway::to_string(&declared(kind, doc))?
+    ))
+}
+
+/// `doc` with its `kind:` and without its revision.
+pub fn declared(kind: ResourceKind, doc: &serde_json::Value) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    out.insert("kind".into(), kind.doc_kind().into());
+    if let serde_json::Value::Object(fields) = strip(doc.clone()) {
+        out.extend(fields);
+    }
+    serde_json::Value::Object(out)
 }

@@ -22,8 +22,12 @@ pub async fn run(args: ApplyArgs) -> anyhow::Result<()> {
 /// Parses `path` and applies it, printing one line per document; `dev
 /// --config` uses it too.
 pub async fn apply_file(path: &Path, server: &str, token: &str) -> anyhow::Result<()> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    // `-f -`: standard input (`tollgate get … -o yaml | tollgate apply -f -`).
+    let text = if path == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+    };
     let docs = tollgate_control_plane::declarative::parse(&text)
         .with_context(|| format!("parsing {}", path.display()))?;
     for line in tollgate_control_plane::declarative::apply(server, token, &docs).await? {

@@ -8,6 +8,7 @@ pub mod deploy;
 pub mod dev;
 pub mod dump;
 pub mod echo;
+pub mod get;
 pub mod lifecycle;
 pub mod secrets;
 pub mod tls;
