@@ -57,6 +57,9 @@ enum Command {
     Get(cli::get::GetArgs),
     /// Delete one document.
     Delete(cli::get::DeleteArgs),
+    /// Issue or revoke API keys.
+    #[command(subcommand)]
+    Keys(cli::keys::KeysCommand),
 }
 
 #[tokio::main]
@@ -80,6 +83,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Dump(args) => cli::dump::run(args).await,
         Command::Get(args) => cli::get::get(args).await,
         Command::Delete(args) => cli::get::delete(args).await,
+        Command::Keys(cmd) => cli::keys::run(cmd).await,
     };
     telemetry.shutdown();
     // One line, never a backtrace (`RUST_BACKTRACE` would add one to the

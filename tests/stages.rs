@@ -366,6 +366,42 @@ async fn deployments_and_stages_keep_their_rules() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(admin.get("/v1/stages/gone").await.0, 404);
+    // `tollgate keys issue` prints the id and the value once; `revoke`.
+    admin.must_put("/v1/tenants/acme", json!({})).await;
+    admin
+        .must_put("/v1/usage-plans/gold", json!({"apis": ["orders"]}))
+        .await;
+    let out = run(&[
+        "keys", "issue", "--tenant", "acme", "--plan", "gold", "--name", "ci",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    let id = said
+        .lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .unwrap()
+        .to_string();
+    assert!(
+        said.lines()
+            .any(|l| l.strip_prefix("value: ").is_some_and(|v| v.len() > 20)),
+        "{said}"
+    );
+    let (s, k) = admin.get(&format!("/v1/keys/{id}")).await;
+    assert_eq!((s, k["plans"][0].as_str()), (200, Some("gold")), "{k}");
+    assert!(k.get("value").is_none(), "the value is never stored: {k}");
+    let out = run(&["keys", "revoke", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(admin.get(&format!("/v1/keys/{id}")).await.0, 404);
+    assert_eq!(run(&["keys", "revoke", &id]).status.code(), Some(1));
+    admin.delete("/v1/usage-plans/gold").await;
     // Back to what the rest of this test expects.
     let (s, v) = admin
         .put("/v1/stages/prod", {

@@ -3,8 +3,8 @@
 //! canary), the way a CI pipeline calls it. Exit status: 0 done, 1 the
 //! server refused (its error on stderr).
 
-use anyhow::Context;
-use serde_json::{json, Value};
+use reqwest::Method;
+use serde_json::json;
 
 use super::secrets::AdminApi;
 
@@ -34,41 +34,21 @@ fn percent(s: &str) -> Result<f64, String> {
 }
 
 pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
-    let token = args.admin.token()?;
-    let base = args.admin.server.trim_end_matches('/');
-    let client = reqwest::Client::new();
-    let call = |req: reqwest::RequestBuilder| {
-        let token = token.clone();
-        async move {
-            let res = req
-                .bearer_auth(token)
-                .send()
-                .await
-                .context("calling the admin API")?;
-            let status = res.status();
-            let body: Value = res.json().await.unwrap_or(Value::Null);
-            if !status.is_success() {
-                let why = body["error"]["message"]
-                    .as_str()
-                    .unwrap_or("no reason given");
-                anyhow::bail!("{status}: {why}");
-            }
-            Ok(body)
-        }
-    };
-    let deployment = call(
-        client
-            .post(format!("{base}/v1/apis/{}/deployments", args.api))
-            .json(&json!({"description": args.description})),
-    )
-    .await?;
+    let admin = args.admin.client()?;
+    let deployment = admin
+        .send(
+            Method::POST,
+            &format!("apis/{}/deployments", args.api),
+            Some(&json!({"description": args.description})),
+        )
+        .await?;
     let id = deployment["id"].as_str().unwrap_or_default().to_string();
     println!("deployment {id} of api {}", args.api);
     let Some(stage) = &args.stage else {
         return Ok(());
     };
-    let url = format!("{base}/v1/stages/{stage}");
-    let mut doc = call(client.get(&url)).await?;
+    let path = format!("stages/{stage}");
+    let mut doc = admin.send(Method::GET, &path, None).await?;
     if let Some(obj) = doc.as_object_mut() {
         obj.remove("revision");
     }
@@ -82,7 +62,7 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         }
         None => doc["deployment"] = json!(id),
     }
-    call(client.put(&url).json(&doc)).await?;
+    admin.send(Method::PUT, &path, Some(&doc)).await?;
     match args.canary {
         Some(p) => println!("stage {stage}: canary {id} at {p} %"),
         None => println!("stage {stage}: serving {id}"),

@@ -4,7 +4,7 @@
 
 use std::io::IsTerminal;
 
-use anyhow::Context;
+use reqwest::Method;
 use serde_json::Value;
 use tollgate_control_plane::declarative::{declared, rest_collection, to_yaml};
 use tollgate_model::ResourceKind;
@@ -51,36 +51,17 @@ fn kind(s: &str) -> Result<ResourceKind, String> {
     })
 }
 
-/// The admin API's answer, or its error message as the one-line failure.
-async fn call(req: reqwest::RequestBuilder, token: &str) -> anyhow::Result<Value> {
-    let res = req
-        .bearer_auth(token)
-        .send()
-        .await
-        .context("calling the admin API")?;
-    let status = res.status();
-    let body: Value = res.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        let why = body["error"]["message"]
-            .as_str()
-            .unwrap_or("no reason given");
-        anyhow::bail!("{status}: {why}");
-    }
-    Ok(body)
-}
-
 pub async fn get(args: GetArgs) -> anyhow::Result<()> {
-    let token = args.admin.token()?;
-    let base = format!(
-        "{}/v1/{}",
-        args.admin.server.trim_end_matches('/'),
-        rest_collection(args.kind)
-    );
-    let client = reqwest::Client::new();
+    let admin = args.admin.client()?;
+    let collection = rest_collection(args.kind);
     let docs: Vec<Value> = match &args.id {
-        Some(id) => vec![call(client.get(format!("{base}/{id}")), &token).await?],
+        Some(id) => vec![
+            admin
+                .send(Method::GET, &format!("{collection}/{id}"), None)
+                .await?,
+        ],
         None => {
-            let list = call(client.get(&base), &token).await?;
+            let list = admin.send(Method::GET, collection, None).await?;
             list["items"].as_array().cloned().unwrap_or_default()
         }
     };
@@ -160,14 +141,11 @@ fn table(kind: ResourceKind, docs: &[Value]) -> String {
 }
 
 pub async fn delete(args: DeleteArgs) -> anyhow::Result<()> {
-    let token = args.admin.token()?;
-    let url = format!(
-        "{}/v1/{}/{}",
-        args.admin.server.trim_end_matches('/'),
-        rest_collection(args.kind),
-        args.id
-    );
-    call(reqwest::Client::new().delete(url), &token).await?;
+    let path = format!("{}/{}", rest_collection(args.kind), args.id);
+    args.admin
+        .client()?
+        .send(Method::DELETE, &path, None)
+        .await?;
     println!("{}/{} deleted", args.kind.as_str(), args.id);
     Ok(())
 }

@@ -9,6 +9,7 @@ pub mod dev;
 pub mod dump;
 pub mod echo;
 pub mod get;
+pub mod keys;
 pub mod lifecycle;
 pub mod secrets;
 pub mod tls;

@@ -88,6 +88,50 @@ impl AdminApi {
     pub fn token(&self) -> anyhow::Result<String> {
         admin_token(&self.tokens, &self.data_dir)
     }
+
+    pub fn client(&self) -> anyhow::Result<AdminClient> {
+        Ok(AdminClient {
+            base: self.server.trim_end_matches('/').to_string(),
+            token: self.token()?,
+            http: reqwest::Client::new(),
+        })
+    }
+}
+
+/// Calls to the admin API whose failures are one line: the status and
+/// the API's own message.
+pub struct AdminClient {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl AdminClient {
+    /// `method` on `/v1/{path}`, with `body` as JSON; the answer's JSON.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let mut req = self
+            .http
+            .request(method, format!("{}/v1/{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let res = req.send().await.context("calling the admin API")?;
+        let status = res.status();
+        let answer: serde_json::Value = res.json().await.unwrap_or(serde_json::Value::Null);
+        if !status.is_success() {
+            let why = answer["error"]["message"]
+                .as_str()
+                .unwrap_or("no reason given");
+            anyhow::bail!("{status}: {why}");
+        }
+        Ok(answer)
+    }
 }
 
 pub fn admin_token(tokens: &Tokens, data_dir: &Path) -> anyhow::Result<String> {
