@@ -515,14 +515,7 @@ async fn function_routes_invoke_the_lambda_api() {
     );
 
     // ---- metrics: invocations, errors, latency per route
-    let metrics = http
-        .get(format!("http://{}/metrics", dp.status_addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::dp::metrics_text(&dp).await;
     for line in [
         "tollgate_function_invocations_total{api=\"fns\",route=\"v2\"} 1",
         "tollgate_function_errors_total{api=\"fns\",route=\"boom\"} 1",

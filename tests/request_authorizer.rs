@@ -593,13 +593,6 @@ async fn request_authorizers_end_to_end() {
     ] {
         assert!(out.contains(line), "{line} in\n{out}");
     }
-    let status = http()
-        .get(format!("http://{}/metrics", dp.status_addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let status = common::dp::metrics_text(&dp).await;
     assert!(status.contains("tollgate_authorizer_calls_total{authorizer=\"simple\"}"));
 }

@@ -650,27 +650,20 @@ pub fn run(seconds: u64, rounds: u64) -> anyhow::Result<()> {
         for (_, l, _) in &dps {
             wait_status(&client, &format!("http://{l}/warm"), 200).await?;
         }
+        let listens: Vec<&str> = dps.iter().map(|(_, l, _)| l.as_str()).collect();
         let mut samples = Vec::new();
         for i in 0..100 {
             let id = format!("prop-{i}");
             let t = Instant::now();
             put(&client, format!("{first}/v1/apis/{id}"), mock_api(&id)).await?;
-            let checks = dps.iter().map(|(_, l, _)| {
+            on_every(&listens, |l| {
                 let (c, url) = (client.clone(), format!("http://{l}/{id}"));
-                async move { wait_status(&c, &url, 200).await }
-            });
-            for r in futures::future::join_all(checks).await {
-                r?;
-            }
+                async move { wait_status(&c, &url, 200).await.map(|_| ()) }
+            })
+            .await?;
             samples.push(t.elapsed());
         }
-        samples.sort();
-        println!(
-            "propagation, admin write to served on all 3 data planes (3-node control plane, {} writes): p50 {:.1} ms, p99 {:.1} ms",
-            samples.len(),
-            percentile(&samples, 0.5).as_secs_f64() * 1e3,
-            percentile(&samples, 0.99).as_secs_f64() * 1e3
-        );
+        print_spread("propagation, admin write to served on all 3 data planes (3-node control plane, {n} writes)", &mut samples);
 
         // Rollback: a stage PUT back and forth between two deployments,
         // timed until every data plane answers from the one put.
@@ -680,22 +673,14 @@ pub fn run(seconds: u64, rounds: u64) -> anyhow::Result<()> {
             let dep = &deps[i % 2];
             let t = Instant::now();
             put(&client, format!("{first}/v1/stages/rb"), json!({"api": "rb-api", "deployment": dep, "base_path": "/rb"})).await?;
-            let checks = dps.iter().map(|(_, l, _)| {
+            on_every(&listens, |l| {
                 let (c, url) = (client.clone(), format!("http://{l}/rb/"));
                 async move { wait_deployment(&c, &url, dep).await }
-            });
-            for r in futures::future::join_all(checks).await {
-                r?;
-            }
+            })
+            .await?;
             samples.push(t.elapsed());
         }
-        samples.sort();
-        println!(
-            "rollback, stage PUT to the deployment served on all 3 data planes ({} PUTs): p50 {:.1} ms, p99 {:.1} ms",
-            samples.len(),
-            percentile(&samples, 0.5).as_secs_f64() * 1e3,
-            percentile(&samples, 0.99).as_secs_f64() * 1e3
-        );
+        print_spread("rollback, stage PUT to the deployment served on all 3 data planes ({n} PUTs)", &mut samples);
 
         // Large config: 10,000 APIs, then one change.
         let t = Instant::now();
@@ -730,6 +715,29 @@ pub fn run(seconds: u64, rounds: u64) -> anyhow::Result<()> {
         );
         Ok(())
     })
+}
+
+/// Until `check` passes on every data plane (all at once).
+async fn on_every<F, Fut>(listens: &[&str], check: F) -> anyhow::Result<()>
+where
+    F: Fn(&str) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    for r in futures::future::join_all(listens.iter().map(|l| check(l))).await {
+        r?;
+    }
+    Ok(())
+}
+
+/// `what` (its `{n}` replaced by the count) with the samples' p50 and p99.
+fn print_spread(what: &str, samples: &mut [Duration]) {
+    samples.sort();
+    println!(
+        "{}: p50 {:.1} ms, p99 {:.1} ms",
+        what.replace("{n}", &samples.len().to_string()),
+        percentile(samples, 0.5).as_secs_f64() * 1e3,
+        percentile(samples, 0.99).as_secs_f64() * 1e3
+    );
 }
 
 /// An API to the upstream with two deployments, and a stage serving the
