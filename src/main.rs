@@ -60,6 +60,9 @@ enum Command {
     /// Issue or revoke API keys.
     #[command(subcommand)]
     Keys(cli::keys::KeysCommand),
+    /// The cluster as the answering node sees it.
+    #[command(subcommand)]
+    Cluster(cli::cluster::ClusterCommand),
 }
 
 #[tokio::main]
@@ -84,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Get(args) => cli::get::get(args).await,
         Command::Delete(args) => cli::get::delete(args).await,
         Command::Keys(cmd) => cli::keys::run(cmd).await,
+        Command::Cluster(cmd) => cli::cluster::run(cmd).await,
     };
     telemetry.shutdown();
     // One line, never a backtrace (`RUST_BACKTRACE` would add one to the

@@ -402,6 +402,16 @@ async fn deployments_and_stages_keep_their_rules() {
     assert_eq!(admin.get(&format!("/v1/keys/{id}")).await.0, 404);
     assert_eq!(run(&["keys", "revoke", &id]).status.code(), Some(1));
     admin.delete("/v1/usage-plans/gold").await;
+    // `tollgate cluster status`: the one node, leading, and no lag.
+    let out = run(&["cluster", "status"]);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success() && said.contains("leader 1") && said.contains("leader  "),
+        "{said}"
+    );
+    let out = run(&["cluster", "status", "-o", "json"]);
+    let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["leader_id"], 1, "{info}");
     // Back to what the rest of this test expects.
     let (s, v) = admin
         .put("/v1/stages/prod", {

@@ -124,7 +124,13 @@ fn table(kind: ResourceKind, docs: &[Value]) -> String {
                 .collect(),
         );
     }
-    let widths: Vec<usize> = (0..rows[0].len())
+    columns(&rows)
+}
+
+/// `rows` (the first one the header) in columns as wide as their widest
+/// cell.
+pub fn columns(rows: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();

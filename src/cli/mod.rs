@@ -2,6 +2,7 @@
 //! of them share, so that `main.rs` stays the thin dispatch.
 
 pub mod apply;
+pub mod cluster;
 pub mod control_plane;
 pub mod data_plane;
 pub mod deploy;
