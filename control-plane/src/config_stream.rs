@@ -59,16 +59,20 @@ pub struct DataPlaneView {
     pub last_seen_ms: u64,
 }
 
+/// `ms` since the Unix epoch as RFC 3339 in UTC ("" if out of range).
+pub(crate) fn rfc3339(ms: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
 impl From<DataPlaneInfo> for DataPlaneView {
     fn from(d: DataPlaneInfo) -> Self {
-        let last_seen =
-            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(d.last_seen_ms) * 1_000_000)
-                .ok()
-                .and_then(|t| {
-                    t.format(&time::format_description::well_known::Rfc3339)
-                        .ok()
-                })
-                .unwrap_or_default();
+        let last_seen = rfc3339(d.last_seen_ms);
         Self {
             id: d.id,
             addr: d.addr,

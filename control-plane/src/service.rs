@@ -259,7 +259,7 @@ impl ControlPlane {
         let (rev, r) = self
             .write(Command::Deploy {
                 api: api.to_string(),
-                created_at: tollgate_model::usage::rfc3339(now_secs()),
+                created_at: crate::config_stream::rfc3339(now_secs() * 1000),
                 description: req.description,
             })
             .await?;

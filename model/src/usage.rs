@@ -21,18 +21,6 @@ pub fn today() -> Day {
     )
 }
 
-/// `secs` since the Unix epoch as RFC 3339 in UTC, to the second.
-pub fn rfc3339(secs: u64) -> String {
-    let (y, m, d) = civil(day_of_unix(secs));
-    let s = secs % 86_400;
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    )
-}
-
 /// (year, month 1-12, day 1-31) of a day number (Howard Hinnant's
 /// `civil_from_days`).
 pub fn civil(day: Day) -> (i32, u32, u32) {
