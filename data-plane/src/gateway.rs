@@ -176,14 +176,13 @@ impl Gateway {
                 // The canary's side is of the stage too (its throttle).
                 api.stage = Some(stages::StageServing {
                     stage: stage.id.clone(),
-                    deployment: c.deployment.clone(),
+                    deployment: header_value(&c.deployment)?,
                     canary: None,
                     throttle: stage.throttle,
                     ip_rules: ip_rules(&doc)?,
                 });
                 Some(stages::CanarySide {
                     api: Arc::new(api),
-                    deployment: c.deployment.clone(),
                     percent: c.percent,
                     sticky: c.sticky,
                 })
@@ -193,7 +192,7 @@ impl Gateway {
         let mut compiled = self.build(current, &key, &stage.deployment, &main)?;
         compiled.stage = Some(stages::StageServing {
             stage: stage.id.clone(),
-            deployment: stage.deployment.clone(),
+            deployment: header_value(&stage.deployment)?,
             canary,
             throttle: stage.throttle,
             ip_rules: ip_rules(&main)?,
@@ -308,6 +307,12 @@ fn removed(
             .map(|(_, id)| id.clone())
             .collect()
     }
+}
+
+/// A deployment id as the `x-tollgate-deployment` value, made once.
+fn header_value(deployment: &str) -> Result<http::HeaderValue, String> {
+    http::HeaderValue::from_str(deployment)
+        .map_err(|_| format!("deployment {deployment:?}: not a header value"))
 }
 
 /// A deployed document's IP lists, compiled.

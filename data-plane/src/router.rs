@@ -122,7 +122,8 @@ impl CompiledApi {
 /// What a stage's compiled API serves, besides its document.
 pub struct StageServing {
     pub stage: String,
-    pub deployment: String,
+    /// The deployment this side serves, as `x-tollgate-deployment` says it.
+    pub deployment: http::HeaderValue,
     pub canary: Option<CanarySide>,
     /// The throttle for keys whose plan sets none.
     pub throttle: Option<tollgate_model::docs::Throttle>,
@@ -139,8 +140,8 @@ impl StageServing {
 
 /// The other side of a canary.
 pub struct CanarySide {
+    /// The canary's document; its `stage` names its deployment.
     pub api: Arc<CompiledApi>,
-    pub deployment: String,
     pub percent: f64,
     pub sticky: Sticky,
 }

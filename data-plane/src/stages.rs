@@ -60,12 +60,9 @@ pub fn documents<'a>(
                 stage.id
             )
         })?;
-        let mut api = stage
+        stage
             .served(&d.document, vars)
-            .map_err(|e| format!("stage {:?}: {e}", stage.id))?;
-        // Served under the API's id: plans, usage and metrics are the API's.
-        api.id = stage.api.clone();
-        Ok::<_, String>(api)
+            .map_err(|e| format!("stage {:?}: {e}", stage.id))
     };
     let main = side(&stage.deployment, &stage.variables)?;
     let canary = match &stage.canary {
@@ -125,7 +122,6 @@ mod tests {
         .unwrap();
         CanarySide {
             api: Arc::new(CompiledApi::new(api, None).unwrap()),
-            deployment: "dep-2".into(),
             percent,
             sticky,
         }

@@ -130,10 +130,10 @@ impl Stage {
     }
 
     /// The document a side serves: `deployed` at this stage's path and
-    /// hosts, under the stage's id, with `vars` laid in.
+    /// hosts, with `vars` laid in. It keeps the API's id: plans that grant
+    /// the API grant its stages, and usage is the API's.
     pub fn served(&self, deployed: &Api, vars: &BTreeMap<String, String>) -> Result<Api> {
         let mut api = with_variables(deployed, vars)?;
-        api.id = self.id.clone();
         api.base_path = self.base_path.clone();
         api.hosts = self.hosts.clone();
         api.validate()?;
@@ -279,7 +279,7 @@ mod tests {
                              "base_path": "/prod/orders"}),
         );
         let served = s.served(&a, &vars).unwrap();
-        assert_eq!(served.id, "orders-prod");
+        assert_eq!(served.id, "orders", "the API's id");
         assert_eq!(served.base_path, "/prod/orders");
         assert_eq!(
             served.upstream.unwrap().targets[0].url,

@@ -200,6 +200,17 @@ impl PlanEnforcer {
     /// Run the plan's checks for one request of `key`; on success the
     /// request is metered.
     pub async fn admit(&self, key: &str, plan: &UsagePlan) -> Result<Option<RateInfo>, PlanDenied> {
+        self.admit_under(key, plan, plan.throttle.as_ref()).await
+    }
+
+    /// `admit` with `throttle` in place of the plan's (a stage's default
+    /// for a plan that sets none).
+    pub async fn admit_under(
+        &self,
+        key: &str,
+        plan: &UsagePlan,
+        throttle: Option<&tollgate_model::docs::Throttle>,
+    ) -> Result<Option<RateInfo>, PlanDenied> {
         let state = self.state(key, &plan.id);
         // Read first: a store on every request would pull the line away
         // from the other workers serving this key.
@@ -207,7 +218,7 @@ impl PlanEnforcer {
             state.used.store(true, Ordering::Relaxed);
         }
         let mut info = None;
-        if let Some(t) = &plan.throttle {
+        if let Some(t) = throttle {
             // One clock read for the bucket and the share.
             let now = self.started.elapsed();
             let throttle = state.throttle.get_or_init(Throttle::default);

@@ -353,7 +353,7 @@ fn side(
     // Held apart from `matched`, which the canary's match replaces.
     let api = matched.api.clone();
     let stage = api.stage.as_ref().expect("checked above");
-    let (matched, deployment) = match &stage.canary {
+    let matched = match &stage.canary {
         Some(c)
             if crate::stages::takes_canary(
                 &stage.stage,
@@ -362,21 +362,18 @@ fn side(
                 cx.conn.remote.ip(),
             ) =>
         {
-            let m = crate::router::RouteTable::find_in(&c.api, req.uri().path(), req.method())?;
-            // The canary's deployment may list other addresses.
-            if !c
-                .api
-                .stage
-                .as_ref()
-                .is_none_or(|s| s.admits(cx.conn.remote.ip()))
-            {
+            // The canary's deployment may list other addresses (`identify`
+            // checked the stage's own).
+            let ip = cx.conn.remote.ip();
+            if c.api.stage.as_ref().is_some_and(|s| !s.admits(ip)) {
                 return Err(ProxyError::Forbidden);
             }
-            (m, &c.deployment)
+            crate::router::RouteTable::find_in(&c.api, req.uri().path(), req.method())?
         }
-        _ => (matched, &stage.deployment),
+        _ => matched,
     };
-    trail.deployment = HeaderValue::from_str(deployment).ok();
+    // Every answer from here on names the deployment that served it.
+    trail.deployment = matched.api.stage.as_ref().map(|s| s.deployment.clone());
     trail.route = Some((matched.api.clone(), matched.route));
     Ok(matched)
 }
@@ -439,27 +436,20 @@ async fn plan(
         return Ok(None);
     };
     // A stage's throttle stands in for a plan that sets none.
-    let staged;
-    let plan = match stage_throttle {
-        Some(t) if plan.throttle.is_none() => {
-            staged = tollgate_model::docs::UsagePlan {
-                throttle: Some(*t),
-                ..(**plan).clone()
-            };
-            &staged
-        }
-        _ => &**plan,
-    };
-    plans.admit(&key.id, plan).await.map_err(|d| match d {
-        crate::plans::PlanDenied::Throttled {
-            info,
-            retry_after_s,
-        } => ProxyError::Throttled {
-            info,
-            retry_after_s,
-        },
-        crate::plans::PlanDenied::QuotaExceeded => ProxyError::QuotaExceeded,
-    })
+    let throttle = plan.throttle.as_ref().or(stage_throttle);
+    plans
+        .admit_under(&key.id, plan, throttle)
+        .await
+        .map_err(|d| match d {
+            crate::plans::PlanDenied::Throttled {
+                info,
+                retry_after_s,
+            } => ProxyError::Throttled {
+                info,
+                retry_after_s,
+            },
+            crate::plans::PlanDenied::QuotaExceeded => ProxyError::QuotaExceeded,
+        })
 }
 
 fn mock_response(mock: &tollgate_model::docs::Mock) -> Response<ProxyBody> {
