@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::bench::{percentile, release_binary, spawn, wait_ready, Node, ADMIN_TOKEN};
-use crate::bench_proxy::{data_plane, put, Proc};
+use crate::bench_apis::put;
+use crate::bench_proxy::{data_plane, Proc};
 
 const RATE: f64 = 200.0;
 const BURST: f64 = 200.0;

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bench_apis;
 mod bench_limits;
 mod bench_proxy;
 mod chart;
