@@ -32,6 +32,19 @@ pub fn clf(t: SystemTime) -> String {
     )
 }
 
+/// `2026-12-03T06:40:00Z` for Unix milliseconds (to the second).
+pub fn rfc3339_ms(ms: u64) -> String {
+    let (year, month, day, h, m, s) = civil(UNIX_EPOCH + std::time::Duration::from_millis(ms));
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

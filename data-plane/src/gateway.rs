@@ -54,6 +54,8 @@ pub struct Gateway {
     access_log: std::sync::OnceLock<Arc<AccessLog>>,
     /// JWKS fetch timing (cooldown, timeout, max age); changeable at run time.
     pub auth_tuning: Arc<AuthTuning>,
+    /// Open WebSocket connections, for the connections API.
+    pub connections: Arc<crate::websocket::Connections>,
     /// Throttles, quotas and metering (set once at start).
     plans: std::sync::OnceLock<Arc<crate::plans::PlanEnforcer>>,
     /// Serialises appliers (the config client is the only one, but tests and
@@ -81,6 +83,7 @@ impl Gateway {
             cache: ResponseCache::new(cache_bytes),
             access_log: std::sync::OnceLock::new(),
             auth_tuning: Arc::new(AuthTuning::default()),
+            connections: Arc::default(),
             plans: std::sync::OnceLock::new(),
             apply_lock: Mutex::new(()),
         })

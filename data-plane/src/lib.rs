@@ -47,6 +47,7 @@ pub mod status;
 pub mod telemetry;
 pub mod trace;
 pub mod upstream;
+pub mod websocket;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -171,6 +172,7 @@ pub async fn start(cfg: DataPlaneConfig) -> anyhow::Result<DataPlaneHandle> {
         ),
     );
     gateway.set_plans(plans.clone());
+    gateway.connections.set_node_id(&cfg.node_id);
     let client = config::ConfigClient {
         endpoints: cfg.control_plane,
         cluster_token: cfg.cluster_token,

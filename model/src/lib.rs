@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod connection_id;
 pub mod docs;
 pub mod key;
 pub mod metering;
