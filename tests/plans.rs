@@ -390,6 +390,7 @@ async fn usage_is_billed_exactly_once() {
             plan_id: "billed".into(),
             day: tollgate_model::usage::today(),
             count: 3,
+            ..Default::default()
         }],
     };
     for _ in 0..3 {
@@ -412,7 +413,7 @@ async fn usage_is_billed_exactly_once() {
         .await
         .unwrap();
     assert!(
-        csv.starts_with("tenant,key_id,plan_id,date,requests\n"),
+        csv.starts_with("tenant,key_id,plan_id,date,requests,messages,connection_minutes\n"),
         "{csv}"
     );
     assert!(csv.contains(&format!("acme,{key_id},billed,")), "{csv}");

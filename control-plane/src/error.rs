@@ -22,6 +22,17 @@ pub enum ApiError {
     Unavailable(String),
     #[error("{0}")]
     Internal(String),
+    /// The connections API: the connection is closed or unknown.
+    #[error("{0}")]
+    Gone(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// Over a key's throttle or quota (the message says which).
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// A data plane did not answer in time.
+    #[error("{0}")]
+    DeadlineExceeded(String),
 }
 
 impl ApiError {
@@ -33,6 +44,10 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
+            ApiError::Gone(_) => "gone",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::ResourceExhausted(_) => "resource_exhausted",
+            ApiError::DeadlineExceeded(_) => "deadline_exceeded",
         }
     }
 
@@ -44,6 +59,10 @@ impl ApiError {
             ApiError::Conflict(_) => 409,
             ApiError::Unavailable(_) => 503,
             ApiError::Internal(_) => 500,
+            ApiError::Gone(_) => 410,
+            ApiError::PayloadTooLarge(_) => 413,
+            ApiError::ResourceExhausted(_) => 429,
+            ApiError::DeadlineExceeded(_) => 504,
         }
     }
 
@@ -92,6 +111,10 @@ impl From<ApiError> for tonic::Status {
             ApiError::Conflict(_) => tonic::Status::failed_precondition(msg),
             ApiError::Unavailable(_) => tonic::Status::unavailable(msg),
             ApiError::Internal(_) => tonic::Status::internal(msg),
+            ApiError::Gone(_) => tonic::Status::not_found(msg),
+            ApiError::PayloadTooLarge(_) => tonic::Status::out_of_range(msg),
+            ApiError::ResourceExhausted(_) => tonic::Status::resource_exhausted(msg),
+            ApiError::DeadlineExceeded(_) => tonic::Status::deadline_exceeded(msg),
         }
     }
 }

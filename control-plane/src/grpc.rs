@@ -58,6 +58,14 @@ impl pb::cluster_server::Cluster for ClusterService {
             items: self.cp.data_planes.local(),
         }))
     }
+
+    async fn deliver(
+        &self,
+        req: Request<pb::ConnectionCommand>,
+    ) -> Result<Response<pb::ConnectionReply>, Status> {
+        let reply = self.cp.connections.deliver_here(req.into_inner()).await;
+        Ok(Response::new(reply))
+    }
 }
 
 pub struct AdminService {

@@ -7,6 +7,8 @@
 //! - `service`: every admin operation, once.
 //! - `rest`, `grpc`: the doors into `service` (`grpc` also into `usage`).
 //! - `config_stream`: `Config.Watch` for data planes.
+//! - `connections`: the connections API's way to a data plane's WebSocket
+//!   connections (`Connections.Open` streams, `Cluster.Deliver` to peers).
 //! - `error`: `ApiError`, what every admin operation answers with.
 //! - `peer`: calls to another node's `Cluster` service (forwarding).
 //! - `usage`: metering and quota leases for data planes; usage reads.
@@ -18,6 +20,7 @@
 
 pub mod backup;
 pub mod config_stream;
+pub mod connections;
 pub mod declarative;
 pub mod demand;
 pub mod error;

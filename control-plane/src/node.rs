@@ -12,11 +12,12 @@ use tokio_util::sync::CancellationToken;
 use tollgate_proto::tls::MutualTls;
 use tollgate_proto::{
     admin_server::AdminServer, cluster_server::ClusterServer, config_server::ConfigServer,
-    raft_server::RaftServer, usage_server::UsageServer,
+    connections_server::ConnectionsServer, raft_server::RaftServer, usage_server::UsageServer,
 };
 use tonic::service::interceptor::InterceptedService;
 
 use crate::config_stream::{ConfigService, DataPlaneRegistry};
+use crate::connections::ConnectionsService;
 use crate::grpc::{AdminService, ClusterService};
 use crate::raft::network::{Network, RaftService};
 use crate::raft::{open_storage, Node, NodeId, Raft};
@@ -156,6 +157,7 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<NodeHandle> {
         channels,
         data_planes: DataPlaneRegistry::default(),
         demand: crate::demand::DemandTable::default(),
+        connections: Arc::default(),
         log_store,
         request_timeout: cfg.request_timeout,
     });
@@ -176,7 +178,11 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<NodeHandle> {
             .map(String::as_str),
     );
     let admin_auth = RequireToken::new([cfg.admin_token.as_str()]);
-    let mut server = tonic::transport::Server::builder();
+    // Pings find a peer or data plane that vanished without a word, so a
+    // dead stream is not taken for a live one (connections API, Watch).
+    let mut server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(5)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(5)));
     if let Some(tls) = &cfg.tls {
         server = server
             .tls_config(tls.server())
@@ -197,6 +203,13 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<NodeHandle> {
             ConfigServer::new(ConfigService {
                 shared,
                 registry: control.data_planes.clone(),
+                shutdown: cancel.clone(),
+            }),
+            cluster_auth.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            ConnectionsServer::new(ConnectionsService {
+                links: control.connections.clone(),
                 shutdown: cancel.clone(),
             }),
             cluster_auth.clone(),

@@ -1,7 +1,8 @@
 //! Calls from one control-plane node to another's `Cluster` service, in
 //! the service layer's terms: a write forwarded to the leader, the leader's
 //! read index, a join request. The wire messages stay in here; a peer's
-//! failure comes back as an `ApiError`.
+//! failure comes back as an `ApiError`. `deliver` is the exception: the
+//! connections module speaks the wire's command and reply itself.
 
 use tollgate_proto as pb;
 use tollgate_proto::cluster_client::ClusterClient;
@@ -38,6 +39,18 @@ impl Peer {
             .await?
             .into_inner()
             .index)
+    }
+
+    /// Hand a connections-API command to the peer, which answers for the
+    /// data plane it holds or says NOT_HERE, within `timeout`.
+    pub async fn deliver(
+        &mut self,
+        cmd: pb::ConnectionCommand,
+        timeout: std::time::Duration,
+    ) -> Result<pb::ConnectionReply, tonic::Status> {
+        let mut req = tonic::Request::new(cmd);
+        req.set_timeout(timeout);
+        Ok(self.0.deliver(req).await?.into_inner())
     }
 
     /// Ask the peer (the leader) to add node `id`.

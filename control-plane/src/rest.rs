@@ -85,7 +85,16 @@ pub fn router(cp: Arc<ControlPlane>, admin_token: &str) -> Router {
         )
         .route("/v1/stages/{id}/promote", post(promote))
         .route("/v1/usage/export", get(usage_export))
-        .route("/v1/snapshot", get(export_backup).post(import_backup));
+        .route("/v1/snapshot", get(export_backup).post(import_backup))
+        .route(
+            "/v1/connections/{id}",
+            post(push_to_connection)
+                .get(get_connection)
+                .delete(close_connection)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    crate::connections::MAX_BODY_BYTES,
+                )),
+        );
     for (path, kind) in [
         ("apis", ResourceKind::Api),
         ("authorizers", ResourceKind::Authorizer),
@@ -260,6 +269,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
             label(route)
         );
     }
+    s.cp.connections.write_metrics(&mut out);
     ([("content-type", "text/plain; version=0.0.4")], out).into_response()
 }
 
@@ -483,10 +493,11 @@ async fn plan_usage(
     Query(q): Query<UsageQuery>,
 ) -> Reply {
     let (from, to, start, end) = usage_range(&q)?;
-    let items = s.cp.plan_usage(&id, from, to, q.key_id.as_deref()).await?;
+    let u = s.cp.plan_usage(&id, from, to, q.key_id.as_deref()).await?;
     ok(
         StatusCode::OK,
-        json!({"plan_id": id, "start": start, "end": end, "items": items}),
+        json!({"plan_id": id, "start": start, "end": end, "items": u.quota,
+               "messages": u.messages, "connection_minutes": u.connection_minutes}),
     )
 }
 
@@ -496,10 +507,11 @@ async fn key_usage(
     Query(q): Query<UsageQuery>,
 ) -> Reply {
     let (from, to, start, end) = usage_range(&q)?;
-    let plans = s.cp.key_usage(&id, from, to).await?;
+    let u = s.cp.key_usage(&id, from, to).await?;
     ok(
         StatusCode::OK,
-        json!({"key_id": id, "start": start, "end": end, "plans": plans}),
+        json!({"key_id": id, "start": start, "end": end, "plans": u.quota,
+               "messages": u.messages, "connection_minutes": u.connection_minutes}),
     )
 }
 
@@ -509,12 +521,9 @@ async fn usage_export(State(s): State<AppState>, Query(q): Query<UsageQuery>) ->
     match q.format.as_deref().unwrap_or("json") {
         "json" => ok(StatusCode::OK, json!({"rows": rows})),
         "csv" => {
-            let mut out = String::from("tenant,key_id,plan_id,date,requests\n");
+            let mut out = String::from(crate::usage::ExportRow::CSV_HEADER);
             for r in rows {
-                out.push_str(&format!(
-                    "{},{},{},{},{}\n",
-                    r.tenant, r.key_id, r.plan_id, r.date, r.requests
-                ));
+                out.push_str(&r.csv_line());
             }
             Ok(([("content-type", "text/csv")], out).into_response())
         }
@@ -559,4 +568,47 @@ async fn import_backup(State(s): State<AppState>, body: Bytes) -> Reply {
         StatusCode::OK,
         json!({"restored": true, "revision": revision}),
     )
+}
+
+// ---------------------------------------------------------------- connections
+
+/// `POST /v1/connections/{id}`: the raw body, any content type, to the
+/// WebSocket client as one message.
+async fn push_to_connection(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Reply {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(format!(
+                "body: at most {} bytes",
+                crate::connections::MAX_BODY_BYTES
+            ))
+        } else {
+            ApiError::InvalidArgument(format!("body: {}", e.body_text()))
+        }
+    })?;
+    s.cp.connection_call(crate::connections::Op::Push, &id, body.to_vec())
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn get_connection(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
+    match s
+        .cp
+        .connection_call(crate::connections::Op::Get, &id, Vec::new())
+        .await?
+    {
+        crate::connections::Answer::Info(info) => ok(StatusCode::OK, info),
+        crate::connections::Answer::Done => Err(ApiError::Internal(
+            "the data plane sent no connection info".into(),
+        )),
+    }
+}
+
+async fn close_connection(State(s): State<AppState>, Path(id): Path<String>) -> Reply {
+    s.cp.connection_call(crate::connections::Op::Close, &id, Vec::new())
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

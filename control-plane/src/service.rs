@@ -84,6 +84,8 @@ pub struct ControlPlane {
     pub data_planes: DataPlaneRegistry,
     /// Throttle demand per key across data planes (used on the leader).
     pub demand: DemandTable,
+    /// The data planes' `Connections.Open` streams held here.
+    pub connections: Arc<crate::connections::Links>,
     pub log_store: LogStore,
     /// How long a write or a linearizable read may wait for a leader and a
     /// quorum before it is answered with 503.
@@ -482,6 +484,29 @@ impl ControlPlane {
             members,
             data_planes,
         }
+    }
+
+    /// A connections-API call (contract §5.2), answered wherever in the
+    /// cluster the connection is held.
+    pub async fn connection_call(
+        &self,
+        op: crate::connections::Op,
+        connection_id: &str,
+        body: Vec<u8>,
+    ) -> Result<crate::connections::Answer> {
+        let peers: Vec<Node> = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            m.membership_config
+                .membership()
+                .nodes()
+                .filter(|(id, _)| **id != self.id)
+                .map(|(_, n)| n.clone())
+                .collect()
+        };
+        self.connections
+            .call(&self.channels, &peers, op, connection_id, body)
+            .await
     }
 
     /// Ready: a leader is known and this node has applied its log (it is

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use tollgate_model::config::ResourceRef;
-use tollgate_model::usage::{self, Day, UsageItem};
+use tollgate_model::usage::{self, Day, UsageCounts, UsageItem};
 use tollgate_model::{ApiKeyRecord, KeyPatch, Resource, ResourceKind, Settings};
 
 #[path = "stage_rules.rs"]
@@ -132,6 +132,62 @@ pub enum Counter {
     },
     /// The last usage batch applied from one boot of a data plane.
     ReportSeq { reporter: String, epoch: u64 },
+    // The WebSocket measures, after the older variants so that stored
+    // counters and snapshots read as before.
+    /// WebSocket messages in metered units, for a key under a plan on a
+    /// UTC day.
+    Messages { key: String, plan: String, day: Day },
+    /// WebSocket messages in number (each took a quota unit).
+    MessageCount { key: String, plan: String, day: Day },
+    /// WebSocket connection-minutes charged on a UTC day.
+    ConnectionMinutes { key: String, plan: String, day: Day },
+}
+
+impl Counter {
+    /// A usage counter's (key, plan, day), and its value `n` as counts.
+    fn usage(&self, n: u64) -> Option<(&str, &str, Day, UsageCounts)> {
+        let mut counts = UsageCounts::default();
+        let (key, plan, day, measure) = match self {
+            Counter::Used { key, plan, day } => (key, plan, day, &mut counts.requests),
+            Counter::Messages { key, plan, day } => (key, plan, day, &mut counts.messages),
+            Counter::MessageCount { key, plan, day } => (key, plan, day, &mut counts.message_count),
+            Counter::ConnectionMinutes { key, plan, day } => {
+                (key, plan, day, &mut counts.connection_minutes)
+            }
+            Counter::Leased { .. } | Counter::Extra { .. } | Counter::ReportSeq { .. } => {
+                return None
+            }
+        };
+        *measure = n;
+        Some((key, plan, *day, counts))
+    }
+
+    /// The counters an item adds to, with what it adds to each (measures
+    /// at zero left out, so no counter is written for them).
+    fn for_usage(item: UsageItem) -> impl Iterator<Item = (Counter, u64)> {
+        let UsageItem {
+            key: k,
+            plan: p,
+            day,
+            counts: c,
+        } = item;
+        let (key, plan) = (k.clone(), p.clone());
+        let used = Counter::Used { key, plan, day };
+        let (key, plan) = (k.clone(), p.clone());
+        let messages = Counter::Messages { key, plan, day };
+        let (key, plan) = (k.clone(), p.clone());
+        let message_count = Counter::MessageCount { key, plan, day };
+        let (key, plan) = (k, p);
+        let minutes = Counter::ConnectionMinutes { key, plan, day };
+        [
+            (used, c.requests),
+            (messages, c.messages),
+            (message_count, c.message_count),
+            (minutes, c.connection_minutes),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+    }
 }
 
 /// `KeyPatch` in a serializable form.
@@ -315,30 +371,34 @@ impl State {
         self.counters.get(c).copied().unwrap_or(0)
     }
 
-    /// Metered usage of every key under `plan` (or every plan) on days in
-    /// `[start, end)`: ((key, plan, day), count).
+    /// Metered usage of `key` (or every key) under `plan` (or every plan)
+    /// on days in `[start, end)`, one item per (key, plan, day) that has
+    /// any, in that order.
     pub fn used(
         &self,
         plan: Option<&str>,
         key: Option<&str>,
         start: Day,
         end: Day,
-    ) -> Vec<(String, String, Day, u64)> {
-        self.counters
-            .iter()
-            .filter_map(|(c, n)| match c {
-                Counter::Used {
-                    key: k,
-                    plan: p,
-                    day,
-                } if *day >= start
-                    && *day < end
-                    && plan.is_none_or(|want| want == p)
-                    && key.is_none_or(|want| want == k) =>
-                {
-                    Some((k.clone(), p.clone(), *day, *n))
-                }
-                _ => None,
+    ) -> Vec<UsageItem> {
+        let mut days: BTreeMap<(&str, &str, Day), UsageCounts> = BTreeMap::new();
+        for (c, n) in &self.counters {
+            let Some((k, p, day, counts)) = c.usage(*n) else {
+                continue;
+            };
+            if (start..end).contains(&day)
+                && plan.is_none_or(|want| want == p)
+                && key.is_none_or(|want| want == k)
+            {
+                *days.entry((k, p, day)).or_default() += counts;
+            }
+        }
+        days.into_iter()
+            .map(|((key, plan, day), counts)| UsageItem {
+                key: key.to_string(),
+                plan: plan.to_string(),
+                day,
+                counts,
             })
             .collect()
     }
@@ -458,13 +518,8 @@ impl State {
                     return None; // a retried batch: already counted
                 }
                 self.bump(last, |_| seq, changes);
-                for it in items {
-                    let c = Counter::Used {
-                        key: it.key,
-                        plan: it.plan,
-                        day: it.day,
-                    };
-                    self.bump(c, |n| n + it.count, changes);
+                for (c, add) in items.into_iter().flat_map(Counter::for_usage) {
+                    self.bump(c, |n| n + add, changes);
                 }
                 None
             }
@@ -851,6 +906,76 @@ mod tests {
             id: id.into(),
             name: String::new(),
         })
+    }
+
+    fn counts(requests: u64, messages: u64, message_count: u64, minutes: u64) -> UsageCounts {
+        UsageCounts {
+            requests,
+            messages,
+            message_count,
+            connection_minutes: minutes,
+        }
+    }
+
+    fn record(seq: u64, key: &str, day: Day, c: UsageCounts) -> Command {
+        Command::RecordUsage {
+            reporter: "dp-1".into(),
+            epoch: 1,
+            seq,
+            items: vec![UsageItem {
+                key: key.into(),
+                plan: "gold".into(),
+                day,
+                counts: c,
+            }],
+        }
+    }
+
+    #[test]
+    fn record_usage_counts_messages_and_minutes_once() {
+        let mut s = State::default();
+        let (r, ch, _) = s.apply(1, record(1, "k1", 10, counts(2, 9, 3, 4)));
+        r.unwrap();
+        // The sequence and four measures; a measure at zero writes nothing.
+        assert_eq!(ch.len(), 5);
+        let (_, ch, _) = s.apply(2, record(2, "k1", 10, counts(1, 0, 0, 6)));
+        assert_eq!(ch.len(), 3);
+        // A retried batch counts nothing.
+        let (r, ch, _) = s.apply(3, record(2, "k1", 10, counts(1, 0, 0, 6)));
+        r.unwrap();
+        assert!(ch.is_empty());
+        s.apply(4, record(3, "k2", 11, counts(0, 1, 1, 0)))
+            .0
+            .unwrap();
+
+        let used = s.used(Some("gold"), Some("k1"), 0, 100);
+        assert_eq!(used.len(), 1);
+        assert_eq!((used[0].day, used[0].counts), (10, counts(3, 9, 3, 10)));
+        // Quota terms: each request and each message is one unit.
+        assert_eq!(used[0].counts.quota_units(), 6);
+        let all: Vec<(String, Day)> = s
+            .used(None, None, 0, 100)
+            .into_iter()
+            .map(|i| (i.key, i.day))
+            .collect();
+        assert_eq!(all, [("k1".to_string(), 10), ("k2".to_string(), 11)]);
+        assert!(s.used(None, None, 11, 11).is_empty());
+
+        // Snapshots keep the new counters, and old ones still read.
+        let round: State = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
+        assert_eq!(round.used(None, None, 0, 100), s.used(None, None, 0, 100));
+        let old: (Counter, u64) =
+            serde_json::from_str(r#"[{"Used":{"key":"k","plan":"p","day":1}},5]"#).unwrap();
+        assert_eq!(old.1, 5);
+        let old: Command = serde_json::from_str(
+            r#"{"RecordUsage":{"reporter":"dp","epoch":1,"seq":1,
+                "items":[{"key":"k","plan":"p","day":1,"count":5}]}}"#,
+        )
+        .unwrap();
+        let Command::RecordUsage { items, .. } = old else {
+            panic!("{old:?}")
+        };
+        assert_eq!(items[0].counts, UsageCounts::requests(5));
     }
 
     #[test]

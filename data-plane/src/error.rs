@@ -53,6 +53,15 @@ pub enum ProxyError {
     GatewayTimeout,
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    /// A WebSocket API asked for without `Upgrade` (426).
+    #[error("upgrade required")]
+    UpgradeRequired,
+    /// A WebSocket upgrade missing or garbling a handshake field (400).
+    #[error("bad websocket handshake: {0}")]
+    BadHandshake(&'static str),
+    /// The `$connect` integration refused the connection with this status.
+    #[error("$connect answered {0}")]
+    ConnectRefused(StatusCode),
     /// The config cannot serve this request as it stands (a stage variable
     /// on an API's own path, which defines none).
     #[error("misconfigured: {0}")]
@@ -112,6 +121,11 @@ impl ProxyError {
                 (StatusCode::GATEWAY_TIMEOUT, "Endpoint Request Timed Out")
             }
             ProxyError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable"),
+            ProxyError::UpgradeRequired => (StatusCode::UPGRADE_REQUIRED, "Upgrade Required"),
+            ProxyError::BadHandshake(_) => (StatusCode::BAD_REQUEST, "Bad Request"),
+            ProxyError::ConnectRefused(status) => {
+                (*status, status.canonical_reason().unwrap_or("Refused"))
+            }
         }
     }
 
@@ -139,6 +153,9 @@ impl ProxyError {
             ProxyError::GatewayTimeout => "upstream_timeout",
             ProxyError::ShuttingDown => "shutting_down",
             ProxyError::Misconfigured(_) => "misconfigured",
+            ProxyError::UpgradeRequired => "upgrade_required",
+            ProxyError::BadHandshake(_) => "bad_handshake",
+            ProxyError::ConnectRefused(_) => "connect_refused",
         }
     }
 
@@ -184,6 +201,10 @@ impl ProxyError {
             } => {
                 set_rate_headers(h, info);
                 h.insert(header::RETRY_AFTER, number(*retry_after_s));
+            }
+            ProxyError::UpgradeRequired => {
+                h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+                h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             }
             _ => {}
         }

@@ -44,6 +44,8 @@ impl Snapshot {
 }
 
 pub struct Gateway {
+    /// Itself, for tasks that outlive a request (WebSocket sessions).
+    me: std::sync::Weak<Gateway>,
     snapshot: ArcSwap<Snapshot>,
     pub clients: Clients,
     /// Per-route counters and histograms for the status port.
@@ -70,7 +72,8 @@ impl Gateway {
 
     /// A gateway whose response cache holds at most `cache_bytes`.
     pub fn with_cache_capacity(cache_bytes: u64) -> Arc<Self> {
-        Arc::new(Self {
+        Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             snapshot: ArcSwap::from_pointee(Snapshot {
                 config: ConfigSet::default(),
                 routes: RouteTable::default(),
@@ -87,6 +90,11 @@ impl Gateway {
             plans: std::sync::OnceLock::new(),
             apply_lock: Mutex::new(()),
         })
+    }
+
+    /// The gateway as an `Arc` (every gateway is made in one).
+    pub fn arc(&self) -> Arc<Gateway> {
+        self.me.upgrade().expect("a gateway in use is alive")
     }
 
     pub fn set_plans(&self, plans: Arc<crate::plans::PlanEnforcer>) {
@@ -389,6 +397,7 @@ impl ConfigApplier for Gateway {
             || delta.upserts.iter().any(|r| served(r.kind()))
             || delta.removals.iter().any(|(k, _)| served(*k));
         if routes_changed {
+            self.connections.reconcile(&self.snapshot.load().routes);
             self.metrics.retain(|api, deployment, route| {
                 let doc = if deployment.is_empty() {
                     match next.get(ResourceKind::Api, api) {

@@ -105,12 +105,16 @@ pub struct DataPlaneHandle {
     plans_stop: CancellationToken,
     plans_task: JoinHandle<()>,
     kill: CancellationToken,
+    grace: Duration,
 }
 
 impl DataPlaneHandle {
     /// Stop accepting, drain in-flight requests within the grace period,
     /// and stop streaming config.
     pub async fn shutdown(self) {
+        // WebSocket sessions first: each runs `$disconnect`, then closes
+        // with 1001 (contract §5.3), while the rest still runs.
+        self.gateway.connections.shut_down(self.grace).await;
         self.shutdown.cancel();
         for t in self.tasks {
             let _ = t.await;
@@ -157,6 +161,7 @@ pub async fn start(cfg: DataPlaneConfig) -> anyhow::Result<DataPlaneHandle> {
         }
         config::StateWriter::spawn(dir.clone())
     });
+    let cfg_grace = cfg.grace;
     let proxy_addr = cfg.proxy_listener.local_addr()?;
     let status_addr = cfg.status_listener.local_addr()?;
     let shutdown = CancellationToken::new();
@@ -180,12 +185,13 @@ pub async fn start(cfg: DataPlaneConfig) -> anyhow::Result<DataPlaneHandle> {
         node_id: cfg.node_id,
         advertise_addr: proxy_addr.to_string(),
         state,
+        connections: gateway.connections.clone(),
     };
     let server = server::ProxyServer {
         gateway: gateway.clone(),
         limits: Arc::new(cfg.limits),
         tls: cfg.tls,
-        grace: cfg.grace,
+        grace: cfg_grace,
         workers: 0,
         kill: kill.clone(),
     };
@@ -213,5 +219,6 @@ pub async fn start(cfg: DataPlaneConfig) -> anyhow::Result<DataPlaneHandle> {
         plans_stop,
         plans_task,
         kill,
+        grace: cfg_grace,
     })
 }

@@ -57,6 +57,11 @@ impl Histogram {
         self.sum_us.fetch_add(us, Relaxed);
     }
 
+    /// This histogram's lines, for a histogram kept in one copy.
+    pub fn render_one(&self, out: &mut String, name: &str, labels: &str) {
+        Self::total(std::iter::once(self)).render(out, name, labels);
+    }
+
     /// Several copies of one histogram (one per worker), added up.
     fn total<'a>(copies: impl Iterator<Item = &'a Histogram>) -> HistogramTotal {
         let mut t = HistogramTotal::default();

@@ -61,18 +61,24 @@ impl CompiledApi {
     /// a bug in validation, reported as a NACK reason all the same.
     pub fn new(doc: Api, upstream: Option<Arc<UpstreamPool>>) -> Result<Self, String> {
         let mut routes = Vec::with_capacity(doc.routes.len());
+        // A WebSocket API answers its base path alone (the upgrade); its
+        // routes' paths are where their integrations POST.
+        let websocket = doc.protocol == tollgate_model::websocket::Protocol::Websocket;
         for (i, r) in doc.routes.iter().enumerate() {
             let field = |f: &str| format!("api {:?} routes[{i}].{f}", doc.id);
+            let matched_path = if websocket { "/" } else { r.path.as_str() };
             let template =
-                PathTemplate::parse(&field("path"), &r.path).map_err(|e| e.to_string())?;
+                PathTemplate::parse(&field("path"), matched_path).map_err(|e| e.to_string())?;
             let rewrite = match &r.upstream_path {
                 Some(p) => Some(
                     PathTemplate::parse(&field("upstream_path"), p).map_err(|e| e.to_string())?,
                 ),
                 None => None,
             };
-            let methods = r
-                .methods
+            // The upgrade is a GET.
+            let get = ["GET".to_string()];
+            let methods = if websocket { &get[..] } else { &r.methods[..] };
+            let methods = methods
                 .iter()
                 .map(|m| {
                     Method::from_bytes(m.to_ascii_uppercase().as_bytes())

@@ -104,6 +104,7 @@ async fn metrics(State(s): State<Status>) -> impl IntoResponse {
     );
     let _ = writeln!(out, "tollgate_control_plane_connected {connected}");
     gw.metrics.render(&mut out);
+    gw.connections.metrics.render(&mut out);
     snap.auth.render_metrics(&mut out);
 
     let (throttled, over_quota) = gw.plans().map_or((0, 0), |p| {

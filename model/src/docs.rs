@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::path::{self, PathTemplate};
 use crate::validate::{self, Result, ValidationError};
+use crate::websocket::{self, Protocol, WebSocketSettings};
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()
@@ -19,6 +20,10 @@ fn is_default<T: Default + PartialEq>(v: &T) -> bool {
 #[serde(deny_unknown_fields)]
 pub struct Api {
     pub id: String,
+    /// `websocket`: the base path upgrades, and messages are routed by
+    /// `route_selection` to the routes' `key`s (contract §5.3).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub protocol: Protocol,
     pub base_path: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
@@ -45,6 +50,13 @@ pub struct Api {
     /// `x-tollgate-fallback: 1`. Same shape as a mock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<Mock>,
+    /// A WebSocket API's route selection expression
+    /// (default `$request.body.action`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_selection: Option<String>,
+    /// A WebSocket API's connection limits (AWS's defaults when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<WebSocketSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -163,7 +175,18 @@ pub struct Route {
     /// Empty means every method.
     #[serde(default)]
     pub methods: Vec<String>,
+    /// The match template; on a WebSocket API, the path its integration
+    /// POSTs to (`/` when empty).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub path: String,
+    /// A WebSocket API's route key: `$connect`, `$disconnect`, `$default`
+    /// or a value of the route selection field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// A WebSocket route whose integration's 2xx body goes back to the
+    /// client as a message.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub response: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -373,6 +396,7 @@ impl Api {
                 validate_cidr(&format!("{name}[{i}]"), c)?;
             }
         }
+        self.validate_protocol()?;
         let mut seen = Vec::new();
         for (i, r) in self.routes.iter().enumerate() {
             let within = format!("routes[{i}]");
@@ -391,6 +415,80 @@ impl Api {
                         "required: route {:?} has no mock or function, so the API needs an upstream",
                         r.id
                     ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The WebSocket fields: only on `protocol: websocket`, and there each
+    /// route has one key, no key twice.
+    fn validate_protocol(&self) -> Result {
+        if self.protocol == Protocol::Http {
+            let stray = [
+                ("route_selection", self.route_selection.is_some()),
+                ("websocket", self.websocket.is_some()),
+            ];
+            if let Some((field, _)) = stray.iter().find(|(_, set)| *set) {
+                return Err(ValidationError::new(*field, "only for protocol: websocket"));
+            }
+            for (i, r) in self.routes.iter().enumerate() {
+                if r.key.is_some() || r.response {
+                    let field = if r.key.is_some() { "key" } else { "response" };
+                    return Err(ValidationError::new(
+                        format!("routes[{i}].{field}"),
+                        "only for protocol: websocket",
+                    ));
+                }
+            }
+            return Ok(());
+        }
+        let expression = self
+            .route_selection
+            .as_deref()
+            .unwrap_or(websocket::DEFAULT_ROUTE_SELECTION);
+        websocket::selection_path("route_selection", expression)?;
+        if let Some(w) = &self.websocket {
+            w.validate().map_err(|e| e.within("websocket"))?;
+        }
+        let mut keys = Vec::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            let field = |f: &str| format!("routes[{i}].{f}");
+            let key = r.key.as_deref().ok_or_else(|| {
+                ValidationError::new(field("key"), "required on a websocket API's route")
+            })?;
+            websocket::validate_route_key(&field("key"), key)?;
+            if keys.contains(&key) {
+                return Err(ValidationError::new(
+                    field("key"),
+                    format!("duplicate route key {key:?}"),
+                ));
+            }
+            keys.push(key);
+            let unsupported = [
+                ("methods", !r.methods.is_empty()),
+                ("cache", r.cache.is_some()),
+                ("function", r.function.is_some()),
+                ("fallback", r.fallback.is_some()),
+                ("upstream_path", r.upstream_path.is_some()),
+                ("auth", r.auth.is_some()),
+            ];
+            if let Some((f, _)) = unsupported.iter().find(|(_, set)| *set) {
+                return Err(ValidationError::new(
+                    field(f),
+                    "not supported on a websocket API's route",
+                ));
+            }
+            if r.response && [websocket::CONNECT, websocket::DISCONNECT].contains(&key) {
+                return Err(ValidationError::new(
+                    field("response"),
+                    "$connect and $disconnect have no route response",
+                ));
+            }
+            if !r.path.is_empty() && r.path.contains('{') {
+                return Err(ValidationError::new(
+                    field("path"),
+                    "a websocket integration path has no parameters",
                 ));
             }
         }
@@ -539,7 +637,11 @@ impl Route {
         for (i, m) in self.methods.iter().enumerate() {
             validate::method(&format!("methods[{i}]"), m)?;
         }
-        let template = PathTemplate::parse("path", &self.path)?;
+        let path = match self.path.as_str() {
+            "" if self.key.is_some() => "/",
+            p => p,
+        };
+        let template = PathTemplate::parse("path", path)?;
         if let Some(up) = &self.upstream_path {
             let rewrite =
                 PathTemplate::parse("upstream_path", &crate::variables::with_placeholders(up))?;

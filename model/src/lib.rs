@@ -18,6 +18,7 @@ pub mod stages;
 pub mod usage;
 pub mod validate;
 pub mod variables;
+pub mod websocket;
 
 pub use config::{ConfigDelta, ConfigSet, Resource, ResourceKind};
 pub use docs::*;

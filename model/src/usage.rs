@@ -96,13 +96,60 @@ pub fn period_end(period: QuotaPeriod, day: Day) -> Day {
     }
 }
 
-/// Admitted requests of one key under one plan on one UTC day.
+/// What one key used under one plan on one UTC day.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageItem {
     pub key: String,
     pub plan: String,
     pub day: Day,
-    pub count: u64,
+    // Flattened: the Raft log holds items written before the WebSocket
+    // measures existed, as `{key, plan, day, count}`.
+    #[serde(flatten)]
+    pub counts: UsageCounts,
+}
+
+/// The measures metered for a (key, plan, day). Requests and messages each
+/// take one unit of the quota; they are reported apart.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UsageCounts {
+    /// Admitted requests.
+    #[serde(rename = "count")]
+    pub requests: u64,
+    /// WebSocket messages delivered, in metered units (each message
+    /// ceil(bytes / 32 KiB), at least 1).
+    pub messages: u64,
+    /// WebSocket messages delivered, in number: one quota unit each.
+    pub message_count: u64,
+    /// ceil(seconds open / 60) of each WebSocket connection closed.
+    pub connection_minutes: u64,
+}
+
+impl UsageCounts {
+    pub fn requests(n: u64) -> Self {
+        Self {
+            requests: n,
+            ..Self::default()
+        }
+    }
+
+    /// Units of the quota these took: requests and messages together.
+    pub fn quota_units(&self) -> u64 {
+        self.requests + self.message_count
+    }
+
+    pub fn is_zero(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl std::ops::AddAssign for UsageCounts {
+    fn add_assign(&mut self, o: Self) {
+        self.requests += o.requests;
+        self.messages += o.messages;
+        self.message_count += o.message_count;
+        self.connection_minutes += o.connection_minutes;
+    }
 }
 
 #[cfg(test)]
@@ -138,5 +185,23 @@ mod tests {
             format_day(period_end(QuotaPeriod::Month, leap)),
             "2028-03-01"
         );
+    }
+
+    #[test]
+    fn usage_items_from_before_websockets_still_decode() {
+        let old: UsageItem =
+            serde_json::from_str(r#"{"key":"k","plan":"p","day":3,"count":5}"#).unwrap();
+        assert_eq!(old.counts, UsageCounts::requests(5));
+        let mut c = old.counts;
+        c += UsageCounts {
+            messages: 9,
+            message_count: 2,
+            connection_minutes: 4,
+            ..UsageCounts::default()
+        };
+        assert_eq!(c.quota_units(), 7, "requests and messages take the quota");
+        let item = UsageItem { counts: c, ..old };
+        let back: UsageItem = serde_json::from_slice(&serde_json::to_vec(&item).unwrap()).unwrap();
+        assert_eq!(back, item);
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tollgate_model::metering::{
     Demand, DemandReport, DemandShares, Lease, LeaseRequest, Release, Share, UsageReport,
 };
-use tollgate_model::usage::UsageItem;
+use tollgate_model::usage::{UsageCounts, UsageItem};
 
 use crate::v1 as pb;
 
@@ -21,7 +21,12 @@ impl From<pb::UsageCount> for UsageItem {
             key: c.key_id,
             plan: c.plan_id,
             day: c.day,
-            count: c.count,
+            counts: UsageCounts {
+                requests: c.count,
+                messages: c.messages,
+                message_count: c.message_count,
+                connection_minutes: c.connection_minutes,
+            },
         }
     }
 }
@@ -32,7 +37,10 @@ impl From<UsageItem> for pb::UsageCount {
             key_id: i.key,
             plan_id: i.plan,
             day: i.day,
-            count: i.count,
+            count: i.counts.requests,
+            messages: i.counts.messages,
+            message_count: i.counts.message_count,
+            connection_minutes: i.counts.connection_minutes,
         }
     }
 }
@@ -236,7 +244,12 @@ mod tests {
                 key: "k".into(),
                 plan: "p".into(),
                 day: 20_000,
-                count: 5,
+                counts: UsageCounts {
+                    requests: 5,
+                    messages: 7,
+                    message_count: 3,
+                    connection_minutes: 2,
+                },
             }],
         };
         assert_eq!(

@@ -8,6 +8,9 @@
 //! failure is NACKed with the reason, and the held config stays. On
 //! reconnect the hello carries the held revision, so the new node sends
 //! exactly what was missed.
+//!
+//! Each Watch stream brings along a `Connections.Open` stream to the same
+//! node on the same channel (`connections`), ended with it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +47,8 @@ pub struct ConfigClient {
     /// The proxy address shown in `GET /v1/cluster`.
     pub advertise_addr: String,
     pub state: Option<StateWriter>,
+    /// The WebSocket connections the connections API reaches.
+    pub connections: Arc<crate::websocket::Connections>,
 }
 
 /// Why one stream ended.
@@ -130,8 +135,9 @@ impl ConfigClient {
                 Err(e) => return broke(false, format!("connect: {}", error_chain(&e))),
             },
         };
-        let mut client =
-            WatchClient::with_interceptor(channel, BearerToken::new(&self.cluster_token));
+        let token = BearerToken::new(&self.cluster_token);
+        let link_channel = channel.clone();
+        let mut client = WatchClient::with_interceptor(channel, token.clone());
         let (tx, rx) = mpsc::channel(8);
         let hello = WatchRequest {
             msg: Some(watch_request::Msg::Hello(Hello {
@@ -151,6 +157,15 @@ impl ConfigClient {
         connection.send_replace(Connection {
             endpoint: Some(endpoint.to_string()),
         });
+        let link = shutdown.child_token();
+        let _link_ends_with_watch = link.clone().drop_guard();
+        tokio::spawn(super::connections::run(
+            link_channel,
+            token,
+            self.node_id.clone(),
+            self.connections.clone(),
+            link,
+        ));
         tracing::info!(%endpoint, revision = held.revision, "streaming config");
         let mut progressed = false;
         loop {

@@ -1,7 +1,9 @@
 //! Config from the control plane: the `Config.Watch` client, conversion of
-//! its prost messages into model types, and the `--state-dir` snapshot.
+//! its prost messages into model types, and the `--state-dir` snapshot;
+//! beside Watch, the connections API's stream (`connections`).
 
 pub mod client;
+mod connections;
 pub mod convert;
 pub mod state_file;
 

@@ -17,10 +17,13 @@
 //!   loses its chunk (under-admits). Unused chunks go back on shutdown.
 //! - **Metering**: every admitted request is counted per (key, plan, UTC
 //!   day), in an atomic counter per (key, plan) that each report tick
-//!   empties into the next batch. Batches are tagged (data plane, boot
-//!   epoch, sequence), one in flight at a time, retried until
-//!   acknowledged, so a batch is never counted twice and never skipped.
-//!   Graceful shutdown flushes; a crash loses at most one report interval.
+//!   empties into the next batch. WebSocket messages (which take throttle
+//!   and quota units as requests do) and connection-minutes go straight to
+//!   the pending batch: fewer than requests, they can afford its lock.
+//!   Batches are tagged (data plane, boot epoch, sequence), one in flight
+//!   at a time, retried until acknowledged, so a batch is never counted
+//!   twice and never skipped. Graceful shutdown flushes; a crash loses at
+//!   most one report interval.
 //! - **Memory**: a sweep each minute forgets the (key, plan) pairs no
 //!   request used since the last one, once forgetting changes nothing
 //!   (`evict_idle`); their unused quota units go back.
@@ -42,7 +45,7 @@ use tollgate_model::docs::UsagePlan;
 use tollgate_model::metering::{
     Demand, DemandReport, LeaseRequest, Release, UsageReport, SHARE_GRANT_FOR,
 };
-use tollgate_model::usage::{self, Day, UsageItem};
+use tollgate_model::usage::{self, Day, UsageCounts, UsageItem};
 
 use link::{ControlPlaneLink, LinkError};
 use state::{KeyPlan, KeyPlanIds, KeyPlanState, Throttle};
@@ -124,12 +127,13 @@ pub struct PlanEnforcer {
     data_planes: AtomicU32,
     /// ms since `started` of the last successful sync (0: never).
     last_sync_ms: AtomicU64,
-    /// Metered counts moved out of the per-(key, plan) counters, waiting
-    /// for the next batch.
-    pending: Mutex<HashMap<(String, String, Day), u64, FastHash>>,
+    /// Metered counts moved out of the per-(key, plan) counters, and
+    /// WebSocket messages and minutes, waiting for the next batch.
+    pending: Mutex<HashMap<(String, String, Day), UsageCounts, FastHash>>,
     /// (seq, batch) sent but not yet acknowledged.
     in_flight: tokio::sync::Mutex<(u64, Option<UsageReport>)>,
-    /// Requests refused by the throttle or the quota (not billed).
+    /// Requests and WebSocket messages refused by the throttle or the
+    /// quota (not billed).
     pub throttled: AtomicU64,
     pub over_quota: AtomicU64,
     stopped: AtomicBool,
@@ -212,60 +216,117 @@ impl PlanEnforcer {
         throttle: Option<&tollgate_model::docs::Throttle>,
     ) -> Result<Option<RateInfo>, PlanDenied> {
         let state = self.state(key, &plan.id);
+        let (info, today) = self.take_unit(&state, key, plan, throttle).await?;
+        if let Some((day, count)) = state.metered.add(today) {
+            self.add_pending(key, &plan.id, day, UsageCounts::requests(count));
+        }
+        Ok(info)
+    }
+
+    /// Run the plan's checks for one WebSocket message of `key`, in either
+    /// direction: one unit of the throttle and the quota, as a request
+    /// takes. On success the message is metered as `units` (its
+    /// ceil(bytes / 32 KiB), at least 1).
+    pub async fn admit_message(
+        &self,
+        key: &str,
+        plan: &UsagePlan,
+        throttle: Option<&tollgate_model::docs::Throttle>,
+        units: u64,
+    ) -> Result<Option<RateInfo>, PlanDenied> {
+        let state = self.state(key, &plan.id);
+        let (info, today) = self.take_unit(&state, key, plan, throttle).await?;
+        let counts = UsageCounts {
+            messages: units.max(1),
+            message_count: 1,
+            ..UsageCounts::default()
+        };
+        self.add_pending(key, &plan.id, today, counts);
+        Ok(info)
+    }
+
+    /// Charge a closed WebSocket connection's minutes (ceil(seconds open /
+    /// 60)) to today (UTC), reported in the next batch.
+    pub fn meter_connection_minutes(&self, key: &str, plan: &str, minutes: u64) {
+        if minutes > 0 {
+            let counts = UsageCounts {
+                connection_minutes: minutes,
+                ..UsageCounts::default()
+            };
+            self.add_pending(key, plan, usage::today(), counts);
+        }
+    }
+
+    /// Take one unit of `state`'s throttle and quota (what a request and a
+    /// message each cost). Returns the throttle's state for the answer,
+    /// and the UTC day the unit was taken on.
+    async fn take_unit(
+        &self,
+        state: &KeyPlanState,
+        key: &str,
+        plan: &UsagePlan,
+        throttle: Option<&tollgate_model::docs::Throttle>,
+    ) -> Result<(Option<RateInfo>, Day), PlanDenied> {
         // Read first: a store on every request would pull the line away
         // from the other workers serving this key.
         if !state.used.load(Ordering::Relaxed) {
             state.used.store(true, Ordering::Relaxed);
         }
-        let mut info = None;
-        if let Some(t) = throttle {
-            // One clock read for the bucket and the share.
-            let now = self.started.elapsed();
-            let throttle = state.throttle.get_or_init(Throttle::default);
-            throttle.demand.fetch_add(1, Ordering::Relaxed);
-            let share = self
-                .share(&state, now.as_millis() as u64 + 1)
-                .clamp(0.001, 1.0);
-            let burst = (f64::from(t.burst) * share).max(1.0);
-            let v = throttle.bucket_for(t.rate, t.burst).check(
-                now.as_nanos() as u64,
-                t.rate * share,
-                burst,
-            );
-            let rate_info = RateInfo {
-                limit: u64::from(t.burst.max(1)),
-                remaining: v.remaining,
-                reset_s: v.reset_ns.div_ceil(1_000_000_000),
-            };
-            if !v.allowed {
-                self.throttled.fetch_add(1, Ordering::Relaxed);
-                return Err(PlanDenied::Throttled {
-                    info: rate_info,
-                    retry_after_s: v.retry_after_ns.div_ceil(1_000_000_000).max(1),
-                });
-            }
-            info = Some(rate_info);
-        }
+        let info = match throttle {
+            Some(t) => Some(self.check_throttle(state, t)?),
+            None => None,
+        };
         let today = usage::today();
         if plan.quota.is_some() {
-            if let Err(e) = self.take_quota(&state, key, plan, today).await {
+            if let Err(e) = self.take_quota(state, key, plan, today).await {
                 self.over_quota.fetch_add(1, Ordering::Relaxed);
                 return Err(e);
             }
         }
-        if let Some((day, count)) = state.metered.add(today) {
-            self.add_pending(key, &plan.id, day, count);
-        }
-        Ok(info)
+        Ok((info, today))
     }
 
-    fn add_pending(&self, key: &str, plan: &str, day: Day, count: u64) {
+    /// Take a unit of the GCRA bucket at `rate × share`.
+    fn check_throttle(
+        &self,
+        state: &KeyPlanState,
+        t: &tollgate_model::docs::Throttle,
+    ) -> Result<RateInfo, PlanDenied> {
+        // One clock read for the bucket and the share.
+        let now = self.started.elapsed();
+        let throttle = state.throttle.get_or_init(Throttle::default);
+        throttle.demand.fetch_add(1, Ordering::Relaxed);
+        let share = self
+            .share(state, now.as_millis() as u64 + 1)
+            .clamp(0.001, 1.0);
+        let burst = (f64::from(t.burst) * share).max(1.0);
+        let v = throttle.bucket_for(t.rate, t.burst).check(
+            now.as_nanos() as u64,
+            t.rate * share,
+            burst,
+        );
+        let rate_info = RateInfo {
+            limit: u64::from(t.burst.max(1)),
+            remaining: v.remaining,
+            reset_s: v.reset_ns.div_ceil(1_000_000_000),
+        };
+        if !v.allowed {
+            self.throttled.fetch_add(1, Ordering::Relaxed);
+            return Err(PlanDenied::Throttled {
+                info: rate_info,
+                retry_after_s: v.retry_after_ns.div_ceil(1_000_000_000).max(1),
+            });
+        }
+        Ok(rate_info)
+    }
+
+    fn add_pending(&self, key: &str, plan: &str, day: Day, counts: UsageCounts) {
         *self
             .pending
             .lock()
             .expect("meter lock")
             .entry((key.to_string(), plan.to_string(), day))
-            .or_default() += count;
+            .or_default() += counts;
     }
 
     /// Move every (key, plan)'s metered count into `pending`.
@@ -285,7 +346,7 @@ impl PlanEnforcer {
         }
         let mut pending = self.pending.lock().expect("meter lock");
         for (KeyPlan { key, plan }, day, count) in taken {
-            *pending.entry((key, plan, day)).or_default() += count;
+            *pending.entry((key, plan, day)).or_default() += UsageCounts::requests(count);
         }
     }
 
@@ -541,11 +602,11 @@ impl PlanEnforcer {
                 seq: in_flight.0,
                 items: pending
                     .into_iter()
-                    .map(|((key, plan, day), count)| UsageItem {
+                    .map(|((key, plan, day), counts)| UsageItem {
                         key,
                         plan,
                         day,
-                        count,
+                        counts,
                     })
                     .collect(),
             });
@@ -682,7 +743,7 @@ mod tests {
         let pending = e.pending.lock().unwrap().clone();
         assert_eq!(
             pending.get(&("metered".to_string(), "free".to_string(), today)),
-            Some(&1),
+            Some(&UsageCounts::requests(1)),
             "the count went to the next batch before the pair was forgotten"
         );
         assert!(known(&e, "slow", "slow"), "its bucket is not full again");
@@ -696,6 +757,105 @@ mod tests {
         e.admit("metered", &free).await.unwrap();
         e.evict_idle();
         assert!(known(&e, "metered", "free"), "used since the last sweep");
+    }
+
+    #[tokio::test]
+    async fn messages_take_the_units_requests_take() {
+        let e = PlanEnforcer::new("dp-1", ControlPlaneLink::new(Vec::new(), "token", None));
+        // Burst 3 that refills in 1,000 s: a request and two messages
+        // empty the one bucket.
+        let ws = plan("ws", Some((0.001, 3)));
+        let t = ws.throttle.as_ref();
+        e.admit("k", &ws).await.unwrap();
+        e.admit_message("k", &ws, t, 1).await.unwrap();
+        e.admit_message("k", &ws, t, 1).await.unwrap();
+        assert!(matches!(
+            e.admit_message("k", &ws, t, 1).await,
+            Err(PlanDenied::Throttled { .. })
+        ));
+        assert!(matches!(
+            e.admit("k", &ws).await,
+            Err(PlanDenied::Throttled { .. })
+        ));
+
+        // Three units of quota in hand and no control plane to lease more.
+        let quota = UsagePlan {
+            quota: Some(tollgate_model::docs::Quota {
+                limit: 100,
+                period: tollgate_model::docs::QuotaPeriod::Day,
+            }),
+            ..plan("metered", None)
+        };
+        let today = usage::today();
+        let slot = e.quota_slot(&e.state("k", "metered"), "k", &quota, today);
+        slot.left.store(3, Ordering::Release);
+        e.admit("k", &quota).await.unwrap();
+        e.admit_message("k", &quota, None, 2).await.unwrap();
+        e.admit_message("k", &quota, None, 1).await.unwrap();
+        assert_eq!(
+            e.admit_message("k", &quota, None, 1).await,
+            Err(PlanDenied::QuotaExceeded)
+        );
+        assert_eq!(e.admit("k", &quota).await, Err(PlanDenied::QuotaExceeded));
+        assert_eq!(e.throttled.load(Ordering::Relaxed), 2);
+        assert_eq!(e.over_quota.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn messages_and_minutes_ride_in_the_batch() {
+        let e = PlanEnforcer::new("dp-1", ControlPlaneLink::new(Vec::new(), "token", None));
+        let p = plan("ws", None);
+        e.admit("k", &p).await.unwrap();
+        e.admit_message("k", &p, None, 3).await.unwrap();
+        // A message is never metered as less than one unit.
+        e.admit_message("k", &p, None, 0).await.unwrap();
+        e.meter_connection_minutes("k", "ws", 4);
+        e.meter_connection_minutes("k", "ws", 0);
+        e.meter_connection_minutes("other", "ws", 2);
+        // No control plane: the batch is made, and stays in flight.
+        assert!(!e.report_once().await);
+        let today = usage::today();
+        let mut items = e.in_flight.lock().await.1.clone().unwrap().items;
+        items.sort_by(|a, b| a.key.cmp(&b.key));
+        let item = |key: &str, counts| UsageItem {
+            key: key.into(),
+            plan: "ws".into(),
+            day: today,
+            counts,
+        };
+        assert_eq!(
+            items,
+            vec![
+                item(
+                    "k",
+                    UsageCounts {
+                        requests: 1,
+                        messages: 4,
+                        message_count: 2,
+                        connection_minutes: 4,
+                    }
+                ),
+                item(
+                    "other",
+                    UsageCounts {
+                        connection_minutes: 2,
+                        ..UsageCounts::default()
+                    }
+                ),
+            ]
+        );
+        // What comes while a batch is in flight waits for the next one.
+        e.meter_connection_minutes("k", "ws", 1);
+        assert!(!e.report_once().await);
+        assert_eq!(e.in_flight.lock().await.1.as_ref().unwrap().items.len(), 2);
+        let pending = e.pending.lock().unwrap().clone();
+        assert_eq!(
+            pending.get(&("k".to_string(), "ws".to_string(), today)),
+            Some(&UsageCounts {
+                connection_minutes: 1,
+                ..UsageCounts::default()
+            })
+        );
     }
 
     #[tokio::test]

@@ -135,7 +135,7 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
 /// read as `-` (as CGI, WSGI and PHP upstreams read them), name framing or
 /// a field the gateway sets. Otherwise `x_tollgate_tenant` would reach a
 /// PHP upstream as the caller's tenant, and `Transfer_Encoding` as framing.
-fn drop_underscore_names(h: &mut HeaderMap, allow: bool) {
+pub(super) fn drop_underscore_names(h: &mut HeaderMap, allow: bool) {
     // Most requests have none: one scan of the names, no allocation.
     if !h.keys().any(|k| k.as_str().contains('_')) {
         return;

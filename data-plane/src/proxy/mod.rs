@@ -34,6 +34,7 @@ mod forward;
 mod function;
 mod headers;
 mod trail;
+mod upgrade;
 
 use std::future::Future as _;
 use std::net::SocketAddr;
@@ -56,6 +57,7 @@ pub use crate::http1::Limits;
 use crate::metrics::{AuthFailure, CacheStatus};
 use crate::router::RouteMatch;
 use crate::upstream::UpstreamPool;
+use tollgate_model::websocket::Protocol;
 
 use facts::HeadFacts;
 pub use headers::strip_hop_by_hop;
@@ -201,6 +203,11 @@ async fn guarded(
     trail: &mut Trail,
 ) -> Result<Answer<ProxyBody>, ProxyError> {
     trail.bytes_in = cx.facts.content_length.unwrap_or(0);
+    // A WebSocket API's base path answers only a WebSocket handshake.
+    let handshake = match matched.api.doc.protocol {
+        Protocol::Websocket => Some(crate::websocket::check_handshake(req.headers())?),
+        Protocol::Http => None,
+    };
     let identity = identify(cx, snapshot, &matched, &req).await?;
     let matched = side(cx, matched, &identity, &req, trail)?;
     let api = &matched.api.doc;
@@ -222,6 +229,15 @@ async fn guarded(
             return Err(e);
         }
     };
+    if let Some(accept) = handshake {
+        let upgrading = Box::pin(upgrade::upgrade(
+            cx, &matched, &identity, accept, req, trail,
+        ));
+        let res = upgrading.await;
+        trail.identity = Some(identity);
+        trail.rate = rate.filter(|_| res.is_ok());
+        return res;
+    }
     if let Some(mock) = &route.doc.mock {
         trail.identity = Some(identity);
         trail.rate = rate;

@@ -13,6 +13,14 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+pub mod integration;
+pub mod metrics;
+mod session;
+mod upgrade;
+
+pub use upgrade::{check_handshake, Upgrade};
 
 /// What became of a command sent to a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,11 +53,15 @@ pub struct ConnectionInfo {
 pub(crate) enum Command {
     Push(Bytes, oneshot::Sender<Delivery>),
     Close(oneshot::Sender<Delivery>),
+    /// The config no longer serves the connection's API (1001).
+    GoAway(&'static str),
 }
 
 /// One open connection, as the registry holds it.
 pub(crate) struct Handle {
     pub(crate) info: ConnectionInfo,
+    /// The route-table key of the API it was opened on.
+    pub(crate) api_key: String,
     /// Unix milliseconds of the last message either way.
     pub(crate) last_active_ms: AtomicU64,
     pub(crate) commands: mpsc::Sender<Command>,
@@ -60,6 +72,12 @@ pub(crate) struct Handle {
 pub struct Connections {
     node_id: OnceLock<String>,
     open: DashMap<String, Arc<Handle>, crate::FastHash>,
+    /// Cancelled at shutdown: every session runs `$disconnect` and closes
+    /// with 1001.
+    pub(crate) closing: CancellationToken,
+    /// Woken when the last connection closes.
+    emptied: tokio::sync::Notify,
+    pub metrics: metrics::WebSocketMetrics,
 }
 
 impl Connections {
@@ -116,11 +134,48 @@ impl Connections {
         answer.await.unwrap_or(Delivery::Gone)
     }
 
+    /// Close every connection with 1001, each after its `$disconnect`,
+    /// and wait (at most `grace`) until they are all closed.
+    pub async fn shut_down(&self, grace: std::time::Duration) {
+        self.closing.cancel();
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let emptied = self.emptied.notified();
+            if self.open.is_empty() {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, emptied).await.is_err() {
+                tracing::warn!(
+                    open = self.open.len(),
+                    "websocket connections still open after the grace period"
+                );
+                return;
+            }
+        }
+    }
+
+    /// After a config change: connections whose API is gone, or no longer
+    /// a WebSocket API, are closed with 1001; the rest stay open.
+    pub fn reconcile(&self, routes: &crate::router::RouteTable) {
+        use tollgate_model::websocket::Protocol;
+        for h in self.open.iter() {
+            let served = routes
+                .api(&h.api_key)
+                .is_some_and(|a| a.doc.protocol == Protocol::Websocket);
+            if !served {
+                let _ = h.commands.try_send(Command::GoAway("api removed"));
+            }
+        }
+    }
+
     pub(crate) fn insert(&self, handle: Arc<Handle>) {
         self.open.insert(handle.info.id.clone(), handle);
     }
 
     pub(crate) fn remove(&self, id: &str) {
         self.open.remove(id);
+        if self.open.is_empty() {
+            self.emptied.notify_waiters();
+        }
     }
 }
