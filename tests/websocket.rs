@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::dp::{eventually, http, metrics_text, start_dp_named, wait_for_revision};
+use common::dp::{
+    eventually, http, metrics_text, start_dp_named, start_dp_opts, wait_for_revision, DpOptions,
+};
 use common::{init_tracing, Cluster};
 use futures::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full};
@@ -233,7 +235,17 @@ async fn websocket_apis_route_push_meter_and_close() {
     let admin = c.nodes[0].client();
     let rec = Recorder::start().await;
     // A streams from node 0 (then node 1), B from node 1.
-    let dp_a = start_dp_named(vec![c.nodes[0].grpc_url(), c.nodes[1].grpc_url()], "dp-a").await;
+    let logs = tempfile::tempdir().unwrap();
+    let log_file = logs.path().join("access.log");
+    let dp_a = start_dp_opts(
+        vec![c.nodes[0].grpc_url(), c.nodes[1].grpc_url()],
+        DpOptions {
+            node_id: Some("dp-a"),
+            access_log: Some(tollgate_data_plane::AccessLogTarget::File(log_file.clone())),
+            ..DpOptions::default()
+        },
+    )
+    .await;
     let dp_b = start_dp_named(vec![c.nodes[1].grpc_url()], "dp-b").await;
 
     // ---- documents: bad ones get a 400 naming the field
@@ -267,6 +279,9 @@ async fn websocket_apis_route_push_meter_and_close() {
             chat(&rec.url(), "/idle", json!({"idle_timeout_s": 1})),
         )
         .await;
+    let mut open_api = chat(&rec.url(), "/temp", json!({}));
+    open_api["auth"] = json!({});
+    admin.must_put("/v1/apis/temp", open_api).await;
     admin
         .must_put("/v1/tenants/acme", json!({"name": "Acme"}))
         .await;
@@ -464,8 +479,14 @@ async fn websocket_apis_route_push_meter_and_close() {
     .await;
     assert_eq!(push_to(&other.base, &usage_id, "one").await, 204); // 1 unit
     next_text(&mut ws).await;
-    ws.close(None).await.unwrap();
-    rec.wait_for("/disconnect", &usage_id).await;
+    let bye = tungstenite::protocol::CloseFrame {
+        code: tungstenite::protocol::frame::coding::CloseCode::Away,
+        reason: "bye".into(),
+    };
+    ws.close(Some(bye)).await.unwrap();
+    let gone = rec.wait_for("/disconnect", &usage_id).await;
+    assert_eq!(gone.header("x-tollgate-close-code"), "1001");
+    assert_eq!(gone.header("x-tollgate-close-reason"), "bye");
     dp_a.gateway.plans().unwrap().flush().await;
     let reader = c.nodes[1].client();
     eventually("metered messages", WAIT, || async {
@@ -493,6 +514,30 @@ async fn websocket_apis_route_push_meter_and_close() {
         assert!(text.contains(line), "{line} in {text}");
     }
     assert!(text.contains("tollgate_websocket_messages_total{api=\"chat\",direction=\"in\"}"));
+
+    // ---- removing the API closes its connections with 1001
+    let (mut ws, temp_id) = connect(a, "/temp", None).await.unwrap();
+    let (s, _) = admin.delete("/v1/apis/temp").await;
+    assert!(s == 200 || s == 204, "{s}");
+    assert_eq!(close_code(&mut ws).await, 1001);
+    let gone = rec.wait_for("/disconnect", &temp_id).await;
+    assert_eq!(gone.header("x-tollgate-close-code"), "1001");
+
+    // ---- an access-log line when a connection opens and when it closes
+    eventually("connect and disconnect lines", WAIT, || async {
+        let text = std::fs::read_to_string(&log_file).unwrap_or_default();
+        let lines: Vec<Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter(|l: &Value| l["connection_id"] == usage_id.as_str())
+            .collect();
+        lines.len() == 2
+            && lines[0]["event"] == "connect"
+            && lines[1]["event"] == "disconnect"
+            && lines[1]["close_code"] == 1001
+            && lines[1]["key_id"] == usage_key_id.as_str()
+    })
+    .await;
 
     // ---- A stays reachable once it streams from another node
     let (mut ws, moved_id) = connect(a, "/chat", Some(&key)).await.unwrap();

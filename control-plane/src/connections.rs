@@ -176,7 +176,7 @@ fn gone() -> ApiError {
 
 fn no_answer() -> ApiError {
     ApiError::DeadlineExceeded(
-        "the data plane holding the connection did not answer in time".into(),
+        "no answer in time from the connection's data plane (it may still act on it)".into(),
     )
 }
 

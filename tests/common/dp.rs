@@ -88,6 +88,8 @@ pub struct DpOptions<'a> {
     pub node_id: Option<&'a str>,
     /// Default: `CLUSTER_TOKEN`.
     pub cluster_token: Option<&'a str>,
+    /// Default: off.
+    pub access_log: Option<tollgate_data_plane::AccessLogTarget>,
 }
 
 pub async fn start_dp_opts(control_plane: Vec<String>, o: DpOptions<'_>) -> DataPlaneHandle {
@@ -104,7 +106,9 @@ pub async fn start_dp_opts(control_plane: Vec<String>, o: DpOptions<'_>) -> Data
         tls: o.tls,
         limits: o.limits,
         grace: Duration::from_secs(5),
-        access_log: tollgate_data_plane::AccessLogTarget::Off,
+        access_log: o
+            .access_log
+            .unwrap_or(tollgate_data_plane::AccessLogTarget::Off),
         cache_max_bytes: tollgate_data_plane::cache::DEFAULT_CAPACITY_BYTES,
     })
     .await

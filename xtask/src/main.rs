@@ -7,6 +7,7 @@ mod bench;
 mod bench_apis;
 mod bench_limits;
 mod bench_proxy;
+mod bench_websocket;
 mod chart;
 mod cluster;
 mod fuzz;
@@ -84,6 +85,22 @@ enum Bench {
         #[arg(long, default_value = "both", value_parser = ["idle", "busy", "both"])]
         host: String,
     },
+    /// WebSocket APIs: memory per idle connection, messages/s through a
+    /// mock and an HTTP integration, connections-API delivery latency.
+    Websocket {
+        /// Seconds per messages/s phase.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+        seconds: u64,
+        /// Idle connections held open on one data plane.
+        #[arg(long, default_value_t = 10_000)]
+        idle: usize,
+        /// Closed-loop clients in the messages/s phases.
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        /// Connections-API pushes timed.
+        #[arg(long, default_value_t = 1000)]
+        pushes: usize,
+    },
     /// ns/op of the GCRA bucket and of response-cache hits.
     Primitives,
 }
@@ -129,6 +146,17 @@ fn main() -> anyhow::Result<()> {
             data_planes,
             busy: host != "idle",
             busy_only: host == "busy",
+        }),
+        Task::Bench(Bench::Websocket {
+            seconds,
+            idle,
+            clients,
+            pushes,
+        }) => bench_websocket::run(bench_websocket::Options {
+            seconds,
+            idle,
+            clients,
+            pushes,
         }),
         Task::Bench(Bench::Primitives) => cargo(&[
             "run",

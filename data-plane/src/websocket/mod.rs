@@ -49,6 +49,39 @@ pub struct ConnectionInfo {
     pub subject: Option<String>,
 }
 
+/// An access-log line for a connection: `connect` when it opens,
+/// `disconnect` with the close code and how long it was open.
+pub(crate) fn log_event(
+    gw: &crate::gateway::Gateway,
+    info: &ConnectionInfo,
+    closed: Option<(u16, u64)>,
+) {
+    let Some(log) = gw.access_log() else {
+        return;
+    };
+    let mut w = crate::access_log::LineWriter::new();
+    w.time("time", std::time::SystemTime::now())
+        .str(
+            "event",
+            if closed.is_some() {
+                "disconnect"
+            } else {
+                "connect"
+            },
+        )
+        .str("api", &info.api)
+        .str("connection_id", &info.id)
+        .opt_str("key_id", info.key_id.as_deref())
+        .opt_str("tenant", info.tenant.as_deref())
+        .opt_str("subject", info.subject.as_deref())
+        .str("client", &info.source_ip);
+    if let Some((code, duration_ms)) = closed {
+        w.u64("close_code", u64::from(code))
+            .u64("duration_ms", duration_ms);
+    }
+    log.send(w.finish());
+}
+
 /// A command for a connection's session.
 pub(crate) enum Command {
     Push(Bytes, oneshot::Sender<Delivery>),

@@ -419,7 +419,12 @@ impl Session {
             let minutes = self.opened.elapsed().as_secs().div_ceil(60).max(1);
             plans.meter_connection_minutes(&m.key, &m.plan.id, minutes);
         }
-        self.log_close(&ending);
+        let duration_ms = self.opened.elapsed().as_millis() as u64;
+        super::log_event(
+            &self.gw,
+            &self.handle.info,
+            Some((ending.code, duration_ms)),
+        );
         if let Some(reply) = ending.reply.take() {
             let _ = reply.send(Delivery::Done);
         }
@@ -467,25 +472,6 @@ impl Session {
         if let Ok(Err(e)) = tokio::time::timeout(DISCONNECT_WAIT, calling).await {
             tracing::debug!(error = %e, "$disconnect failed");
         }
-    }
-
-    fn log_close(&self, ending: &Ending) {
-        let Some(log) = self.gw.access_log() else {
-            return;
-        };
-        let info = &self.handle.info;
-        let mut w = crate::access_log::LineWriter::new();
-        w.time("time", std::time::SystemTime::now())
-            .str("event", "disconnect")
-            .str("api", &info.api)
-            .str("connection_id", &info.id)
-            .opt_str("key_id", info.key_id.as_deref())
-            .opt_str("tenant", info.tenant.as_deref())
-            .opt_str("subject", info.subject.as_deref())
-            .str("client", &info.source_ip)
-            .u64("close_code", u64::from(ending.code))
-            .u64("duration_ms", self.opened.elapsed().as_millis() as u64);
-        log.send(w.finish());
     }
 }
 
