@@ -403,11 +403,20 @@ async fn websocket_apis_route_push_meter_and_close() {
     }
     assert_eq!(push_to(&other.base, &id, "too late").await, 410);
 
-    // ---- limits: a message over 128 KiB closes with 1009; bad UTF-8 with 1007
+    // ---- limits: a frame over 32 KiB or a message over 128 KiB closes
+    // with 1009; bad UTF-8 with 1007
     let (mut ws, _) = connect(a, "/chat", Some(&key)).await.unwrap();
-    ws.send(Message::binary(vec![7u8; 129 * 1024]))
-        .await
-        .unwrap();
+    ws.send(Message::binary(vec![7u8; 33 * 1024])).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, 1009);
+    let (mut ws, _) = connect(a, "/chat", Some(&key)).await.unwrap();
+    let frames = 129 / 32 + 1;
+    for i in 0..frames {
+        let op = if i == 0 { Data::Binary } else { Data::Continue };
+        let frame = Frame::message(vec![7u8; 32 * 1024], OpCode::Data(op), i == frames - 1);
+        if ws.send(Message::Frame(frame)).await.is_err() {
+            break; // closed under the sender
+        }
+    }
     assert_eq!(close_code(&mut ws).await, 1009);
     let (mut ws, _) = connect(a, "/chat", Some(&key)).await.unwrap();
     let bad = Frame::message(vec![0xc3, 0x28], OpCode::Data(Data::Text), true);
@@ -435,6 +444,20 @@ async fn websocket_apis_route_push_meter_and_close() {
         refused >= 1,
         "a burst of 3 at 0.5/s refuses some of 6 messages"
     );
+    // A push over the throttle is not delivered: its caller gets 429.
+    let mut delivered = 0;
+    let mut throttled = false;
+    for _ in 0..5 {
+        match push_to(&c.nodes[1].admin_url(), &slow_id, "over").await {
+            204 => delivered += 1,
+            429 => throttled = true,
+            other => panic!("push answered {other}"),
+        }
+    }
+    assert!(throttled, "pushes over the throttle get 429");
+    for _ in 0..delivered {
+        assert_eq!(next_text(&mut ws).await, "over");
+    }
     ws.send(Message::Ping(Bytes::from_static(b"p")))
         .await
         .unwrap();
@@ -505,7 +528,7 @@ async fn websocket_apis_route_push_meter_and_close() {
     .await;
     let text = metrics_text(&dp_a).await;
     for line in [
-        "tollgate_websocket_closes_total{api=\"chat\",code=\"1009\"} 1",
+        "tollgate_websocket_closes_total{api=\"chat\",code=\"1009\"} 2",
         "tollgate_websocket_closes_total{api=\"chat\",code=\"1007\"} 1",
         "tollgate_websocket_closes_total{api=\"chat\",code=\"1000\"} 1",
         "tollgate_websocket_closes_total{api=\"idle\",code=\"1001\"} 1",

@@ -154,6 +154,25 @@ async fn leader_of(client: &reqwest::Client, admin: &str) -> Option<u64> {
     r.json::<serde_json::Value>().await.ok()?["leader_id"].as_u64()
 }
 
+/// A 3-node control plane under `dir`: node 1 bootstraps, the others
+/// join it; every admin port answers before this returns.
+pub(crate) async fn three_nodes(
+    bin: &Path,
+    dir: &Path,
+    client: &reqwest::Client,
+) -> anyhow::Result<Vec<Node>> {
+    let mut nodes = vec![spawn(bin, 1, dir, None)?];
+    wait_ready(client, &nodes[0].admin).await?;
+    let first = nodes[0].admin.clone();
+    for id in 2..=3 {
+        nodes.push(spawn(bin, id, dir, Some(&first))?);
+    }
+    for n in &nodes {
+        wait_ready(client, &n.admin).await?;
+    }
+    Ok(nodes)
+}
+
 pub fn control_plane(seconds: u64) -> anyhow::Result<()> {
     let bin = release_binary()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -162,15 +181,8 @@ pub fn control_plane(seconds: u64) -> anyhow::Result<()> {
     rt.block_on(async move {
         let dir = tempfile::tempdir()?;
         let client = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
-        let mut nodes = vec![spawn(&bin, 1, dir.path(), None)?];
-        wait_ready(&client, &nodes[0].admin).await?;
+        let mut nodes = three_nodes(&bin, dir.path(), &client).await?;
         let first = nodes[0].admin.clone();
-        for id in 2..=3 {
-            nodes.push(spawn(&bin, id, dir.path(), Some(&first))?);
-        }
-        for n in &nodes {
-            wait_ready(&client, &n.admin).await?;
-        }
         let put = |c: reqwest::Client, url: String, body: serde_json::Value| async move {
             matches!(c.put(url).bearer_auth(ADMIN_TOKEN).json(&body).send().await, Ok(r) if r.status().is_success())
         };

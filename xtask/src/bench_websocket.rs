@@ -19,7 +19,7 @@ use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::bench::{percentile, release_binary, spawn, wait_ready, Node, ADMIN_TOKEN};
+use crate::bench::{percentile, release_binary, three_nodes, ADMIN_TOKEN};
 use crate::bench_apis::put;
 use crate::bench_proxy::{data_plane, Proc};
 
@@ -176,15 +176,8 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     rt.block_on(async move {
         let dir = tempfile::tempdir()?;
         let client = reqwest::Client::new();
-        let mut nodes: Vec<Node> = vec![spawn(&bin, 1, dir.path(), None)?];
-        wait_ready(&client, &nodes[0].admin).await?;
+        let nodes = three_nodes(&bin, dir.path(), &client).await?;
         let first = nodes[0].admin.clone();
-        for id in 2..=3 {
-            nodes.push(spawn(&bin, id, dir.path(), Some(&first))?);
-        }
-        for n in &nodes {
-            wait_ready(&client, &n.admin).await?;
-        }
         let echo = crate::bench::free_addr()?;
         let _echo = Proc(
             std::process::Command::new(&bin)
