@@ -44,8 +44,14 @@ enum Command {
     /// rotated, TOLLGATE_CLUSTER_TOKEN_ACCEPT lists further tokens to accept,
     /// comma separated (docs/operations.md).
     ControlPlane(cli::control_plane::ControlPlaneArgs),
-    /// Apply a declarative YAML/JSON file of documents.
+    /// Apply a declarative YAML/JSON file of documents (--prune deletes
+    /// documents of its kinds it does not name; --dry-run changes nothing).
     Apply(cli::apply::ApplyArgs),
+    /// What `apply -f FILE` would change, as diffs; exit 0 no changes, 1
+    /// changes, 2 trouble (as diff(1)).
+    Diff(cli::apply::DiffArgs),
+    /// Daily used and remaining quota of a plan's keys or of one key.
+    Usage(cli::usage::UsageArgs),
     /// Freeze an API as a deployment; with --stage, serve it there (or,
     /// with --canary PERCENT, to part of the stage's traffic).
     Deploy(cli::deploy::DeployArgs),
@@ -63,6 +69,10 @@ enum Command {
     /// The cluster as the answering node sees it.
     #[command(subcommand)]
     Cluster(cli::cluster::ClusterCommand),
+    /// Turn a definition from elsewhere into documents: `import openapi
+    /// FILE` (OpenAPI 3, Swagger 2, AWS API Gateway exports).
+    #[command(subcommand)]
+    Import(cli::import::ImportCommand),
 }
 
 #[tokio::main]
@@ -82,12 +92,26 @@ async fn main() -> anyhow::Result<()> {
         Command::Echo(args) => cli::echo::run(args).await,
         Command::ControlPlane(args) => cli::control_plane::run(args).await,
         Command::Apply(args) => cli::apply::run(args).await,
+        Command::Diff(args) => {
+            // diff(1)'s statuses: 1 is "changes", so trouble is 2.
+            let outcome = cli::apply::diff(args).await;
+            telemetry.shutdown();
+            match outcome {
+                Ok(changed) => std::process::exit(i32::from(changed)),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    std::process::exit(2);
+                }
+            }
+        }
+        Command::Usage(args) => cli::usage::run(args).await,
         Command::Deploy(args) => cli::deploy::run(args).await,
         Command::Dump(args) => cli::dump::run(args).await,
         Command::Get(args) => cli::get::get(args).await,
         Command::Delete(args) => cli::get::delete(args).await,
         Command::Keys(cmd) => cli::keys::run(cmd).await,
         Command::Cluster(cmd) => cli::cluster::run(cmd).await,
+        Command::Import(cmd) => cli::import::run(cmd).await,
     };
     telemetry.shutdown();
     // One line, never a backtrace (`RUST_BACKTRACE` would add one to the

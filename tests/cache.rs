@@ -296,7 +296,9 @@ async fn callers_with_different_keys_never_see_each_others_entries() {
     let cluster = Cluster::start(1).await;
     let admin = cluster.nodes[0].client();
     let origin = Origin::start().await;
-    admin.must_put("/v1/tenants/acme", json!({})).await;
+    admin
+        .must_put("/v1/tenants/acme", json!({"name": "Acme"}))
+        .await;
     admin
         .must_put(
             "/v1/apis/me",

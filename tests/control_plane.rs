@@ -5,7 +5,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 use tollgate_control_plane::RaftTuning;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -49,7 +49,7 @@ async fn leader_loss_elects_a_new_leader_and_loses_nothing() {
     for i in 0..20 {
         let n = &c.nodes[i % 3];
         n.client()
-            .must_put(&format!("/v1/tenants/before-{i}"), json!({}))
+            .must_put(&format!("/v1/tenants/before-{i}"), json!({"name": "t"}))
             .await;
         acked.push(format!("before-{i}"));
     }
@@ -60,7 +60,9 @@ async fn leader_loss_elects_a_new_leader_and_loses_nothing() {
     let client = c.nodes[survivor].client();
     let mut resumed = None;
     while killed_at.elapsed() < Duration::from_secs(10) {
-        let (s, _) = client.put("/v1/tenants/after-0", json!({})).await;
+        let (s, _) = client
+            .put("/v1/tenants/after-0", json!({"name": "t"}))
+            .await;
         if s == 200 {
             resumed = Some(killed_at.elapsed());
             break;
@@ -76,7 +78,7 @@ async fn leader_loss_elects_a_new_leader_and_loses_nothing() {
     for i in 1..10 {
         c.nodes[survivor]
             .client()
-            .must_put(&format!("/v1/tenants/after-{i}"), json!({}))
+            .must_put(&format!("/v1/tenants/after-{i}"), json!({"name": "t"}))
             .await;
         acked.push(format!("after-{i}"));
     }
@@ -158,7 +160,8 @@ async fn late_joiner_gets_a_snapshot_after_the_log_was_purged() {
     let mut c = Cluster::start_with(1, tuning).await;
     let a = c.nodes[0].client();
     for i in 0..60 {
-        a.must_put(&format!("/v1/tenants/t{i}"), json!({})).await;
+        a.must_put(&format!("/v1/tenants/t{i}"), json!({"name": "t"}))
+            .await;
     }
     // Wait until the leader has purged the start of its log.
     let leader = c.nodes[0].handle().control.raft.clone();
@@ -194,7 +197,7 @@ async fn follower_writes_succeed_and_no_quorum_fails_fast() {
     let f = c.follower(leader);
     let rev = c.nodes[f]
         .client()
-        .must_put("/v1/tenants/via-follower", json!({}))
+        .must_put("/v1/tenants/via-follower", json!({"name": "t"}))
         .await;
     let (s, v) = c.nodes[leader]
         .client()
@@ -212,7 +215,7 @@ async fn follower_writes_succeed_and_no_quorum_fails_fast() {
     let started = Instant::now();
     let (s, v) = c.nodes[keep]
         .client()
-        .put("/v1/tenants/no-quorum", json!({}))
+        .put("/v1/tenants/no-quorum", json!({"name": "t"}))
         .await;
     assert_eq!(s, 503, "{v}");
     assert_eq!(v["error"]["code"], "unavailable");
@@ -228,7 +231,8 @@ async fn invalid_documents_are_refused_and_change_nothing() {
     init_tracing();
     let c = Cluster::start(1).await;
     let a = c.nodes[0].client();
-    a.must_put("/v1/tenants/acme", json!({})).await;
+    a.must_put("/v1/tenants/acme", json!({"name": "Acme"}))
+        .await;
     a.must_put(
         "/v1/apis/orders",
         api_doc("orders", "/orders", "http://127.0.0.1:1"),
@@ -242,7 +246,7 @@ async fn invalid_documents_are_refused_and_change_nothing() {
     let mut bad_path = api_doc("bad", "/bad", "http://127.0.0.1:1");
     bad_path["routes"][0]["path"] = json!("/a/{rest+}/b");
     let cases = vec![
-        ("/v1/tenants/Bad_Id", json!({}), 400, "id"),
+        ("/v1/tenants/Bad_Id", json!({"name": "t"}), 400, "id"),
         ("/v1/apis/bad", bad_path, 400, "routes[0].path"),
         (
             "/v1/apis/bad2",
@@ -375,7 +379,10 @@ async fn admin_api_requires_the_token() {
             assert_eq!(s, 401, "{path}");
             assert_eq!(v["error"]["code"], "unauthenticated");
         }
-        assert_eq!(client.put("/v1/tenants/x", json!({})).await.0, 401);
+        assert_eq!(
+            client.put("/v1/tenants/x", json!({"name": "t"})).await.0,
+            401
+        );
     }
     assert_eq!(
         Admin::new(&base).with_token(None).get("/healthz").await.0,
@@ -428,7 +435,7 @@ async fn admin_grpc_shares_the_service_layer_and_members_can_be_removed() {
         .put(tollgate_proto::PutRequest {
             kind: "tenant".into(),
             id: "Bad Id".into(),
-            json: b"{}".to_vec(),
+            json: br#"{"name":"x"}"#.to_vec(),
         })
         .await
         .unwrap_err();
@@ -465,7 +472,7 @@ async fn admin_grpc_shares_the_service_layer_and_members_can_be_removed() {
     // Two voters remain, and writes still commit.
     c.nodes[leader]
         .client()
-        .must_put("/v1/tenants/after-removal", json!({}))
+        .must_put("/v1/tenants/after-removal", json!({"name": "t"}))
         .await;
     let (s, _) = c.nodes[leader]
         .client()
@@ -522,7 +529,9 @@ async fn the_cluster_token_rotates_one_node_at_a_time() {
             let via = c.nodes[(i + 1) % 3].client();
             let started = Instant::now();
             loop {
-                let (s, v) = via.put(&format!("/v1/tenants/{id}"), json!({})).await;
+                let (s, v) = via
+                    .put(&format!("/v1/tenants/{id}"), json!({"name": "t"}))
+                    .await;
                 if s == 200 {
                     revision = v["revision"].as_u64().expect("revision");
                     break;
@@ -566,4 +575,54 @@ async fn the_cluster_token_rotates_one_node_at_a_time() {
     dp::wait_for_revision(&new_dp, revision).await;
     old_dp.shutdown().await;
     new_dp.shutdown().await;
+}
+
+/// `POST /v1/keys` with `Idempotency-Key` (contract §5.2): a retry, on any
+/// node, answers 409 with the first key's id and no value, and issues no
+/// second key; the first key's value works as issued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_issue_retried_with_its_idempotency_key_issues_nothing_more() {
+    init_tracing();
+    let c = Cluster::start(3).await;
+    let a = c.nodes[0].client();
+    a.must_put("/v1/tenants/acme", json!({"name": "Acme"}))
+        .await;
+    a.must_put("/v1/usage-plans/p", json!({"apis": []})).await;
+    let issue = |node: usize, idempotency_key: &'static str| {
+        let base = c.nodes[node].admin_url();
+        async move {
+            let r = reqwest::Client::new()
+                .post(format!("{base}/v1/keys"))
+                .bearer_auth(common::ADMIN_TOKEN)
+                .header("idempotency-key", idempotency_key)
+                .json(&json!({"tenant": "acme", "plans": ["p"]}))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (s, first) = issue(0, "order-42").await;
+    assert_eq!(s, 201, "{first}");
+    let id = first["id"].as_str().unwrap();
+    for node in 0..3 {
+        let (s, again) = issue(node, "order-42").await;
+        assert_eq!(s, 409, "{again}");
+        assert_eq!(again["error"]["code"], "conflict");
+        assert_eq!(again["key_id"], id, "{again}");
+        assert!(
+            again.get("value").is_none()
+                && !again.to_string().contains(first["value"].as_str().unwrap())
+        );
+    }
+    let (s, other) = issue(1, "order-43").await;
+    assert_eq!(s, 201, "{other}");
+    let (_, keys) = c.nodes[2].client().get("/v1/keys").await;
+    assert_eq!(keys["items"].as_array().map(Vec::len), Some(2), "{keys}");
+    let (s, bad) = issue(2, "").await;
+    assert_eq!(s, 400, "{bad}");
+    assert!(bad["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("Idempotency-Key"));
 }

@@ -52,7 +52,8 @@ async fn key_values_never_reach_disk_or_logs() {
     };
     let mut c = Cluster::start_with(3, tuning).await;
     let a = c.nodes[1].client();
-    a.must_put("/v1/tenants/acme", json!({})).await;
+    a.must_put("/v1/tenants/acme", json!({"name": "Acme"}))
+        .await;
     let mut values = Vec::new();
     for i in 0..10 {
         let (s, v) = a

@@ -136,6 +136,6 @@ async fn a_node_without_the_cluster_ca_cannot_join_raft() {
     }
     c.nodes[leader]
         .client()
-        .must_put("/v1/tenants/still-works", json!({}))
+        .must_put("/v1/tenants/still-works", json!({"name": "t"}))
         .await;
 }

@@ -537,7 +537,9 @@ async fn admin_port_metrics_show_raft_data_planes_admin_requests_and_usage() {
     let cluster = Cluster::start(1).await;
     let admin = cluster.nodes[0].client();
     let origin = Origin::start().await;
-    admin.must_put("/v1/tenants/acme", json!({})).await;
+    admin
+        .must_put("/v1/tenants/acme", json!({"name": "Acme"}))
+        .await;
     admin
         .must_put(
             "/v1/apis/orders",

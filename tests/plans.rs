@@ -515,7 +515,9 @@ async fn plan_changes_apply_within_a_second() {
     let cluster = Cluster::start(1).await;
     let upstream = TestUpstream::start("up").await;
     let admin = cluster.nodes[0].client();
-    admin.must_put("/v1/tenants/acme", json!({})).await;
+    admin
+        .must_put("/v1/tenants/acme", json!({"name": "Acme"}))
+        .await;
     admin
         .must_put(
             "/v1/apis/orders",

@@ -228,7 +228,9 @@ async fn request_authorizers_end_to_end() {
     assert_eq!(s, 200);
     assert_eq!(v["endpoint"], simple_url.as_str(), "{v}");
     assert_eq!(v["type"], "request", "{v}");
-    admin.must_put("/v1/tenants/acme", json!({})).await;
+    admin
+        .must_put("/v1/tenants/acme", json!({"name": "Acme"}))
+        .await;
     admin
         .must_put(
             "/v1/apis/orders",

@@ -367,7 +367,9 @@ async fn deployments_and_stages_keep_their_rules() {
     );
     assert_eq!(admin.get("/v1/stages/gone").await.0, 404);
     // `tollgate keys issue` prints the id and the value once; `revoke`.
-    admin.must_put("/v1/tenants/acme", json!({})).await;
+    admin
+        .must_put("/v1/tenants/acme", json!({"name": "Acme"}))
+        .await;
     admin
         .must_put("/v1/usage-plans/gold", json!({"apis": ["orders"]}))
         .await;
@@ -460,7 +462,9 @@ async fn stages_serve_deployments_and_canaries_split() {
         TestUpstream::start("blue").await,
         TestUpstream::start("green").await,
     );
-    admin.must_put("/v1/tenants/acme", json!({})).await;
+    admin
+        .must_put("/v1/tenants/acme", json!({"name": "Acme"}))
+        .await;
     let mut doc = orders("${stageVariables.backend}");
     doc["auth"] = json!({"api_key": true});
     admin.must_put("/v1/apis/orders", doc.clone()).await;

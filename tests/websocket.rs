@@ -406,7 +406,9 @@ async fn websocket_apis_route_push_meter_and_close() {
     // ---- limits: a frame over 32 KiB or a message over 128 KiB closes
     // with 1009; bad UTF-8 with 1007
     let (mut ws, _) = connect(a, "/chat", Some(&key)).await.unwrap();
-    ws.send(Message::binary(vec![7u8; 33 * 1024])).await.unwrap();
+    ws.send(Message::binary(vec![7u8; 33 * 1024]))
+        .await
+        .unwrap();
     assert_eq!(close_code(&mut ws).await, 1009);
     let (mut ws, _) = connect(a, "/chat", Some(&key)).await.unwrap();
     let frames = 129 / 32 + 1;

@@ -11,13 +11,17 @@ use crate::state::{Command, Counter};
 
 const FORMAT: &str = "tollgate-backup/1";
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Backup {
     pub format: String,
     /// The revision the backup was taken at.
     pub revision: u64,
+    /// Every document, each as `{"kind": "api", "doc": {...}}`.
+    #[schema(value_type = Vec<Object>)]
     pub docs: Vec<Resource>,
+    /// `[counter, value]` pairs, each counter as `{"Kind": {...}}`.
+    #[schema(value_type = Vec<(Object, u64)>)]
     pub counters: Vec<(Counter, u64)>,
 }
 

@@ -48,7 +48,7 @@ struct Registered {
     streams: u32,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DataPlaneView {
     pub id: String,
     pub addr: String,

@@ -33,6 +33,35 @@ pub enum ApiError {
     /// A data plane did not answer in time.
     #[error("{0}")]
     DeadlineExceeded(String),
+    /// `POST /v1/keys` with an `Idempotency-Key` already used: the key it
+    /// issued (409, with `key_id` beside the error, and no value).
+    #[error("Idempotency-Key already used: it issued key {key_id:?}")]
+    AlreadyIssued { key_id: String },
+    /// The path exists, but not with this method.
+    #[error("{0}")]
+    MethodNotAllowed(String),
+}
+
+/// Every admin error on the wire: `{"error": {"code", "message"}}`.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+    /// `POST /v1/keys` with an `Idempotency-Key` already used (409): the
+    /// key that request issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// `invalid_argument` (400), `unauthenticated` (401), `not_found` (404),
+    /// `method_not_allowed` (405), `conflict` (409), `gone` (410),
+    /// `payload_too_large` (413), `resource_exhausted` (429), `internal`
+    /// (500), `unavailable` (503), `deadline_exceeded` (504).
+    #[schema(example = "not_found")]
+    pub code: String,
+    /// What went wrong; a bad field is named first (`upstream.targets[0].url: ...`).
+    pub message: String,
 }
 
 impl ApiError {
@@ -41,13 +70,14 @@ impl ApiError {
             ApiError::InvalidArgument(_) => "invalid_argument",
             ApiError::Unauthenticated => "unauthenticated",
             ApiError::NotFound(_) => "not_found",
-            ApiError::Conflict(_) => "conflict",
+            ApiError::Conflict(_) | ApiError::AlreadyIssued { .. } => "conflict",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
             ApiError::Gone(_) => "gone",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::ResourceExhausted(_) => "resource_exhausted",
             ApiError::DeadlineExceeded(_) => "deadline_exceeded",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
         }
     }
 
@@ -56,13 +86,47 @@ impl ApiError {
             ApiError::InvalidArgument(_) => 400,
             ApiError::Unauthenticated => 401,
             ApiError::NotFound(_) => 404,
-            ApiError::Conflict(_) => 409,
+            ApiError::Conflict(_) | ApiError::AlreadyIssued { .. } => 409,
             ApiError::Unavailable(_) => 503,
             ApiError::Internal(_) => 500,
             ApiError::Gone(_) => 410,
             ApiError::PayloadTooLarge(_) => 413,
             ApiError::ResourceExhausted(_) => 429,
             ApiError::DeadlineExceeded(_) => 504,
+            ApiError::MethodNotAllowed(_) => 405,
+        }
+    }
+
+    /// An error some other layer answered with (an extractor's rejection,
+    /// a body limit, a method the route lacks), by its status: the
+    /// contract's code for it, and 400 for a 4xx the contract has none for.
+    pub fn from_status(status: u16, message: String) -> Self {
+        match status {
+            401 => ApiError::Unauthenticated,
+            404 => ApiError::NotFound(message),
+            405 => ApiError::MethodNotAllowed(message),
+            409 => ApiError::Conflict(message),
+            410 => ApiError::Gone(message),
+            413 => ApiError::PayloadTooLarge(message),
+            429 => ApiError::ResourceExhausted(message),
+            503 => ApiError::Unavailable(message),
+            504 => ApiError::DeadlineExceeded(message),
+            400..=499 => ApiError::InvalidArgument(message),
+            _ => ApiError::Internal(message),
+        }
+    }
+
+    /// The error as the admin API sends it.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code().into(),
+                message: self.to_string(),
+            },
+            key_id: match self {
+                ApiError::AlreadyIssued { key_id } => Some(key_id.clone()),
+                _ => None,
+            },
         }
     }
 
@@ -82,7 +146,10 @@ impl From<Rejection> for ApiError {
         match r.code {
             ErrorCode::InvalidArgument => ApiError::InvalidArgument(r.message),
             ErrorCode::NotFound => ApiError::NotFound(r.message),
-            ErrorCode::Conflict => ApiError::Conflict(r.message),
+            ErrorCode::Conflict => match r.key_id {
+                Some(key_id) => ApiError::AlreadyIssued { key_id },
+                None => ApiError::Conflict(r.message),
+            },
         }
     }
 }
@@ -109,12 +176,14 @@ impl From<ApiError> for tonic::Status {
             ApiError::Unauthenticated => tonic::Status::unauthenticated(msg),
             ApiError::NotFound(_) => tonic::Status::not_found(msg),
             ApiError::Conflict(_) => tonic::Status::failed_precondition(msg),
+            ApiError::AlreadyIssued { .. } => tonic::Status::already_exists(msg),
             ApiError::Unavailable(_) => tonic::Status::unavailable(msg),
             ApiError::Internal(_) => tonic::Status::internal(msg),
             ApiError::Gone(_) => tonic::Status::not_found(msg),
             ApiError::PayloadTooLarge(_) => tonic::Status::out_of_range(msg),
             ApiError::ResourceExhausted(_) => tonic::Status::resource_exhausted(msg),
             ApiError::DeadlineExceeded(_) => tonic::Status::deadline_exceeded(msg),
+            ApiError::MethodNotAllowed(_) => tonic::Status::unimplemented(msg),
         }
     }
 }

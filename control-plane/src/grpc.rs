@@ -147,7 +147,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         req: Request<pb::Document>,
     ) -> Result<Response<pb::Document>, Status> {
-        let (revision, issued) = self.cp.issue_key(&req.into_inner().json).await?;
+        let (revision, issued) = self.cp.issue_key(&req.into_inner().json, None).await?;
         let mut v = serde_json::to_value(issued).map_err(|e| ApiError::Internal(e.to_string()))?;
         v["revision"] = revision.into();
         Ok(Response::new(doc(v)?))

@@ -6,6 +6,9 @@
 //! - `raft`: openraft types, sled log store and state machine, tonic network.
 //! - `service`: every admin operation, once.
 //! - `rest`, `grpc`: the doors into `service` (`grpc` also into `usage`).
+//! - `grpc_typed`: `TypedAdmin` (a message per document kind) and server
+//!   reflection.
+//! - `openapi`: the REST door's OpenAPI document (paths from `rest`'s handlers).
 //! - `config_stream`: `Config.Watch` for data planes.
 //! - `connections`: the connections API's way to a data plane's WebSocket
 //!   connections (`Connections.Open` streams, `Cluster.Deliver` to peers).
@@ -25,7 +28,9 @@ pub mod declarative;
 pub mod demand;
 pub mod error;
 pub mod grpc;
+pub mod grpc_typed;
 pub mod node;
+pub mod openapi;
 pub mod peer;
 pub mod raft;
 pub mod rest;

@@ -23,7 +23,7 @@ use crate::state::{Command, CommandResult, KeyPatchCmd};
 use crate::transport::Channels;
 
 /// A key just issued: the record plus the value, which exists nowhere else.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct IssuedKey {
     #[serde(flatten)]
     pub record: KeyView,
@@ -31,7 +31,7 @@ pub struct IssuedKey {
 }
 
 /// A key as the admin API shows it: never the value, never the hash.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct KeyView {
     pub id: String,
     pub prefix: String,
@@ -56,7 +56,7 @@ impl From<&ApiKeyRecord> for KeyView {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ClusterInfo {
     pub node_id: NodeId,
     pub leader_id: Option<NodeId>,
@@ -67,7 +67,7 @@ pub struct ClusterInfo {
     pub data_planes: Vec<crate::config_stream::DataPlaneView>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MemberInfo {
     pub id: NodeId,
     pub grpc_addr: String,
@@ -129,8 +129,8 @@ impl ControlPlane {
             match self.raft.client_write(cmd.clone()).await {
                 Ok(resp) => return Ok(resp.data),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                    if let Some(leader) = f.leader_node {
-                        return self.forward(&leader, &cmd).await;
+                    if let (Some(id), Some(leader)) = (f.leader_id, f.leader_node) {
+                        return self.forward(id, &leader, &cmd).await;
                     }
                 }
                 Err(RaftError::Fatal(f)) => {
@@ -143,8 +143,18 @@ impl ControlPlane {
         }
     }
 
-    async fn forward(&self, leader: &Node, cmd: &Command) -> Result<CommandResult> {
-        Peer::new(&self.channels, leader).forward(cmd).await
+    /// Forward to the leader, giving up with 503 as soon as it is not this
+    /// node's leader any more or has not reached this node for a lease:
+    /// one that does not answer would hold the write for the whole request
+    /// timeout. The write may still commit (contract §4).
+    async fn forward(&self, id: NodeId, leader: &Node, cmd: &Command) -> Result<CommandResult> {
+        let mut peer = Peer::new(&self.channels, leader);
+        tokio::select! {
+            r = peer.forward(cmd) => r,
+            () = crate::raft::elect::leader_lost(&self.raft, id) => Err(ApiError::Unavailable(
+                "the leader did not answer; the write may still commit".into(),
+            )),
+        }
     }
 
     /// The leader's side of `Cluster.Forward`: write locally, no further hop.
@@ -195,13 +205,15 @@ impl ControlPlane {
         match self.raft.ensure_linearizable().await {
             Ok(log_id) => Ok(log_id.map_or(0, |l| l.index)),
             Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
-                let Some(leader) = f.leader_node else {
+                let (Some(id), Some(leader)) = (f.leader_id, f.leader_node) else {
                     return Err(None);
                 };
-                Peer::new(&self.channels, &leader)
-                    .read_index()
-                    .await
-                    .map_err(Some)
+                // A read is safe to ask again, of the next leader.
+                let mut peer = Peer::new(&self.channels, &leader);
+                tokio::select! {
+                    r = peer.read_index() => r.map_err(Some),
+                    () = crate::raft::elect::leader_lost(&self.raft, id) => Err(None),
+                }
             }
             Err(_) => Err(None),
         }
@@ -237,7 +249,19 @@ impl ControlPlane {
     /// field (as `GET` and `tollgate apply` produce) is ignored; `id` must
     /// match the path if given.
     pub async fn put(&self, kind: ResourceKind, id: &str, body: &[u8]) -> Result<(u64, Resource)> {
-        let resource = parse_document(kind, id, body)?;
+        self.put_resource(parse_document(kind, id, body)?).await
+    }
+
+    /// Create or replace a document already parsed (gRPC's typed rpcs). It
+    /// is checked here whichever door it came by, so none can skip a check.
+    pub async fn put_resource(&self, resource: Resource) -> Result<(u64, Resource)> {
+        // Key records may be restored (their hash, never a value); the
+        // rest are made by the cluster itself.
+        if let Resource::Settings(_) | Resource::CacheFlush(_) | Resource::Deployment(_) = resource
+        {
+            return Err(cannot_write(resource.kind()));
+        }
+        resource.validate()?;
         let (rev, _) = self.write(Command::Put(resource.clone())).await?;
         Ok((rev, resource))
     }
@@ -324,7 +348,24 @@ impl ControlPlane {
     }
 
     /// Issue a key. The value is returned here and never stored or logged.
-    pub async fn issue_key(&self, body: &[u8]) -> Result<(u64, IssuedKey)> {
+    /// With an `idempotency_key`, a retry within 24 h issues nothing and
+    /// fails with `AlreadyIssued` naming the first key.
+    pub async fn issue_key(
+        &self,
+        body: &[u8],
+        idempotency_key: Option<&str>,
+    ) -> Result<(u64, IssuedKey)> {
+        if let Some(k) = idempotency_key {
+            let ok = !k.is_empty()
+                && k.len() <= crate::state::MAX_IDEMPOTENCY_KEY
+                && k.bytes().all(|b| b.is_ascii_graphic());
+            if !ok {
+                return Err(ApiError::InvalidArgument(format!(
+                    "Idempotency-Key: must be 1 to {} visible ASCII characters",
+                    crate::state::MAX_IDEMPOTENCY_KEY
+                )));
+            }
+        }
         let req: IssueKeyRequest = parse_json(body)?;
         req.validate()?;
         let secret = self.key_hash_secret().await?;
@@ -339,9 +380,14 @@ impl ControlPlane {
             enabled: true,
             created_at: now_secs(),
         };
-        let (rev, _) = self
-            .write(Command::Put(Resource::ApiKey(record.clone())))
-            .await?;
+        let cmd = match idempotency_key {
+            Some(k) => Command::IssueKey {
+                record: record.clone(),
+                idempotency_key: k.to_string(),
+            },
+            None => Command::Put(Resource::ApiKey(record.clone())),
+        };
+        let (rev, _) = self.write(cmd).await?;
         Ok((
             rev,
             IssuedKey {
@@ -533,6 +579,12 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T> {
     })
 }
 
+/// Settings, flush epochs and deployments the cluster makes itself: no
+/// door puts them as documents.
+fn cannot_write(kind: ResourceKind) -> ApiError {
+    ApiError::InvalidArgument(format!("kind: {} cannot be written here", kind.as_str()))
+}
+
 /// Turn a request body into a validated document of `kind` with id `id`.
 pub fn parse_document(kind: ResourceKind, id: &str, body: &[u8]) -> Result<Resource> {
     let mut value: serde_json::Value = parse_json(body)?;
@@ -559,14 +611,11 @@ pub fn parse_document(kind: ResourceKind, id: &str, body: &[u8]) -> Result<Resou
         ResourceKind::Tenant => Resource::Tenant(parse_json(&bytes)?),
         ResourceKind::UsagePlan => Resource::UsagePlan(parse_json(&bytes)?),
         ResourceKind::Stage => Resource::Stage(parse_json(&bytes)?),
-        ResourceKind::ApiKey
-        | ResourceKind::Settings
-        | ResourceKind::CacheFlush
-        | ResourceKind::Deployment => {
-            return Err(ApiError::InvalidArgument(format!(
-                "kind: {} cannot be written here",
-                kind.as_str()
-            )))
+        // A key record (`PUT /v1/keys/{id}`, `kind: ApiKey` in a dump):
+        // its hash, never a value; new keys are issued by `POST /v1/keys`.
+        ResourceKind::ApiKey => Resource::ApiKey(parse_json(&bytes)?),
+        ResourceKind::Settings | ResourceKind::CacheFlush | ResourceKind::Deployment => {
+            return Err(cannot_write(kind))
         }
     };
     resource.validate()?;

@@ -18,6 +18,9 @@ use tollgate_model::config::ResourceRef;
 use tollgate_model::usage::{self, Day, UsageCounts, UsageItem};
 use tollgate_model::{ApiKeyRecord, KeyPatch, Resource, ResourceKind, Settings};
 
+#[path = "key_issue_rules.rs"]
+mod key_issue_rules;
+pub use key_issue_rules::MAX_IDEMPOTENCY_KEY;
 #[path = "stage_rules.rs"]
 mod stage_rules;
 
@@ -90,6 +93,12 @@ pub enum Command {
     Promote {
         stage: String,
     },
+    /// Issue a key unless `idempotency_key` issued one within 24 hours
+    /// (`key_issue_rules.rs`).
+    IssueKey {
+        record: ApiKeyRecord,
+        idempotency_key: String,
+    },
 }
 
 impl Command {
@@ -108,6 +117,7 @@ impl Command {
             Command::AdjustQuota { .. } => "adjust_quota",
             Command::Deploy { .. } => "deploy",
             Command::Promote { .. } => "promote",
+            Command::IssueKey { .. } => "issue_key",
         }
     }
 }
@@ -141,6 +151,12 @@ pub enum Counter {
     MessageCount { key: String, plan: String, day: Day },
     /// WebSocket connection-minutes charged on a UTC day.
     ConnectionMinutes { key: String, plan: String, day: Day },
+    /// The key an `Idempotency-Key` issued; the value is the issue's time
+    /// (Unix seconds).
+    IssuedWith {
+        idempotency_key: String,
+        key_id: String,
+    },
 }
 
 impl Counter {
@@ -154,9 +170,10 @@ impl Counter {
             Counter::ConnectionMinutes { key, plan, day } => {
                 (key, plan, day, &mut counts.connection_minutes)
             }
-            Counter::Leased { .. } | Counter::Extra { .. } | Counter::ReportSeq { .. } => {
-                return None
-            }
+            Counter::Leased { .. }
+            | Counter::Extra { .. }
+            | Counter::ReportSeq { .. }
+            | Counter::IssuedWith { .. } => return None,
         };
         *measure = n;
         Some((key, plan, *day, counts))
@@ -222,6 +239,9 @@ pub enum ErrorCode {
 pub struct Rejection {
     pub code: ErrorCode,
     pub message: String,
+    /// An issue refused for its `Idempotency-Key`: the key it issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
 }
 
 impl Rejection {
@@ -229,6 +249,7 @@ impl Rejection {
         Self {
             code,
             message: message.into(),
+            key_id: None,
         }
     }
     fn invalid(message: impl Into<String>) -> Self {
@@ -598,6 +619,10 @@ impl State {
                 description,
             } => self.deploy(revision, api, created_at, description, changes),
             Command::Promote { stage } => self.promote(revision, &stage, changes),
+            Command::IssueKey {
+                record,
+                idempotency_key,
+            } => self.issue_once(revision, record, idempotency_key, changes),
             Command::Delete(kind, id) => self.remove(revision, (kind, id), changes),
             Command::PatchKey { id, patch } => {
                 let Some(Resource::ApiKey(mut k)) = self
@@ -717,6 +742,10 @@ impl State {
             Command::RecordUsage { .. } | Command::ReturnQuota { .. } => Ok(()),
             Command::Deploy { api, .. } => self.check_deploy(api),
             Command::Promote { stage } => self.check_promote(stage),
+            Command::IssueKey {
+                record,
+                idempotency_key,
+            } => self.check_issue_once(record, idempotency_key),
             Command::FlushCache { api } => {
                 if !self.exists(ResourceKind::Api, api) {
                     return Err(Rejection::new(

@@ -1,8 +1,11 @@
 //! gRPC plumbing shared by every internal client and server: bearer-token
 //! authentication and a cache of one channel per peer address.
 
+mod faults;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tollgate_model::key::constant_time_eq;
 pub use tollgate_proto::auth::BearerToken;
@@ -11,6 +14,8 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
+
+pub use faults::{Fault, Faults};
 
 /// Refuses calls that do not carry one of the expected bearer tokens.
 #[derive(Clone)]
@@ -56,12 +61,24 @@ impl Interceptor for RequireToken {
 
 pub type PeerChannel = InterceptedService<Channel, BearerToken>;
 
+/// A peer that does not answer a connect within this is taken as down; a
+/// peer on the same network answers in milliseconds.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// HTTP/2 pings on every peer connection that has received nothing for
+/// this long, busy or idle: a peer that vanished (partitioned, SIGSTOPped,
+/// its host gone) is noticed, and the connection dropped, within interval
+/// plus timeout. Without them a request on a dead connection waited for
+/// TCP's retransmissions, seconds after the network had healed.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(500);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// One lazily connected channel per peer address, reused by every client.
 #[derive(Clone)]
 pub struct Channels {
     token: BearerToken,
     tls: Option<MutualTls>,
     map: Arc<Mutex<HashMap<String, Channel>>>,
+    faults: Faults,
 }
 
 impl Channels {
@@ -70,25 +87,38 @@ impl Channels {
             token: BearerToken::new(cluster_token),
             tls,
             map: Arc::default(),
+            faults: Faults::default(),
         }
+    }
+
+    /// The faults injected into this node's peer connections (tests).
+    pub fn faults(&self) -> &Faults {
+        &self.faults
     }
 
     pub fn get(&self, addr: &str) -> PeerChannel {
         let mut map = self.map.lock().expect("channel cache lock");
         let channel = map
             .entry(addr.to_string())
-            .or_insert_with(|| {
-                match &self.tls {
-                    Some(tls) => tls.endpoint(addr),
-                    None => Endpoint::from_shared(addr.to_string()),
-                }
-                .expect("peer addresses are validated URLs")
-                .connect_timeout(std::time::Duration::from_millis(500))
-                .tcp_nodelay(true)
-                .connect_lazy()
-            })
+            .or_insert_with(|| self.connect(addr))
             .clone();
         InterceptedService::new(channel, self.token.clone())
+    }
+
+    fn connect(&self, addr: &str) -> Channel {
+        let (faults, key) = (self.faults.clone(), Arc::<str>::from(addr));
+        let tcp = tower::service_fn(move |uri| faults::connect(faults.clone(), key.clone(), uri));
+        match &self.tls {
+            Some(tls) => tls.endpoint(addr),
+            None => Endpoint::from_shared(addr.to_string()),
+        }
+        .expect("peer addresses are validated URLs")
+        .connect_timeout(CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
+        // TLS, when set, goes over this stream.
+        .connect_with_connector_lazy(tcp)
     }
 }
 

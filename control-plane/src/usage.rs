@@ -54,7 +54,7 @@ impl FromIterator<(String, Vec<DayUsage>)> for UsageByDay {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ExportRow {
     pub tenant: String,
     pub key_id: String,

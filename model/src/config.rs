@@ -61,6 +61,7 @@ impl ResourceKind {
             "Tenant" => ResourceKind::Tenant,
             "UsagePlan" => ResourceKind::UsagePlan,
             "Stage" => ResourceKind::Stage,
+            "ApiKey" => ResourceKind::ApiKey,
             _ => return None,
         })
     }
@@ -168,7 +169,8 @@ impl Resource {
             Resource::Authorizer(a) => a.validate(),
             Resource::Tenant(t) => t.validate(),
             Resource::UsagePlan(p) => p.validate(),
-            Resource::ApiKey(_) | Resource::Settings(_) => Ok(()),
+            Resource::ApiKey(k) => k.validate(),
+            Resource::Settings(_) => Ok(()),
             Resource::CacheFlush(f) => crate::validate::id("api", &f.api),
             Resource::Deployment(d) => d.document.validate().map_err(|e| e.within("document")),
             Resource::Stage(s) => s.validate(),

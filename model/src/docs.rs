@@ -16,7 +16,7 @@ fn is_default<T: Default + PartialEq>(v: &T) -> bool {
 
 // ---------------------------------------------------------------- Api
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Api {
     pub id: String,
@@ -59,7 +59,7 @@ pub struct Api {
     pub websocket: Option<WebSocketSettings>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
     pub targets: Vec<Target>,
@@ -95,7 +95,7 @@ impl Upstream {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
     pub url: String,
@@ -109,7 +109,7 @@ impl Target {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LoadBalancing {
     #[default]
@@ -117,7 +117,7 @@ pub enum LoadBalancing {
     LeastRequest,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
     pub path: String,
@@ -140,7 +140,7 @@ impl HealthCheck {
 
 /// Who may call a route. `{}` is open; `api_key` and `authorizer` may be
 /// combined, and then both must pass.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthPolicy {
     #[serde(default, skip_serializing_if = "is_default")]
@@ -151,7 +151,7 @@ pub struct AuthPolicy {
     pub scopes: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Cors {
     #[serde(default)]
@@ -168,7 +168,7 @@ pub struct Cors {
     pub max_age_s: Option<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
     pub id: String,
@@ -206,7 +206,7 @@ pub struct Route {
 
 /// A function integration (contract §5.4): the gateway POSTs AWS's
 /// proxy-integration event to `{url}/2015-03-31/functions/{name}/invocations`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Function {
     #[serde(default)]
@@ -225,7 +225,7 @@ pub struct Function {
 
 /// Where the data plane finds the credentials to sign with: the names of
 /// environment variables (never the secrets themselves).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SigV4 {
     pub region: String,
@@ -311,7 +311,7 @@ impl Function {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CacheConfig {
     #[serde(default = "CacheConfig::default_ttl_s")]
@@ -336,7 +336,7 @@ impl CacheConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Mock {
     #[serde(default = "Mock::default_status")]
@@ -696,7 +696,7 @@ impl Route {
 
 // ---------------------------------------------------------------- Authorizer
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Authorizer {
     pub id: String,
@@ -743,7 +743,7 @@ pub struct Authorizer {
     pub response: AuthorizerResponse,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthorizerType {
     #[default]
@@ -751,7 +751,7 @@ pub enum AuthorizerType {
     Request,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthorizerResponse {
     /// `{isAuthorized, context}`.
@@ -933,11 +933,12 @@ impl Authorizer {
 
 // ---------------------------------------------------------------- Tenant
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Tenant {
     pub id: String,
-    #[serde(default)]
+    /// Required: a tenant is who keys and plans are issued to, and this is
+    /// how operators tell them apart.
     pub name: String,
 }
 
@@ -949,7 +950,7 @@ impl Tenant {
 
 // ---------------------------------------------------------------- UsagePlan
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UsagePlan {
     pub id: String,
@@ -960,7 +961,7 @@ pub struct UsagePlan {
     pub quota: Option<Quota>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Throttle {
     /// Requests per second.
@@ -969,14 +970,14 @@ pub struct Throttle {
     pub burst: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Quota {
     pub limit: u64,
     pub period: QuotaPeriod,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum QuotaPeriod {
     Day,
@@ -1011,7 +1012,8 @@ impl UsagePlan {
 
 /// What the cluster stores about an API key. The value itself is never
 /// here: only its keyed hash and a short display prefix.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ApiKeyRecord {
     pub id: String,
     pub tenant: String,
@@ -1027,8 +1029,42 @@ pub struct ApiKeyRecord {
     pub created_at: u64,
 }
 
+impl ApiKeyRecord {
+    /// A record as `tollgate dump` carries it and `PUT /v1/keys/{id}`
+    /// restores it: the hash is the one a cluster with the same key-hash
+    /// secret computed, so only its form can be checked here.
+    pub fn validate(&self) -> Result {
+        validate::id("id", &self.id)?;
+        validate::id("tenant", &self.tenant)?;
+        for (i, p) in self.plans.iter().enumerate() {
+            validate::id(&format!("plans[{i}]"), p)?;
+        }
+        let hex = self.hash.len() == 64
+            && self
+                .hash
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !hex {
+            return Err(ValidationError::new(
+                "hash",
+                "must be 64 lower-case hex digits (HMAC-SHA256)",
+            ));
+        }
+        if self.prefix.is_empty() || self.prefix.len() > 32 {
+            return Err(ValidationError::new("prefix", "must be 1 to 32 characters"));
+        }
+        if self.name.len() > 128 {
+            return Err(ValidationError::new(
+                "name",
+                "must be at most 128 characters",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// `POST /v1/keys` body.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IssueKeyRequest {
     pub tenant: String,
@@ -1041,7 +1077,7 @@ pub struct IssueKeyRequest {
 }
 
 /// `PATCH /v1/keys/{id}` body.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyPatch {
     #[serde(default)]

@@ -17,7 +17,7 @@ use crate::variables::{references, REFERENCE};
 pub use crate::variables::{refers_to_variables, with_placeholders};
 
 /// An API document as it was when deployed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Deployment {
     pub id: String,
@@ -32,7 +32,7 @@ pub struct Deployment {
 }
 
 /// `POST /v1/apis/{id}/deployments`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeployRequest {
     #[serde(default)]
@@ -40,7 +40,7 @@ pub struct DeployRequest {
 }
 
 /// Where and how a deployment is served.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Stage {
     pub id: String,
@@ -59,7 +59,7 @@ pub struct Stage {
 }
 
 /// Part of a stage's traffic served by another deployment.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Canary {
     pub deployment: String,
@@ -73,7 +73,9 @@ pub struct Canary {
 }
 
 /// What keeps a caller on one side of a canary.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Sticky {
     /// The API key: one key sees one side.

@@ -16,7 +16,7 @@ pub const DEFAULT: &str = "$default";
 
 /// What an API serves: HTTP requests, or WebSocket connections whose
 /// messages are routed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     #[default]
@@ -24,8 +24,24 @@ pub enum Protocol {
     Websocket,
 }
 
+/// `GET /v1/connections/{id}`: what the gateway knows of a connection.
+/// Here, not in the data plane, so the admin API's document describes the
+/// very type the data plane sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ConnectionInfo {
+    pub id: String,
+    pub api: String,
+    /// RFC 3339, UTC.
+    pub connected_at: String,
+    pub last_active_at: String,
+    pub source_ip: String,
+    pub key_id: Option<String>,
+    pub tenant: Option<String>,
+    pub subject: Option<String>,
+}
+
 /// Limits of a WebSocket API's connections; the defaults are AWS's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebSocketSettings {
     /// A connection with no message either way for this long is closed (1001).

@@ -1,7 +1,8 @@
 //! Wire types for every gRPC service Tollgate speaks. Nothing outside the
 //! edges of `control-plane` and `data-plane` should touch these: convert them
 //! into `tollgate-model` types with `From`/`TryFrom` at the boundary (the
-//! `Usage` service's conversions are in `usage`).
+//! `Usage` service's conversions are in `usage`, the typed admin documents'
+//! in `typed`).
 
 #![forbid(unsafe_code)]
 
@@ -12,6 +13,12 @@ pub mod v1 {
 
 pub use v1::*;
 
+/// The encoded `FileDescriptorSet` of every service above, for server
+/// reflection: clients discover the API from the server itself.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/tollgate_descriptor.bin"));
+
 pub mod auth;
 pub mod tls;
+pub mod typed;
 pub mod usage;

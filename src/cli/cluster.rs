@@ -5,7 +5,7 @@
 use reqwest::Method;
 use serde_json::Value;
 
-use super::get::columns;
+use super::output::columns;
 use super::secrets::AdminApi;
 
 #[derive(clap::Subcommand)]

@@ -9,6 +9,7 @@ use serde_json::Value;
 use tollgate_control_plane::declarative::{declared, rest_collection, to_yaml};
 use tollgate_model::ResourceKind;
 
+use super::output::columns;
 use super::secrets::AdminApi;
 
 #[derive(clap::Args)]
@@ -125,25 +126,6 @@ fn table(kind: ResourceKind, docs: &[Value]) -> String {
         );
     }
     columns(&rows)
-}
-
-/// `rows` (the first one the header) in columns as wide as their widest
-/// cell.
-pub fn columns(rows: &[Vec<String>]) -> String {
-    let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for r in rows {
-        let cells: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
 }
 
 pub async fn delete(args: DeleteArgs) -> anyhow::Result<()> {

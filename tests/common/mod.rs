@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
+pub use tollgate_control_plane::transport::Fault;
 use tollgate_control_plane::{Membership, NodeConfig, NodeHandle, RaftTuning};
 use tollgate_proto::tls::MutualTls;
 
@@ -276,6 +277,23 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("cluster did not reach {n} voters");
+    }
+
+    /// Fault every connection between node `i` and its running peers:
+    /// `Fault::Partitioned` cuts it off (connects time out, connections open
+    /// across the cut stay dead), `Fault::Frozen` stops every byte until
+    /// healed, as a SIGSTOPped process would (its own timers run on: one
+    /// process cannot stop a part of itself). `None` heals. Clients still
+    /// reach its admin port.
+    pub fn set_fault(&self, i: usize, fault: Option<Fault>) {
+        let target = self.nodes[i].handle();
+        for (j, n) in self.nodes.iter().enumerate() {
+            let Some(h) = n.handle.as_ref().filter(|_| j != i) else {
+                continue;
+            };
+            h.control.channels.faults().set(&target.grpc_addr, fault);
+            target.control.channels.faults().set(&h.grpc_addr, fault);
+        }
     }
 }
 

@@ -13,7 +13,12 @@ pub(crate) async fn keyed_api(
     admin: &str,
     echo: &str,
 ) -> anyhow::Result<String> {
-    put(client, format!("{admin}/v1/tenants/bench"), json!({})).await?;
+    put(
+        client,
+        format!("{admin}/v1/tenants/bench"),
+        json!({"name": "t"}),
+    )
+    .await?;
     put(
         client,
         format!("{admin}/v1/apis/keyed"),

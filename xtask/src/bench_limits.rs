@@ -152,7 +152,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         let first = nodes[0].admin.clone();
         let echo = crate::bench::free_addr()?;
         let _echo = Proc(Command::new(&bin).args(["echo", "--listen", &echo]).spawn()?);
-        put(&client, format!("{first}/v1/tenants/bench"), json!({})).await?;
+        put(&client, format!("{first}/v1/tenants/bench"), json!({"name": "t"})).await?;
         put(&client, format!("{first}/v1/apis/limited"), json!({
             "base_path": "/limited", "auth": {"api_key": true},
             "upstream": {"targets": [{"url": format!("http://{echo}")}]},

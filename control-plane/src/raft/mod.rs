@@ -6,6 +6,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod compaction;
+pub mod elect;
 pub mod kv;
 pub mod log_store;
 pub mod network;

@@ -16,6 +16,7 @@ use tollgate_proto::raft_client::RaftClient;
 use tollgate_proto::RaftPayload;
 use tonic::{Request, Response, Status};
 
+use super::elect::{PreVoteReply, PreVoteRequest};
 use super::{Node, NodeId, Raft, TypeConfig};
 use crate::transport::{Channels, PeerChannel};
 
@@ -67,6 +68,10 @@ impl Connection {
     {
         let payload = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut request = Request::new(payload);
+        // openraft drops the call at `hard_ttl` (a heartbeat interval for
+        // append-entries, election_timeout_min for a vote), so a dead peer
+        // stalls neither replication nor an election; the header lets the
+        // peer give up on it too.
         request.set_timeout(option.hard_ttl());
         let reply = match which {
             Rpc::Append => self.client.append_entries(request).await,
@@ -155,6 +160,11 @@ impl tollgate_proto::raft_server::Raft for RaftService {
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        // Pre-votes share the method, so peers need no new RPC (`elect`).
+        if let Ok(pre) = serde_json::from_slice::<PreVoteRequest>(&req.get_ref().json) {
+            let granted = super::elect::grants_pre_vote(&self.raft, &pre.pre_vote).await;
+            return reply(&PreVoteReply { granted });
+        }
         let r = self.raft.vote(decode(req)?).await;
         reply(&r)
     }

@@ -11,7 +11,6 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -35,19 +34,7 @@ pub enum Delivery {
     LimitExceeded,
 }
 
-/// `GET /v1/connections/{id}`: what the gateway knows of a connection.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ConnectionInfo {
-    pub id: String,
-    pub api: String,
-    /// RFC 3339, UTC.
-    pub connected_at: String,
-    pub last_active_at: String,
-    pub source_ip: String,
-    pub key_id: Option<String>,
-    pub tenant: Option<String>,
-    pub subject: Option<String>,
-}
+pub use tollgate_model::websocket::ConnectionInfo;
 
 /// An access-log line for a connection: `connect` when it opens,
 /// `disconnect` with the close code and how long it was open.
