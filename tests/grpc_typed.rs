@@ -597,6 +597,7 @@ fn usage_plan() -> m::UsagePlan {
             limit: 1000,
             period: m::QuotaPeriod::Week,
         }),
+        price: None,
     }
 }
 

@@ -571,7 +571,8 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if path == "." || path.is_empty() {
+        // `?`: a syntax error, before any field could be named.
+        if path == "." || path == "?" || path.is_empty() {
             ApiError::InvalidArgument(format!("body: {inner}"))
         } else {
             ApiError::InvalidArgument(format!("{path}: {inner}"))

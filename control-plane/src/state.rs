@@ -1016,6 +1016,7 @@ mod tests {
             apis: vec!["missing".into()],
             throttle: None,
             quota: None,
+            price: None,
         });
         let (r, ch, _) = s.apply(2, Command::Put(plan));
         assert_eq!(r.unwrap_err().code, ErrorCode::InvalidArgument);

@@ -327,6 +327,7 @@ mod tests {
                 limit: 10,
                 period: QuotaPeriod::Week,
             }),
+            price: None,
         };
         s.apply(1, Command::Put(Resource::UsagePlan(plan)))
             .0

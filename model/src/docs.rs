@@ -959,6 +959,10 @@ pub struct UsagePlan {
     pub throttle: Option<Throttle>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota: Option<Quota>,
+    /// What the plan costs (contract §5.6); a change applies from the UTC
+    /// day it is written, and invoices split at it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<crate::billing::Price>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -1003,6 +1007,9 @@ impl UsagePlan {
             if q.limit == 0 {
                 return Err(ValidationError::new("quota.limit", "must be at least 1"));
             }
+        }
+        if let Some(p) = &self.price {
+            p.validate().map_err(|e| e.within("price"))?;
         }
         Ok(())
     }

@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod billing;
 pub mod config;
 pub mod connection_id;
 pub mod docs;
@@ -15,6 +16,7 @@ pub mod key;
 pub mod metering;
 pub mod path;
 pub mod stages;
+pub mod traffic;
 pub mod usage;
 pub mod validate;
 pub mod variables;

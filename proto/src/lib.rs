@@ -20,5 +20,6 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 pub mod auth;
 pub mod tls;
+pub mod traffic;
 pub mod typed;
 pub mod usage;

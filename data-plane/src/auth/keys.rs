@@ -256,6 +256,7 @@ mod tests {
             apis: vec!["orders".into()],
             throttle: None,
             quota: None,
+            price: None,
         });
         idx.upsert_key(&record("k1", &secret, &good, &["gold"], true));
         idx.upsert_key(&record("k2", &secret, &off, &["gold"], false));

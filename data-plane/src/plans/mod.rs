@@ -700,6 +700,7 @@ mod tests {
             apis: vec!["api".to_string()],
             throttle: throttle.map(|(rate, burst)| tollgate_model::docs::Throttle { rate, burst }),
             quota: None,
+            price: None,
         }
     }
 

@@ -39,11 +39,11 @@ pub use tollgate_model::websocket::ConnectionInfo;
 /// An access-log line for a connection: `connect` when it opens,
 /// `disconnect` with the close code and how long it was open.
 pub(crate) fn log_event(
-    gw: &crate::gateway::Gateway,
+    log: Option<&Arc<crate::access_log::AccessLog>>,
     info: &ConnectionInfo,
     closed: Option<(u16, u64)>,
 ) {
-    let Some(log) = gw.access_log() else {
+    let Some(log) = log else {
         return;
     };
     let mut w = crate::access_log::LineWriter::new();

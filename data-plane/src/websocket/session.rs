@@ -421,7 +421,7 @@ impl Session {
         }
         let duration_ms = self.opened.elapsed().as_millis() as u64;
         super::log_event(
-            &self.gw,
+            self.gw.access_log(),
             &self.handle.info,
             Some((ending.code, duration_ms)),
         );

@@ -105,7 +105,7 @@ impl Upgrade<'_> {
             commands: commands_tx,
         });
         self.gw.connections.insert(handle.clone());
-        super::log_event(self.gw, &handle.info, None);
+        super::log_event(self.gw.access_log(), &handle.info, None);
         let opening = Opening {
             gw: self.gw.arc(),
             api: self.api.clone(),
