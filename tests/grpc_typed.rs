@@ -597,7 +597,13 @@ fn usage_plan() -> m::UsagePlan {
             limit: 1000,
             period: m::QuotaPeriod::Week,
         }),
-        price: None,
+        price: Some(tollgate_model::billing::Price {
+            currency: "EUR".into(),
+            monthly_fee: "10".into(),
+            per_million_requests: "3.50".into(),
+            per_million_messages: "1.00".into(),
+            per_million_connection_minutes: "0.25".into(),
+        }),
     }
 }
 

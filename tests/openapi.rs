@@ -30,6 +30,7 @@ const CONTRACT: &[(&str, &str)] = &[
     ("POST", "/v1/keys/{id}/quota-adjustments"),
     ("GET", "/v1/usage-plans/{id}/usage"),
     ("GET", "/v1/usage/export"),
+    ("GET", "/v1/tenants/{id}/invoice"),
     ("DELETE", "/v1/apis/{id}/cache"),
     ("GET", "/v1/snapshot"),
     ("POST", "/v1/snapshot"),
@@ -41,6 +42,7 @@ const CONTRACT: &[(&str, &str)] = &[
     ("GET", "/v1/apis/{id}/deployments/{deployment}"),
     ("DELETE", "/v1/apis/{id}/deployments/{deployment}"),
     ("POST", "/v1/stages/{id}/promote"),
+    ("GET", "/v1/traffic"),
 ];
 
 /// (method, path template) of every operation in a document.
@@ -365,7 +367,8 @@ async fn write_documents(k: &mut Checker) -> (String, String, String) {
     let custom = json!({"type": "request", "endpoint": "http://127.0.0.1:9/authorize",
         "identity_sources": ["header:authorization"], "ttl_s": 0});
     let gold = json!({"apis": ["orders"], "throttle": {"rate": 10, "burst": 20},
-        "quota": {"limit": 1000, "period": "day"}});
+        "quota": {"limit": 1000, "period": "day"},
+        "price": {"currency": "USD", "monthly_fee": "9.99", "per_million_requests": "3.50"}});
     let acme = json!({"id": "acme", "name": "Acme", "kind": "Tenant"});
     for (path, doc) in [
         ("/v1/tenants/acme", acme),
@@ -413,6 +416,8 @@ async fn real_answers_validate_against_the_document() {
     };
     let (key, d1, d2) = write_documents(&mut k).await;
     let days = "start=2024-01-01&end=2024-01-03";
+    // This month's invoice has gold's fee: the key holds it.
+    let month = &tollgate_model::usage::format_day(tollgate_model::usage::today())[..7];
     let reads = [
         "/healthz",
         "/readyz",
@@ -438,6 +443,8 @@ async fn real_answers_validate_against_the_document() {
         &format!("/v1/usage-plans/gold/usage?{days}&key_id=x"),
         &format!("/v1/usage/export?{days}"),
         &format!("/v1/usage/export?{days}&format=csv"),
+        &format!("/v1/tenants/acme/invoice?month={month}"),
+        "/v1/traffic?window=5m",
     ];
     for path in reads {
         k.call("GET", path, None, 200).await;
@@ -464,6 +471,11 @@ async fn real_answers_validate_against_the_document() {
     )
     .await;
     k.call("DELETE", "/v1/usage-plans/nope", None, 404).await;
+    k.call("GET", "/v1/tenants/acme/invoice?month=2024-13", None, 400)
+        .await;
+    k.call("GET", "/v1/tenants/nope/invoice?month=2024-01", None, 404)
+        .await;
+    k.call("GET", "/v1/traffic?window=1h", None, 400).await;
     k.call("DELETE", "/v1/cluster/members/42", None, 404).await;
     k.call("POST", "/v1/cluster/members", Some(json!({"id": 2})), 400)
         .await;

@@ -66,6 +66,16 @@ impl pb::cluster_server::Cluster for ClusterService {
         let reply = self.cp.connections.deliver_here(req.into_inner()).await;
         Ok(Response::new(reply))
     }
+
+    async fn traffic(
+        &self,
+        req: Request<pb::TrafficQuery>,
+    ) -> Result<Response<pb::TrafficHeld>, Status> {
+        let held = self.cp.traffic.held(req.into_inner().since);
+        Ok(Response::new(pb::TrafficHeld {
+            reports: held.iter().map(Into::into).collect(),
+        }))
+    }
 }
 
 pub struct AdminService {
@@ -154,9 +164,10 @@ impl pb::admin_server::Admin for AdminService {
     }
 }
 
-/// `Usage`, for data planes: metering, quota leases and throttle shares.
-/// Messages become `tollgate_model::metering` types here and the service
-/// layer (`usage`, `demand`) only sees those.
+/// `Usage`, for data planes: metering, quota leases, throttle shares and
+/// live traffic.
+/// Messages become `tollgate_model` types (`metering`, `traffic`) here and
+/// the service layer (`usage`, `demand`, `traffic`) only sees those.
 pub struct UsageService {
     pub cp: Arc<ControlPlane>,
 }
@@ -201,5 +212,13 @@ impl pb::usage_server::Usage for UsageService {
         let mut fwd = Request::new(report);
         fwd.set_timeout(Duration::from_millis(500));
         client.sync(fwd).await
+    }
+
+    async fn traffic(
+        &self,
+        req: Request<pb::TrafficReport>,
+    ) -> Result<Response<pb::TrafficAck>, Status> {
+        self.cp.traffic.record(req.into_inner().into());
+        Ok(Response::new(pb::TrafficAck {}))
     }
 }

@@ -12,10 +12,13 @@
 //! - `config_stream`: `Config.Watch` for data planes.
 //! - `connections`: the connections API's way to a data plane's WebSocket
 //!   connections (`Connections.Open` streams, `Cluster.Deliver` to peers).
+//! - `console`: the web console's files at `/ui/` (a client of `rest`).
 //! - `error`: `ApiError`, what every admin operation answers with.
 //! - `peer`: calls to another node's `Cluster` service (forwarding).
 //! - `usage`: metering and quota leases for data planes; usage reads.
+//! - `invoice`: a tenant's invoice for a month, from usage and price history.
 //! - `demand`: throttle demand shared across data planes (on the leader).
+//! - `traffic`: live traffic from data planes, in memory, merged across nodes.
 //! - `transport`: bearer-token auth and the per-peer channel cache.
 //! - `node`: start and stop a node.
 
@@ -24,11 +27,13 @@
 pub mod backup;
 pub mod config_stream;
 pub mod connections;
+pub mod console;
 pub mod declarative;
 pub mod demand;
 pub mod error;
 pub mod grpc;
 pub mod grpc_typed;
+pub mod invoice;
 pub mod node;
 pub mod openapi;
 pub mod peer;
@@ -36,6 +41,7 @@ pub mod raft;
 pub mod rest;
 pub mod service;
 pub mod state;
+pub mod traffic;
 pub mod transport;
 pub mod usage;
 

@@ -165,6 +165,7 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<NodeHandle> {
         data_planes: DataPlaneRegistry::default(),
         demand: crate::demand::DemandTable::default(),
         connections: Arc::default(),
+        traffic: Default::default(),
         log_store,
         request_timeout: cfg.request_timeout,
     });

@@ -2,7 +2,8 @@
 //! the service layer's terms: a write forwarded to the leader, the leader's
 //! read index, a join request. The wire messages stay in here; a peer's
 //! failure comes back as an `ApiError`. `deliver` is the exception: the
-//! connections module speaks the wire's command and reply itself.
+//! connections module speaks the wire's command and reply itself; and
+//! `traffic` answers the status, as a peer left out is no error.
 
 use tollgate_proto as pb;
 use tollgate_proto::cluster_client::ClusterClient;
@@ -51,6 +52,19 @@ impl Peer {
         let mut req = tonic::Request::new(cmd);
         req.set_timeout(timeout);
         Ok(self.0.deliver(req).await?.into_inner())
+    }
+
+    /// The live-traffic windows the peer holds from `since` (Unix
+    /// seconds), within `timeout`.
+    pub async fn traffic(
+        &mut self,
+        since: u64,
+        timeout: std::time::Duration,
+    ) -> Result<Vec<tollgate_model::traffic::TrafficReport>, tonic::Status> {
+        let mut req = tonic::Request::new(pb::TrafficQuery { since });
+        req.set_timeout(timeout);
+        let held = self.0.traffic(req).await?.into_inner();
+        Ok(held.reports.into_iter().map(Into::into).collect())
     }
 
     /// Ask the peer (the leader) to add node `id`.

@@ -116,6 +116,9 @@ pub fn router(cp: Arc<ControlPlane>, admin_token: &str) -> Router {
     ));
     let (routes, _) = public_routes().merge(admin).split_for_parts();
     routes
+        // The web console: files, not JSON API, so outside the OpenAPI
+        // document; it calls the routes above with the admin token.
+        .merge(crate::console::router())
         .fallback(no_route)
         .method_not_allowed_fallback(|method: http::Method, uri: http::Uri| async move {
             ApiError::MethodNotAllowed(format!(
@@ -194,6 +197,8 @@ fn admin_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_deployment, delete_deployment))
         .routes(routes!(promote))
         .routes(routes!(usage_export))
+        .routes(routes!(traffic))
+        .routes(routes!(tenant_invoice))
         .routes(routes!(export_backup, import_backup))
         .routes(connections);
     let routes = apis::routes(routes);
@@ -872,6 +877,22 @@ async fn usage_export(State(s): State<AppState>, Query(q): Query<UsageQuery>) ->
     }
 }
 
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct TrafficQuery {
+    /// How far back: `1m` to `15m` (or `60s` to `900s`) in 10 s steps; default `15m`.
+    window: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/traffic", tag = "usage",
+    params(TrafficQuery),
+    responses((status = 200, description = "What every data plane answered in the window, per API, summed by the cluster",
+        body = crate::traffic::TrafficView)))]
+async fn traffic(State(s): State<AppState>, Query(q): Query<TrafficQuery>) -> Reply {
+    let window_s = crate::traffic::parse_window(q.window.as_deref())?;
+    ok(StatusCode::OK, s.cp.traffic(window_s).await)
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Adjustment {
@@ -900,6 +921,27 @@ async fn adjust_quota(State(s): State<AppState>, Path(id): Path<String>, body: B
             revision,
         },
     )
+}
+
+// ---------------------------------------------------------------- billing
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct InvoiceQuery {
+    /// The UTC month, `YYYY-MM`.
+    month: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{id}/invoice", tag = "billing",
+    params(Id, InvoiceQuery),
+    responses((status = 200, description = "The tenant's invoice for the month (contract §5.6)",
+        body = crate::invoice::Invoice)))]
+async fn tenant_invoice(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<InvoiceQuery>,
+) -> Reply {
+    ok(StatusCode::OK, s.cp.invoice(&id, q.month.as_deref()).await?)
 }
 
 // ---------------------------------------------------------------- backup

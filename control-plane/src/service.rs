@@ -86,6 +86,8 @@ pub struct ControlPlane {
     pub demand: DemandTable,
     /// The data planes' `Connections.Open` streams held here.
     pub connections: Arc<crate::connections::Links>,
+    /// Live traffic from the data planes reporting here (memory only).
+    pub traffic: crate::traffic::TrafficStore,
     pub log_store: LogStore,
     /// How long a write or a linearizable read may wait for a leader and a
     /// quorum before it is answered with 503.
@@ -262,7 +264,15 @@ impl ControlPlane {
             return Err(cannot_write(resource.kind()));
         }
         resource.validate()?;
-        let (rev, _) = self.write(Command::Put(resource.clone())).await?;
+        let cmd = match &resource {
+            // A price applies from the day it is written: this node's.
+            Resource::UsagePlan(plan) => Command::PutPlan {
+                plan: plan.clone(),
+                day: crate::state::price_day(),
+            },
+            _ => Command::Put(resource.clone()),
+        };
+        let (rev, _) = self.write(cmd).await?;
         Ok((rev, resource))
     }
 
@@ -540,19 +550,22 @@ impl ControlPlane {
         connection_id: &str,
         body: Vec<u8>,
     ) -> Result<crate::connections::Answer> {
-        let peers: Vec<Node> = {
-            let metrics = self.raft.metrics();
-            let m = metrics.borrow();
-            m.membership_config
-                .membership()
-                .nodes()
-                .filter(|(id, _)| **id != self.id)
-                .map(|(_, n)| n.clone())
-                .collect()
-        };
+        let peers = self.peers();
         self.connections
             .call(&self.channels, &peers, op, connection_id, body)
             .await
+    }
+
+    /// Every other member of the cluster, voter or not.
+    pub fn peers(&self) -> Vec<Node> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        m.membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != self.id)
+            .map(|(_, n)| n.clone())
+            .collect()
     }
 
     /// Ready: a leader is known and this node has applied its log (it is

@@ -21,8 +21,11 @@ use tollgate_model::{ApiKeyRecord, KeyPatch, Resource, ResourceKind, Settings};
 #[path = "key_issue_rules.rs"]
 mod key_issue_rules;
 pub use key_issue_rules::MAX_IDEMPOTENCY_KEY;
+#[path = "price_history.rs"]
+mod price_history;
 #[path = "stage_rules.rs"]
 mod stage_rules;
+pub use price_history::{price_day, price_on, set_price_day_for_tests, PriceRecord};
 
 /// A write, as it travels through the Raft log. Never carries a key value.
 // Most commands are `Put`; boxing it would add an allocation to every write.
@@ -99,6 +102,13 @@ pub enum Command {
         record: ApiKeyRecord,
         idempotency_key: String,
     },
+    /// Put a usage plan; a new price applies from `day`, the receiving
+    /// node's UTC day, in the command so every node records the same
+    /// (`price_history.rs`).
+    PutPlan {
+        plan: tollgate_model::UsagePlan,
+        day: Day,
+    },
 }
 
 impl Command {
@@ -118,6 +128,7 @@ impl Command {
             Command::Deploy { .. } => "deploy",
             Command::Promote { .. } => "promote",
             Command::IssueKey { .. } => "issue_key",
+            Command::PutPlan { .. } => "put_plan",
         }
     }
 }
@@ -157,6 +168,13 @@ pub enum Counter {
         idempotency_key: String,
         key_id: String,
     },
+    /// A usage plan's price from a UTC day on; the value is the revision
+    /// that wrote it (`price_history.rs`).
+    Price {
+        plan: String,
+        from: Day,
+        price: Option<tollgate_model::billing::Price>,
+    },
 }
 
 impl Counter {
@@ -173,7 +191,8 @@ impl Counter {
             Counter::Leased { .. }
             | Counter::Extra { .. }
             | Counter::ReportSeq { .. }
-            | Counter::IssuedWith { .. } => return None,
+            | Counter::IssuedWith { .. }
+            | Counter::Price { .. } => return None,
         };
         *measure = n;
         Some((key, plan, *day, counts))
@@ -596,6 +615,12 @@ impl State {
                 self.upsert(revision, r.clone(), changes);
                 Some(r)
             }
+            Command::PutPlan { plan, day } => {
+                self.record_price(revision, &plan, day, changes);
+                let r = Resource::UsagePlan(plan);
+                self.upsert(revision, r.clone(), changes);
+                Some(r)
+            }
             Command::FlushCache { api } => {
                 let r = Resource::CacheFlush(tollgate_model::config::CacheFlush {
                     api,
@@ -716,6 +741,7 @@ impl State {
         match cmd {
             Command::InitSettings(_) => Ok(()),
             Command::Put(r) => self.check_put(r),
+            Command::PutPlan { plan, .. } => self.check_plan(plan),
             Command::Restore { docs, .. } => {
                 for r in docs {
                     r.validate().map_err(|e| {
@@ -816,16 +842,7 @@ impl State {
                 self.check_mounts(r, api.host_keys(), &api.base_path)
             }
             Resource::Stage(stage) => self.check_stage(stage),
-            Resource::UsagePlan(plan) => {
-                for (i, a) in plan.apis.iter().enumerate() {
-                    if !self.exists(ResourceKind::Api, a) {
-                        return Err(Rejection::invalid(format!(
-                            "apis[{i}]: api {a:?} does not exist"
-                        )));
-                    }
-                }
-                Ok(())
-            }
+            Resource::UsagePlan(plan) => self.check_plan(plan),
             Resource::ApiKey(k) => self.check_key(k),
             Resource::CacheFlush(f) => {
                 if !self.exists(ResourceKind::Api, &f.api) {
@@ -841,6 +858,17 @@ impl State {
             | Resource::Settings(_)
             | Resource::Deployment(_) => Ok(()),
         }
+    }
+
+    fn check_plan(&self, plan: &tollgate_model::UsagePlan) -> Result<(), Rejection> {
+        for (i, a) in plan.apis.iter().enumerate() {
+            if !self.exists(ResourceKind::Api, a) {
+                return Err(Rejection::invalid(format!(
+                    "apis[{i}]: api {a:?} does not exist"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// 409 when another API or stage serves `base` on one of `hosts`.

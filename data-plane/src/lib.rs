@@ -17,6 +17,8 @@
 //! - `status`, `metrics`: the status port; `access_log`: one JSON line per
 //!   request, written off the request path; `trace`: W3C trace context;
 //!   `telemetry`: log format and the OTLP trace exporter.
+//! - `traffic`: each route's answers in 10 s windows, reported to the
+//!   control plane for `GET /v1/traffic`.
 //! - `echo`: the demo upstream.
 
 /// The hasher of maps on the request path: foldhash, seeded per process.
@@ -46,6 +48,7 @@ pub mod stages;
 pub mod status;
 pub mod telemetry;
 pub mod trace;
+pub mod traffic;
 pub mod upstream;
 pub mod websocket;
 
@@ -178,6 +181,17 @@ pub async fn start(cfg: DataPlaneConfig) -> anyhow::Result<DataPlaneHandle> {
     );
     gateway.set_plans(plans.clone());
     gateway.connections.set_node_id(&cfg.node_id);
+    // Its own channel, so live traffic never queues behind a quota lease.
+    let traffic = traffic::run(
+        gateway.clone(),
+        plans::link::ControlPlaneLink::new(
+            cfg.control_plane.clone(),
+            &cfg.cluster_token,
+            cfg.cluster_tls.clone(),
+        ),
+        cfg.node_id.clone(),
+        shutdown.clone(),
+    );
     let client = config::ConfigClient {
         endpoints: cfg.control_plane,
         cluster_token: cfg.cluster_token,
@@ -204,6 +218,7 @@ pub async fn start(cfg: DataPlaneConfig) -> anyhow::Result<DataPlaneHandle> {
             shutdown.clone(),
         )),
         tokio::spawn(client.run(gateway.clone(), held, conn_tx, shutdown.clone())),
+        tokio::spawn(traffic),
     ];
     // Usage sync and reports outlive the proxy's drain: the last requests
     // are metered before the final flush.

@@ -142,6 +142,9 @@ pub struct RouteMetrics {
     /// `api="…",route="…"`, rendered once.
     labels: String,
     counts: Sharded<Counts>,
+    /// The live-traffic windows (`crate::traffic`), beside the counters
+    /// so the request path finds them with no lookup.
+    pub traffic: crate::traffic::RouteTraffic,
 }
 
 /// One worker's copy of a route's counters.
@@ -187,6 +190,7 @@ impl RouteMetrics {
         Self {
             labels,
             counts: Sharded::default(),
+            traffic: Default::default(),
         }
     }
 
@@ -299,6 +303,20 @@ impl Metrics {
             .lock()
             .expect("metrics lock")
             .retain(|(a, d, r), _| keep(a, d, r));
+    }
+
+    /// Every route's metrics with its API and route ids (requests that
+    /// matched no route are not among them).
+    pub fn for_each_route(&self, mut f: impl FnMut(&str, &str, &RouteMetrics)) {
+        let routes: Vec<_> = {
+            let map = self.routes.lock().expect("metrics lock");
+            map.iter()
+                .map(|((a, _, r), m)| (a.clone(), r.clone(), m.clone()))
+                .collect()
+        };
+        for (api, route, m) in routes {
+            f(&api, &route, &m);
+        }
     }
 
     fn all(&self) -> Vec<Arc<RouteMetrics>> {

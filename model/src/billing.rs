@@ -71,7 +71,17 @@ fn decimal_string<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<String
 
 /// What an invoice line charges for.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Item {
@@ -202,8 +212,7 @@ pub fn minor_unit(code: &str) -> std::result::Result<u32, String> {
 
 // ISO 4217 currencies in use, by minor unit (funds and precious metals
 // with no minor unit left out: nothing is priced in them).
-const ZERO_DECIMALS: &str =
-    "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF";
+const ZERO_DECIMALS: &str = "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF";
 const THREE_DECIMALS: &str = "BHD IQD JOD KWD LYD OMR TND";
 const FOUR_DECIMALS: &str = "CLF UYW";
 const TWO_DECIMALS: &str = "AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BMD BND BOB \
@@ -252,6 +261,16 @@ mod tests {
     }
 
     #[test]
+    fn billing_errors_in_a_plan_name_the_price_field() {
+        let plan: crate::UsagePlan = serde_json::from_str(
+            r#"{"id":"gold","apis":[],"price":{"currency":"USD","per_million_requests":"1.1234567"}}"#,
+        )
+        .unwrap();
+        let err = plan.validate().unwrap_err();
+        assert_eq!(err.field, "price.per_million_requests");
+    }
+
+    #[test]
     fn billing_currencies_are_iso_4217_codes_with_their_minor_units() {
         assert_eq!(minor_unit("USD"), Ok(2));
         assert_eq!(minor_unit("JPY"), Ok(0));
@@ -275,7 +294,10 @@ mod tests {
         assert_eq!(usd(4_999, "1"), "0.00");
         assert_eq!(usd(0, "3.50"), "0.00");
         // Large but exact; beyond 2^96 units of 10^-12 there is no answer.
-        assert_eq!(usd(1_000_000_000_000, "999999999.999999"), "999999999999999.00");
+        assert_eq!(
+            usd(1_000_000_000_000, "999999999.999999"),
+            "999999999999999.00"
+        );
         assert!(charge(u64::MAX, "999999999.999999", 6, 2).is_none());
         // JPY: no decimals; BHD: three.
         assert_eq!(charge(1_500_000, "3", 6, 0).unwrap().to_string(), "5");

@@ -299,7 +299,11 @@ http {{
     Ok(Some((Nginx(child), listen, listen_headers)))
 }
 
-async fn wait_status(client: &reqwest::Client, url: &str, want: u16) -> anyhow::Result<Duration> {
+pub(crate) async fn wait_status(
+    client: &reqwest::Client,
+    url: &str,
+    want: u16,
+) -> anyhow::Result<Duration> {
     let t = Instant::now();
     loop {
         if let Ok(r) = client.get(url).send().await {

@@ -7,6 +7,7 @@ mod bench;
 mod bench_apis;
 mod bench_limits;
 mod bench_proxy;
+mod bench_traffic;
 mod bench_websocket;
 mod chart;
 mod cluster;
@@ -101,6 +102,16 @@ enum Bench {
         #[arg(long, default_value_t = 1000)]
         pushes: usize,
     },
+    /// `GET /v1/traffic?window=15m` latency on each of 3 nodes, with a data
+    /// plane streaming from each and 100 APIs under load.
+    Traffic {
+        /// Seconds of load before the reads (900 fills every window).
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+        seconds: u64,
+        /// Reads timed per node.
+        #[arg(long, default_value_t = 200)]
+        reads: usize,
+    },
     /// ns/op of the GCRA bucket and of response-cache hits.
     Primitives,
 }
@@ -158,6 +169,9 @@ fn main() -> anyhow::Result<()> {
             clients,
             pushes,
         }),
+        Task::Bench(Bench::Traffic { seconds, reads }) => {
+            bench_traffic::run(bench_traffic::Options { seconds, reads })
+        }
         Task::Bench(Bench::Primitives) => cargo(&[
             "run",
             "--quiet",

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tollgate_model::metering::{
     DemandReport, DemandShares, Lease, LeaseRequest, Release, UsageReport,
 };
+use tollgate_model::traffic::TrafficReport;
 use tollgate_proto as pb;
 use tollgate_proto::auth::BearerToken;
 use tollgate_proto::tls::MutualTls;
@@ -44,6 +45,14 @@ impl From<tonic::Status> for LinkError {
             _ => LinkError::Failed(s.message().to_string()),
         }
     }
+}
+
+/// What became of a traffic report that reached a control plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    Done,
+    /// The control plane has no `Usage.Traffic` (an older one).
+    Unsupported,
 }
 
 fn request<T>(msg: T, timeout: Option<Duration>) -> tonic::Request<T> {
@@ -135,6 +144,21 @@ impl ControlPlaneLink {
             tokio::spawn(async move {
                 let _ = client.release(msg).await;
             });
+        }
+    }
+
+    /// Send live-traffic windows (`crate::traffic`).
+    pub async fn traffic(
+        &self,
+        report: &TrafficReport,
+        timeout: Duration,
+    ) -> Result<Sent, LinkError> {
+        let mut client = self.client().ok_or(LinkError::NoControlPlane)?;
+        let msg = pb::TrafficReport::from(report);
+        match client.traffic(request(msg, Some(timeout))).await {
+            Ok(_) => Ok(Sent::Done),
+            Err(s) if s.code() == tonic::Code::Unimplemented => Ok(Sent::Unsupported),
+            Err(s) => Err(s.into()),
         }
     }
 

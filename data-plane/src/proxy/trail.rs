@@ -130,7 +130,9 @@ pub(super) fn finish(
     id: &HeaderValue,
     res: Response<ProxyBody>,
 ) -> Response<ProxyBody> {
-    let total_us = trail.start.elapsed().as_micros() as u64;
+    // One clock read for the latency and the live-traffic window.
+    let now = Instant::now();
+    let total_us = now.saturating_duration_since(trail.start).as_micros() as u64;
     let status = res.status().as_u16();
     let m = trail.metrics(gw);
     m.record(
@@ -139,6 +141,7 @@ pub(super) fn finish(
         total_us,
         trail.upstream_us,
     );
+    m.traffic.record(now, status, total_us);
     m.add_bytes_in(trail.bytes_in);
     if let Some(c) = trail.cache {
         m.cache(c);

@@ -82,6 +82,7 @@ impl ToDocument for pb::UsagePlan {
             .set("apis", self.apis)
             .child("throttle", self.throttle)?
             .child("quota", self.quota)?
+            .child("price", self.price)?
             .done())
     }
 }
@@ -94,6 +95,36 @@ impl From<&m::UsagePlan> for pb::UsagePlan {
             throttle: p.throttle.as_ref().map(Into::into),
             quota: p.quota.as_ref().map(Into::into),
             revision: 0,
+            price: p.price.as_ref().map(Into::into),
+        }
+    }
+}
+
+impl ToDocument for pb::Price {
+    fn to_document(self) -> Result<Value> {
+        // An amount left empty is unset: the document's "0" applies.
+        let amount = |s: String| Some(s).filter(|s| !s.is_empty());
+        Ok(Doc::new()
+            .set("currency", self.currency)
+            .opt("monthly_fee", amount(self.monthly_fee))
+            .opt("per_million_requests", amount(self.per_million_requests))
+            .opt("per_million_messages", amount(self.per_million_messages))
+            .opt(
+                "per_million_connection_minutes",
+                amount(self.per_million_connection_minutes),
+            )
+            .done())
+    }
+}
+
+impl From<&tollgate_model::billing::Price> for pb::Price {
+    fn from(p: &tollgate_model::billing::Price) -> Self {
+        Self {
+            currency: p.currency.clone(),
+            monthly_fee: p.monthly_fee.clone(),
+            per_million_requests: p.per_million_requests.clone(),
+            per_million_messages: p.per_million_messages.clone(),
+            per_million_connection_minutes: p.per_million_connection_minutes.clone(),
         }
     }
 }
