@@ -210,10 +210,15 @@ impl ControlPlane {
                 let (Some(id), Some(leader)) = (f.leader_id, f.leader_node) else {
                     return Err(None);
                 };
-                // A read is safe to ask again, of the next leader.
+                // A read is safe to ask again, of the next leader, and of
+                // this one when it could not confirm its lease just now
+                // (a busy or new leader answers "unavailable").
                 let mut peer = Peer::new(&self.channels, &leader);
                 tokio::select! {
-                    r = peer.read_index() => r.map_err(Some),
+                    r = peer.read_index() => r.map_err(|e| match e {
+                        ApiError::Unavailable(_) => None,
+                        other => Some(other),
+                    }),
                     () = crate::raft::elect::leader_lost(&self.raft, id) => Err(None),
                 }
             }

@@ -38,6 +38,8 @@ const MAX_AHEAD_S: u64 = 60;
 type Source = (String, u64);
 /// One source's windows: (window start, API) → counts, its routes summed.
 type SourceWindows = HashMap<(u64, String), Counts>;
+/// What the store holds: by window start, then source, then (API, route).
+type Held = BTreeMap<u64, HashMap<Source, HashMap<(String, String), Counts>>>;
 
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -45,11 +47,10 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The windows the data planes reporting to this node sent, by window
-/// start, then source, then (API, route).
+/// The windows the data planes reporting to this node sent.
 #[derive(Default)]
 pub struct TrafficStore {
-    windows: Mutex<BTreeMap<u64, HashMap<Source, HashMap<(String, String), Counts>>>>,
+    windows: Mutex<Held>,
 }
 
 impl TrafficStore {

@@ -182,16 +182,12 @@ pub async fn start(cfg: DataPlaneConfig) -> anyhow::Result<DataPlaneHandle> {
     gateway.set_plans(plans.clone());
     gateway.connections.set_node_id(&cfg.node_id);
     // Its own channel, so live traffic never queues behind a quota lease.
-    let traffic = traffic::run(
-        gateway.clone(),
-        plans::link::ControlPlaneLink::new(
-            cfg.control_plane.clone(),
-            &cfg.cluster_token,
-            cfg.cluster_tls.clone(),
-        ),
-        cfg.node_id.clone(),
-        shutdown.clone(),
+    let traffic_link = plans::link::ControlPlaneLink::new(
+        cfg.control_plane.clone(),
+        &cfg.cluster_token,
+        cfg.cluster_tls.clone(),
     );
+    let traffic_source = cfg.node_id.clone();
     let client = config::ConfigClient {
         endpoints: cfg.control_plane,
         cluster_token: cfg.cluster_token,
@@ -218,12 +214,20 @@ pub async fn start(cfg: DataPlaneConfig) -> anyhow::Result<DataPlaneHandle> {
             shutdown.clone(),
         )),
         tokio::spawn(client.run(gateway.clone(), held, conn_tx, shutdown.clone())),
-        tokio::spawn(traffic),
     ];
-    // Usage sync and reports outlive the proxy's drain: the last requests
-    // are metered before the final flush.
+    // Usage sync and reports (and live traffic's) outlive the proxy's
+    // drain: the last requests are metered before the final flush.
     let plans_stop = CancellationToken::new();
-    let plans_task = tokio::spawn(plans.run(plans_stop.clone()));
+    let traffic = traffic::run(
+        gateway.clone(),
+        traffic_link,
+        traffic_source,
+        plans_stop.clone(),
+    );
+    let plans_run = plans.run(plans_stop.clone());
+    let plans_task = tokio::spawn(async move {
+        tokio::join!(plans_run, traffic);
+    });
     Ok(DataPlaneHandle {
         proxy_addr,
         status_addr,

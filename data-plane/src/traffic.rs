@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tollgate_model::traffic::{bucket_of, Counts, RouteWindow, TrafficReport, BUCKETS, WINDOW_S};
 
 use crate::gateway::Gateway;
-use crate::plans::link::{ControlPlaneLink, Sent};
+use crate::plans::link::{ControlPlaneLink, LinkError, Sent};
 use crate::shard::Sharded;
 
 /// Windows kept per route: the closed one (still reported), the current
@@ -186,8 +186,9 @@ fn collect(gw: &Gateway, now: u64) -> Vec<RouteWindow> {
         .collect()
 }
 
-/// Report the windows every `REPORT_EVERY` until `stop`. A control plane
-/// without `Usage.Traffic` (an older one) is not asked again.
+/// Report the windows every `REPORT_EVERY` until `stop`, and once more
+/// then (after the proxy's drain: its last answers are in). A control
+/// plane without `Usage.Traffic` (an older one) is not asked again.
 pub async fn run(
     gw: Arc<Gateway>,
     link: ControlPlaneLink,
@@ -200,30 +201,32 @@ pub async fn run(
     let mut tick = tokio::time::interval(REPORT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let items = collect(&gw, window_at(Instant::now()));
-        if items.is_empty() {
-            continue;
-        }
-        let report = TrafficReport {
-            data_plane: data_plane.clone(),
-            epoch,
-            items,
+        let last = tokio::select! {
+            _ = stop.cancelled() => true,
+            _ = tick.tick() => false,
         };
-        match link.traffic(&report, REPORT_TIMEOUT).await {
-            Ok(Sent::Done) => {}
-            Ok(Sent::Unsupported) => {
-                tracing::debug!("the control plane takes no traffic reports; not sending them");
-                return;
+        let items = collect(&gw, window_at(Instant::now()));
+        if !items.is_empty() {
+            let report = TrafficReport {
+                data_plane: data_plane.clone(),
+                epoch,
+                items,
+            };
+            match link.traffic(&report, REPORT_TIMEOUT).await {
+                Ok(Sent::Done) => {}
+                Ok(Sent::Unsupported) => {
+                    tracing::debug!("the control plane takes no traffic reports; not sending them");
+                    return;
+                }
+                Err(LinkError::NoControlPlane) => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, "a traffic report failed; trying the next node");
+                    link.failed();
+                }
             }
-            Err(crate::plans::link::LinkError::NoControlPlane) => return,
-            Err(e) => {
-                tracing::debug!(error = %e, "a traffic report failed; trying the next node");
-                link.failed();
-            }
+        }
+        if last {
+            return;
         }
     }
 }
