@@ -266,7 +266,13 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<NodeHandle> {
 
     let app = crate::rest::router(control.clone(), &cfg.admin_token);
     let c = cancel.clone();
-    let admin_listener = cfg.admin_listener;
+    // No Nagle: a large answer's last segment would otherwise wait for
+    // the client's delayed ACK (40 ms on Linux) before it leaves.
+    let admin_listener = axum::serve::ListenerExt::tap_io(cfg.admin_listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY on an admin connection");
+        }
+    });
     tasks.push(tokio::spawn(async move {
         if let Err(e) = axum::serve(admin_listener, app)
             .with_graceful_shutdown(c.cancelled_owned())

@@ -269,6 +269,9 @@ impl ControlPlane {
             return Err(cannot_write(resource.kind()));
         }
         resource.validate()?;
+        if let Resource::ApiKey(k) = &resource {
+            k.validate()?;
+        }
         let cmd = match &resource {
             // A price applies from the day it is written: this node's.
             Resource::UsagePlan(plan) => Command::PutPlan {
