@@ -5,7 +5,7 @@
 //! crate, P-256 and Ed25519 with rcgen), and JWKS documents are served by a
 //! real HTTP listener that counts its fetches.
 
-mod common;
+use crate::common;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};

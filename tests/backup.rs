@@ -2,7 +2,7 @@
 //! fresh cluster with every entity in place, keys still valid (the key-hash
 //! secret travels with the backup) and usage counters kept.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

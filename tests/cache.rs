@@ -3,8 +3,8 @@
 //! (including a data plane that was offline at the time), and concurrent
 //! misses coalesced into one upstream request.
 
-mod common;
-mod observe;
+use crate::common;
+use crate::observe;
 
 use std::time::Duration;
 

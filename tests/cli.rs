@@ -1,7 +1,7 @@
 //! The `tollgate` binary: `control-plane` as a real process (SIGKILLed and
 //! restarted), and `apply -f` applying a multi-document file idempotently.
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

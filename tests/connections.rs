@@ -5,7 +5,7 @@
 //! of data planes that do not exist, the admin token, the body limit, and
 //! the stream following Watch to another node.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -6,7 +6,7 @@
 //! On a machine without Chromium the test installs Debian's `chromium` and
 //! `chromium-driver` itself (as CI, root), one test process at a time.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -631,6 +631,7 @@ async fn the_console_runs_the_gateway_in_a_real_browser() {
     admin
         .must_put("/v1/tenants/beta", json!({"name": "Beta"}))
         .await;
+    let price_clock = common::price_clock().await;
     set_price_day_for_tests(Some(day("2026-02-20")));
     for (plan, p) in [
         ("b-gold", price("10", "3.50", "1.00")),
@@ -659,6 +660,7 @@ async fn the_console_runs_the_gateway_in_a_real_browser() {
         )
         .await;
     set_price_day_for_tests(None);
+    drop(price_clock);
     let used = |kind: &str, key: &str, plan: &str, date: &str, n: u64| json!([{kind: {"key": key, "plan": plan, "day": day(date)}}, n]);
     let (_, mut backup) = admin.get("/v1/snapshot").await;
     backup["counters"].as_array_mut().unwrap().extend([

@@ -1,6 +1,6 @@
 //! Issue "Control plane": a real 3-node cluster on ephemeral ports.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

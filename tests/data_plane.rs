@@ -2,7 +2,7 @@
 //! the loss of every control-plane node, failover between nodes, and hot
 //! reload under load.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

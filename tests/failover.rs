@@ -5,7 +5,7 @@
 //! without an election. The bounds catch hangs; `cargo xtask bench
 //! control-plane` measures.
 
-mod common;
+use crate::common;
 
 use std::future::Future;
 use std::time::Duration;

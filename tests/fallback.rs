@@ -5,8 +5,8 @@
 //! serves its stale entry first (`x-cache: Stale`). A real data plane on a
 //! mock control plane, a real origin, and a forwarder that can be cut.
 
-mod common;
-mod observe;
+use crate::common;
+use crate::observe;
 
 use std::net::SocketAddr;
 use std::time::Duration;

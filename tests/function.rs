@@ -7,7 +7,7 @@
 //! and 2.0), so the events must be shaped as AWS shapes them. One real
 //! control-plane node and one data plane serve every case.
 
-mod common;
+use crate::common;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -3,7 +3,7 @@
 //! repo makes it; the typed messages kept in step with the JSON documents;
 //! bad typed input refused naming the field, as REST refuses it.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::str::FromStr;

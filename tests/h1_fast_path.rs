@@ -9,7 +9,7 @@
 //! read, to hyper. So most tests here first send a request the fast path
 //! serves, then something else on the same connection.
 
-mod common;
+use crate::common;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -4,7 +4,7 @@
 //! stand-in, untranslatable parts listed with exit 0, and a file that is
 //! no definition refused with exit 1 and one line.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -4,7 +4,7 @@
 //! day through the control plane's test-only price day, the usage days by
 //! restoring a backup with chosen counters.
 
-mod common;
+use crate::common;
 
 use common::{init_tracing, Cluster};
 use serde_json::{json, Value};
@@ -51,6 +51,7 @@ async fn an_invoice_splits_at_a_price_change_and_is_the_same_everywhere() {
     assert_eq!(s, 400, "{v}");
     assert!(v.to_string().contains("price.currency"), "{v}");
 
+    let price_clock = common::price_clock().await;
     set_price_day_for_tests(Some(day("2026-02-20")));
     for (plan, p) in [
         ("gold", price("10", "3.50", "1.00")),
@@ -75,6 +76,7 @@ async fn an_invoice_splits_at_a_price_change_and_is_the_same_everywhere() {
         )
         .await;
     set_price_day_for_tests(None);
+    drop(price_clock);
 
     // Usage on chosen days: the cluster's own backup plus counters.
     let (s, mut backup) = admin.get("/v1/snapshot").await;

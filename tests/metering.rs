@@ -3,7 +3,7 @@
 //! routes and the export of another node; messages share the key's quota
 //! with requests.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

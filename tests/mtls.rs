@@ -1,7 +1,7 @@
 //! Mutual TLS between cluster members: Raft between control-plane nodes and
 //! the config stream require a certificate from the cluster CA.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

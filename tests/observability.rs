@@ -3,8 +3,8 @@
 //! from a file, `traceparent` checked at the upstream, and no OTLP exporter
 //! without `OTEL_EXPORTER_OTLP_ENDPOINT`.
 
-mod common;
-mod observe;
+use crate::common;
+use crate::observe;
 
 use std::io::BufRead;
 use std::time::Duration;

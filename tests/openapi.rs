@@ -2,7 +2,7 @@
 //! route the router serves, real answers validate against it, and every
 //! error has the one shape.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

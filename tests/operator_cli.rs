@@ -3,7 +3,7 @@
 //! statuses, `get`, `usage`, and `dump` restoring what was deleted since,
 //! key records included (the old key's value works again).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Output;

@@ -3,7 +3,7 @@
 //! load, hard quotas (also when a data plane is killed), exact billing,
 //! idempotent usage batches, and enforcement with the control plane down.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! limits, timeouts, retries, the breaker, health checks, WebSocket, HTTP/2,
 //! gRPC, TLS, headers and graceful shutdown.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! records every call. One cluster for the whole binary: one test, in
 //! sections.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};

@@ -3,7 +3,7 @@
 //! their API and define every variable they use, paths clash in both
 //! directions, a deployment in use cannot go, promote swaps in one write.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

@@ -8,7 +8,7 @@
 //! API's base path) has no route to count against and is in no API's
 //! figures, as in the data plane's `/metrics` (`api=""`).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

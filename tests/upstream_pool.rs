@@ -8,7 +8,7 @@
 //! client connections to its workers in turn: requests on one client
 //! connection all run on one worker, so they share one pool.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

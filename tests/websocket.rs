@@ -4,7 +4,7 @@
 //! receives. One cluster for the whole binary: each section below is a
 //! step of one story.
 
-mod common;
+use crate::common;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -253,7 +253,10 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<NodeHandle> {
         ))
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
-    let grpc_incoming = tokio_stream::wrappers::TcpListenerStream::new(cfg.grpc_listener);
+    // No Nagle: an answer's last small write (trailers, the tail of a large
+    // message) would otherwise wait for the caller's delayed ACK.
+    let grpc_incoming =
+        tonic::transport::server::TcpIncoming::from(cfg.grpc_listener).with_nodelay(Some(true));
     let c = cancel.clone();
     tasks.push(tokio::spawn(async move {
         if let Err(e) = grpc

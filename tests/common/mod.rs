@@ -395,3 +395,10 @@ pub fn init_tracing() {
         .with_test_writer()
         .try_init();
 }
+
+/// Held while a test drives the control plane's price clock
+/// (`set_price_day_for_tests`), which every cluster in this process shares.
+pub async fn price_clock() -> tokio::sync::MutexGuard<'static, ()> {
+    static CLOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    CLOCK.lock().await
+}
