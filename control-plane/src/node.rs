@@ -180,6 +180,7 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<NodeHandle> {
         )),
         tokio::spawn(crate::raft::elect::run(
             raft.clone(),
+            control.log_store.clone(),
             control.channels.clone(),
             cancel.clone(),
         )),
@@ -207,7 +208,7 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<NodeHandle> {
     let (reflection_v1, reflection_v1alpha) = crate::grpc_typed::reflection()?;
     let grpc = server
         .add_service(InterceptedService::new(
-            RaftServer::new(RaftService::new(raft.clone())),
+            RaftServer::new(RaftService::new(raft.clone(), control.log_store.clone())),
             cluster_auth.clone(),
         ))
         .add_service(InterceptedService::new(

@@ -44,11 +44,34 @@ fn node_command(bin: &Path, id: u64, dir: &Path, grpc: &str, admin: &str) -> Com
     .arg("--data-dir")
     .arg(dir.join(format!("node-{id}")))
     .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
-    .env("TOLLGATE_CLUSTER_TOKEN", CLUSTER_TOKEN)
-    .env("RUST_LOG", "error")
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
+    .env("TOLLGATE_CLUSTER_TOKEN", CLUSTER_TOKEN);
+    node_log(&mut cmd, &format!("node-{id}"));
     cmd
+}
+
+/// A bench process's log: none, or with `TOLLGATE_BENCH_LOGS=dir` its
+/// output appended to `dir/{name}.log` at `RUST_LOG` (default info), to
+/// find out afterwards what an outlier was waiting for.
+pub(crate) fn node_log(cmd: &mut Command, name: &str) {
+    let file = std::env::var_os("TOLLGATE_BENCH_LOGS").and_then(|dir| {
+        std::fs::create_dir_all(&dir).ok()?;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(Path::new(&dir).join(format!("{name}.log")))
+            .ok()
+    });
+    match file {
+        Some(f) => {
+            let level = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+            let out = f.try_clone().map_or(Stdio::null(), Stdio::from);
+            cmd.env("RUST_LOG", level).stdout(out).stderr(f)
+        }
+        None => cmd
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    };
 }
 
 pub(crate) fn spawn(bin: &Path, id: u64, dir: &Path, join: Option<&str>) -> anyhow::Result<Node> {
@@ -279,6 +302,13 @@ async fn failover(
                 "kill -{signal}"
             );
             acked_write(client, &survivor, &id).await?;
+            if t.elapsed() > Duration::from_secs(2) {
+                eprintln!(
+                    "round {round} (SIG{signal} to node {leader}, write via {survivor}): {:?}, from {}",
+                    t.elapsed(),
+                    humantime_utc(t.elapsed())
+                );
+            }
             times.push(t.elapsed());
             if signal == "KILL" {
                 nodes[i].child.wait()?;
@@ -302,6 +332,20 @@ async fn failover(
         );
     }
     Ok(())
+}
+
+/// The UTC wall-clock time `ago` before now (to find a round in the logs).
+fn humantime_utc(ago: Duration) -> String {
+    let at = std::time::SystemTime::now() - ago;
+    let d = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let s = d.as_secs() % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{:03} UTC",
+        s / 3600,
+        s / 60 % 60,
+        s % 60,
+        d.subsec_millis()
+    )
 }
 
 /// The leader a majority of the nodes name.

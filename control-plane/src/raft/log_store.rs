@@ -72,6 +72,19 @@ impl LogStore {
     }
 
     /// Number of entries currently held, for metrics.
+    /// The id of the last entry written, or of the last purged one when
+    /// none is left.
+    pub fn last_log_id(&self) -> Result<Option<LogId>, StorageError> {
+        match self.logs.last().map_err(read_err)? {
+            Some((_, v)) => Ok(Some(
+                serde_json::from_slice::<Entry>(&v)
+                    .map_err(read_err)?
+                    .log_id,
+            )),
+            None => self.get_meta(LAST_PURGED),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.logs.len()
     }
@@ -113,18 +126,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged_log_id: Option<LogId> = self.get_meta(LAST_PURGED)?;
-        let last = match self.logs.last().map_err(read_err)? {
-            Some((_, v)) => Some(
-                serde_json::from_slice::<Entry>(&v)
-                    .map_err(read_err)?
-                    .log_id,
-            ),
-            None => None,
-        };
         Ok(LogState {
-            last_purged_log_id,
-            last_log_id: last.or(last_purged_log_id),
+            last_purged_log_id: self.get_meta(LAST_PURGED)?,
+            last_log_id: self.last_log_id()?,
         })
     }
 

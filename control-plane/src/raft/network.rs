@@ -17,6 +17,7 @@ use tollgate_proto::RaftPayload;
 use tonic::{Request, Response, Status};
 
 use super::elect::{PreVoteReply, PreVoteRequest};
+use super::log_store::LogStore;
 use super::{Node, NodeId, Raft, TypeConfig};
 use crate::transport::{Channels, PeerChannel};
 
@@ -130,11 +131,13 @@ impl RaftNetwork<TypeConfig> for Connection {
 /// returns openraft's `Result` as JSON so errors cross the wire intact.
 pub struct RaftService {
     raft: Raft,
+    /// Read for a pre-vote's log comparison.
+    log_store: LogStore,
 }
 
 impl RaftService {
-    pub fn new(raft: Raft) -> Self {
-        Self { raft }
+    pub fn new(raft: Raft, log_store: LogStore) -> Self {
+        Self { raft, log_store }
     }
 }
 
@@ -162,7 +165,8 @@ impl tollgate_proto::raft_server::Raft for RaftService {
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         // Pre-votes share the method, so peers need no new RPC (`elect`).
         if let Ok(pre) = serde_json::from_slice::<PreVoteRequest>(&req.get_ref().json) {
-            let granted = super::elect::grants_pre_vote(&self.raft, &pre.pre_vote).await;
+            let granted =
+                super::elect::grants_pre_vote(&self.raft, &self.log_store, &pre.pre_vote).await;
             return reply(&PreVoteReply { granted });
         }
         let r = self.raft.vote(decode(req)?).await;
