@@ -187,22 +187,19 @@ async fn operator_commands_round_trip() {
         "{dumped}"
     );
     assert!(!dumped.contains(&key), "a dump never holds a key's value");
-    let before: Vec<Value> = ["apis/orders", "usage-plans/gold", &format!("keys/{key_id}")]
+    // The documents the dump must bring back, as `tollgate get` shows them.
+    let documents = || -> Vec<Value> {
+        [
+            ("apis", "orders"),
+            ("usage-plans", "gold"),
+            ("keys", key_id.as_str()),
+        ]
         .iter()
-        .map(|p| {
-            tollgate(
-                &server,
-                &[
-                    "get",
-                    p.split('/').next().unwrap(),
-                    p.split('/').nth(1).unwrap(),
-                    "-o",
-                    "json",
-                ],
-            )
-        })
+        .map(|(kind, id)| tollgate(&server, &["get", kind, id, "-o", "json"]))
         .map(|o| serde_json::from_slice(&o.stdout).unwrap())
-        .collect();
+        .collect()
+    };
+    let before = documents();
     for (kind, id) in [
         ("keys", key_id.as_str()),
         ("usage-plans", "gold"),
@@ -214,22 +211,7 @@ async fn operator_commands_round_trip() {
     assert_eq!(call(key.clone()).await, 404, "the API is gone");
     let out = tollgate(&server, &["apply", "-f", &dump.to_string_lossy()]);
     assert!(out.status.success(), "{}", text(&out));
-    let after: Vec<Value> = ["apis/orders", "usage-plans/gold", &format!("keys/{key_id}")]
-        .iter()
-        .map(|p| {
-            tollgate(
-                &server,
-                &[
-                    "get",
-                    p.split('/').next().unwrap(),
-                    p.split('/').nth(1).unwrap(),
-                    "-o",
-                    "json",
-                ],
-            )
-        })
-        .map(|o| serde_json::from_slice(&o.stdout).unwrap())
-        .collect();
+    let after = documents();
     assert_eq!(
         before, after,
         "the dump restores the documents as they were"

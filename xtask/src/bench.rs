@@ -11,6 +11,13 @@ use serde_json::json;
 pub(crate) const ADMIN_TOKEN: &str = "bench-admin-token";
 pub(crate) const CLUSTER_TOKEN: &str = "bench-cluster-token";
 
+/// The multi-threaded runtime every bench drives its load from.
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
 pub(crate) fn free_addr() -> anyhow::Result<String> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.to_string())
@@ -217,10 +224,7 @@ pub(crate) async fn three_nodes(
 
 pub fn control_plane(seconds: u64) -> anyhow::Result<()> {
     let bin = release_binary()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
+    crate::bench::runtime()?.block_on(async move {
         let dir = tempfile::tempdir()?;
         let client = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
         let mut nodes = three_nodes(&bin, dir.path(), &client).await?;

@@ -142,10 +142,7 @@ fn summary(label: &str, errors: &mut [f64]) {
 
 pub fn run(opts: Options) -> anyhow::Result<()> {
     let bin = release_binary()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
+    crate::bench::runtime()?.block_on(async move {
         let dir = tempfile::tempdir()?;
         let client = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
         let nodes = three_nodes(&bin, dir.path(), &client).await?;

@@ -325,10 +325,7 @@ pub(crate) async fn wait_status(
 /// full table's rows drift by ±15 % between runs on this machine.
 pub fn run_core(seconds: u64, rounds: u64) -> anyhow::Result<()> {
     let bin = release_binary()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
+    crate::bench::runtime()?.block_on(async move {
         let dir = tempfile::tempdir()?;
         let client = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
         let echo_addr = free_addr()?;
@@ -403,10 +400,7 @@ pub fn run(seconds: u64, rounds: u64) -> anyhow::Result<()> {
         "wrk is not installed (apt-get install wrk)"
     );
     let bin = release_binary()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
+    crate::bench::runtime()?.block_on(async move {
         let dir = tempfile::tempdir()?;
         let client = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
 

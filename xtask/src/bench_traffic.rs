@@ -62,10 +62,7 @@ async fn counted(client: &reqwest::Client, url: &str) -> anyhow::Result<(u64, Du
 
 pub fn run(opts: Options) -> anyhow::Result<()> {
     let bin = release_binary()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
+    crate::bench::runtime()?.block_on(async move {
         let dir = tempfile::tempdir()?;
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(64)

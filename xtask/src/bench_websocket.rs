@@ -170,10 +170,7 @@ async fn delivery(admin: &str, dps: &[String], pushes: usize) -> anyhow::Result<
 
 pub fn run(opts: Options) -> anyhow::Result<()> {
     let bin = release_binary()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
+    crate::bench::runtime()?.block_on(async move {
         let dir = tempfile::tempdir()?;
         let client = reqwest::Client::new();
         let nodes = three_nodes(&bin, dir.path(), &client).await?;
