@@ -25,6 +25,9 @@ use crate::openapi as doc;
 use crate::raft::Node;
 use crate::service::{parse_json, ApiError, ControlPlane};
 
+mod metrics;
+mod usage;
+
 #[derive(Clone)]
 struct AppState {
     cp: Arc<ControlPlane>,
@@ -171,7 +174,7 @@ fn public_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(healthz))
         .routes(routes!(readyz))
-        .routes(routes!(metrics))
+        .routes(routes!(metrics::metrics))
         .routes(routes!(openapi_json))
 }
 
@@ -189,16 +192,16 @@ fn admin_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(remove_member))
         .routes(routes!(issue_key, list_keys))
         .routes(routes!(get_key, put_key, patch_key, delete_key))
-        .routes(routes!(key_usage))
-        .routes(routes!(adjust_quota))
-        .routes(routes!(plan_usage))
+        .routes(routes!(usage::key_usage))
+        .routes(routes!(usage::adjust_quota))
+        .routes(routes!(usage::plan_usage))
         .routes(routes!(flush_cache))
         .routes(routes!(deploy, list_deployments))
         .routes(routes!(get_deployment, delete_deployment))
         .routes(routes!(promote))
-        .routes(routes!(usage_export))
-        .routes(routes!(traffic))
-        .routes(routes!(tenant_invoice))
+        .routes(routes!(usage::usage_export))
+        .routes(routes!(usage::traffic))
+        .routes(routes!(usage::tenant_invoice))
         .routes(routes!(export_backup, import_backup))
         .routes(connections);
     let routes = apis::routes(routes);
@@ -411,111 +414,6 @@ async fn openapi_json(State(s): State<AppState>) -> Response {
         s.openapi.to_string(),
     )
         .into_response()
-}
-
-#[utoipa::path(get, path = "/metrics", tag = "health",
-    responses((status = 200, description = "Prometheus text format", body = String,
-        content_type = "text/plain; version=0.0.4")))]
-async fn metrics(State(s): State<AppState>) -> Response {
-    use std::fmt::Write;
-    let m = s.cp.raft.metrics().borrow().clone();
-    let applied = crate::raft::applied_index(&m);
-    let is_leader = m.current_leader == Some(s.cp.id);
-    let commit = crate::raft::commit_index(&m, s.cp.id);
-    let dps = s.cp.data_planes.local();
-    let connected = dps.iter().filter(|d| d.connected).count();
-    let usage_batches: u64 = s.cp.shared.read(|st| {
-        st.counters()
-            .filter_map(|(c, v)| matches!(c, crate::state::Counter::ReportSeq { .. }).then_some(*v))
-            .sum()
-    });
-    let mut out = String::with_capacity(4096);
-    let mut gauge = |name: &str, help: &str, v: u64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-    };
-    gauge(
-        "tollgate_raft_term",
-        "The Raft term this node is in.",
-        m.current_term,
-    );
-    gauge(
-        "tollgate_raft_is_leader",
-        "1 on the leader.",
-        u64::from(is_leader),
-    );
-    gauge(
-        "tollgate_raft_leader_id",
-        "The leader's node id (0: none known).",
-        m.current_leader.unwrap_or(0),
-    );
-    gauge(
-        "tollgate_raft_last_log_index",
-        "The last index in this node's log.",
-        m.last_log_index.unwrap_or(0),
-    );
-    gauge(
-        "tollgate_raft_commit_index",
-        "The commit index (the leader's quorum index; a follower's applied index).",
-        commit,
-    );
-    gauge(
-        "tollgate_raft_applied_index",
-        "The last index this node applied.",
-        applied,
-    );
-    gauge(
-        "tollgate_raft_log_entries",
-        "Entries in this node's log (after compaction).",
-        s.cp.log_store.len() as u64,
-    );
-    gauge(
-        "tollgate_data_planes_connected",
-        "Data planes streaming config from this node.",
-        connected as u64,
-    );
-    let _ = writeln!(
-        out,
-        "# HELP tollgate_data_plane_revision_lag Revisions a data plane streaming from this node is behind this node's applied index.\n\
-         # TYPE tollgate_data_plane_revision_lag gauge"
-    );
-    let mut dps = dps;
-    dps.sort_by(|a, b| a.id.cmp(&b.id));
-    for d in dps.iter().filter(|d| d.connected) {
-        let _ = writeln!(
-            out,
-            "tollgate_data_plane_revision_lag{{data_plane=\"{}\"}} {}",
-            label(&d.id),
-            applied.saturating_sub(d.revision)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP tollgate_usage_batches_applied_total Usage batches from data planes applied to the cluster's state (retries not counted).\n\
-         # TYPE tollgate_usage_batches_applied_total counter\n\
-         tollgate_usage_batches_applied_total {usage_batches}"
-    );
-    let _ = writeln!(
-        out,
-        "# HELP tollgate_admin_requests_total Admin API requests by method, route template and status.\n\
-         # TYPE tollgate_admin_requests_total counter"
-    );
-    for ((method, route, status), n) in s.requests.counts.lock().expect("admin metrics lock").iter()
-    {
-        let _ = writeln!(
-            out,
-            "tollgate_admin_requests_total{{method=\"{method}\",route=\"{}\",status=\"{status}\"}} {n}",
-            label(route)
-        );
-    }
-    s.cp.connections.write_metrics(&mut out);
-    ([("content-type", "text/plain; version=0.0.4")], out).into_response()
-}
-
-/// A label value, escaped for the Prometheus text format.
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[utoipa::path(get, path = "/v1/cluster", tag = "cluster",
@@ -766,182 +664,6 @@ async fn patch_key(State(s): State<AppState>, Path(id): Path<String>, body: Byte
     responses((status = 200, description = "Revoked", body = doc::Deleted)))]
 async fn delete_key(s: State<AppState>, p: Path<String>) -> Reply {
     delete_doc(s, p, ResourceKind::ApiKey).await
-}
-
-// ---------------------------------------------------------------- usage
-
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-struct UsageQuery {
-    /// The first UTC day, `YYYY-MM-DD` (default today).
-    start: Option<String>,
-    /// The last UTC day, inclusive (default today; at most 366 days on).
-    end: Option<String>,
-    /// A plan's usage: only this key's.
-    key_id: Option<String>,
-    /// The export: `json` (default) or `csv`.
-    format: Option<String>,
-}
-
-/// `start`/`end` as inclusive `YYYY-MM-DD` dates; both default to today.
-/// Returns the half-open day range and the dates as given.
-fn usage_range(q: &UsageQuery) -> Result<(u32, u32, String, String), ApiError> {
-    use tollgate_model::usage;
-    let today = usage::format_day(usage::today());
-    let start = q.start.clone().unwrap_or_else(|| today.clone());
-    let end = q.end.clone().unwrap_or(today);
-    let parse = |field: &str, v: &str| {
-        usage::parse_day(v).ok_or_else(|| {
-            ApiError::InvalidArgument(format!("{field}: {v:?} is not a date (YYYY-MM-DD)"))
-        })
-    };
-    let (s, e) = (parse("start", &start)?, parse("end", &end)?);
-    if e < s {
-        return Err(ApiError::InvalidArgument(
-            "end: must not be before start".into(),
-        ));
-    }
-    if e - s > 366 {
-        return Err(ApiError::InvalidArgument(
-            "end: at most 366 days per query".into(),
-        ));
-    }
-    Ok((s, e + 1, start, end))
-}
-
-#[utoipa::path(get, path = "/v1/usage-plans/{id}/usage", tag = "usage",
-    params(Id, UsageQuery),
-    responses((status = 200, description = "Usage by key and UTC day", body = doc::PlanUsage)))]
-async fn plan_usage(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<UsageQuery>,
-) -> Reply {
-    let (from, to, start, end) = usage_range(&q)?;
-    let u = s.cp.plan_usage(&id, from, to, q.key_id.as_deref()).await?;
-    ok(
-        StatusCode::OK,
-        doc::PlanUsage {
-            plan_id: id,
-            start,
-            end,
-            items: u.quota,
-            messages: u.messages,
-            connection_minutes: u.connection_minutes,
-        },
-    )
-}
-
-#[utoipa::path(get, path = "/v1/keys/{id}/usage", tag = "usage",
-    params(Id, UsageQuery),
-    responses((status = 200, description = "Usage by plan and UTC day", body = doc::KeyUsage)))]
-async fn key_usage(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<UsageQuery>,
-) -> Reply {
-    let (from, to, start, end) = usage_range(&q)?;
-    let u = s.cp.key_usage(&id, from, to).await?;
-    ok(
-        StatusCode::OK,
-        doc::KeyUsage {
-            key_id: id,
-            start,
-            end,
-            plans: u.quota,
-            messages: u.messages,
-            connection_minutes: u.connection_minutes,
-        },
-    )
-}
-
-#[utoipa::path(get, path = "/v1/usage/export", tag = "usage",
-    params(UsageQuery),
-    responses((status = 200, description = "One row per tenant, key, plan and day",
-        content((doc::UsageExport = "application/json"), (String = "text/csv")))))]
-async fn usage_export(State(s): State<AppState>, Query(q): Query<UsageQuery>) -> Reply {
-    let (from, to, _, _) = usage_range(&q)?;
-    let rows = s.cp.usage_export(from, to).await?;
-    match q.format.as_deref().unwrap_or("json") {
-        "json" => ok(StatusCode::OK, doc::UsageExport { rows }),
-        "csv" => {
-            let mut out = String::from(crate::usage::ExportRow::CSV_HEADER);
-            for r in rows {
-                out.push_str(&r.csv_line());
-            }
-            Ok(([("content-type", "text/csv")], out).into_response())
-        }
-        other => Err(ApiError::InvalidArgument(format!(
-            "format: {other:?} is not csv or json"
-        ))),
-    }
-}
-
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-struct TrafficQuery {
-    /// How far back: `1m` to `15m` (or `60s` to `900s`) in 10 s steps; default `15m`.
-    window: Option<String>,
-}
-
-#[utoipa::path(get, path = "/v1/traffic", tag = "usage",
-    params(TrafficQuery),
-    responses((status = 200, description = "What every data plane answered in the window, per API, summed by the cluster",
-        body = crate::traffic::TrafficView)))]
-async fn traffic(State(s): State<AppState>, Query(q): Query<TrafficQuery>) -> Reply {
-    let window_s = crate::traffic::parse_window(q.window.as_deref())?;
-    ok(StatusCode::OK, s.cp.traffic(window_s).await)
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-struct Adjustment {
-    plan: String,
-    amount: u64,
-}
-
-#[utoipa::path(post, path = "/v1/keys/{id}/quota-adjustments", tag = "usage",
-    params(Id), request_body = Adjustment,
-    responses((status = 201, description = "More quota for this period", body = doc::QuotaAdjusted)))]
-async fn adjust_quota(State(s): State<AppState>, Path(id): Path<String>, body: Bytes) -> Reply {
-    let a: Adjustment = parse_json(&body)?;
-    if a.amount == 0 {
-        return Err(ApiError::InvalidArgument(
-            "amount: must be at least 1".into(),
-        ));
-    }
-    let (revision, period) = s.cp.adjust_quota(&id, &a.plan, a.amount).await?;
-    ok(
-        StatusCode::CREATED,
-        doc::QuotaAdjusted {
-            key_id: id,
-            plan: a.plan,
-            amount: a.amount,
-            period_start: tollgate_model::usage::format_day(period),
-            revision,
-        },
-    )
-}
-
-// ---------------------------------------------------------------- billing
-
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-struct InvoiceQuery {
-    /// The UTC month, `YYYY-MM`.
-    month: Option<String>,
-}
-
-#[utoipa::path(get, path = "/v1/tenants/{id}/invoice", tag = "billing",
-    params(Id, InvoiceQuery),
-    responses((status = 200, description = "The tenant's invoice for the month (contract §5.6)",
-        body = crate::invoice::Invoice)))]
-async fn tenant_invoice(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<InvoiceQuery>,
-) -> Reply {
-    ok(StatusCode::OK, s.cp.invoice(&id, q.month.as_deref()).await?)
 }
 
 // ---------------------------------------------------------------- backup
